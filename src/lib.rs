@@ -1,0 +1,6 @@
+//! Waylume Server: a self-managing WireGuard VPN node.
+//!
+//! `core` is pure (no sockets, processes or clock); `sys` is the only code that touches the OS;
+//! `app` wires the real adapters together.
+pub mod core;
+pub mod sys;
