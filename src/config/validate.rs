@@ -1,0 +1,337 @@
+//! Raw → typed, with the defaults. Each check names the key it is about.
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::{Ipv4Net, Ipv6Net};
+
+use super::raw::RawConfig;
+use super::*;
+
+/// Protocol names the inspection policy may name.
+pub const PROTOCOLS: &[&str] = &["bittorrent", "http", "tls", "ssh", "quic", "dns", "unknown"];
+
+fn ranged<T: TryFrom<i64>>(
+    key: &str,
+    v: Option<i64>,
+    lo: i64,
+    hi: i64,
+    def: T,
+) -> Result<T, ConfigError> {
+    match v {
+        None => Ok(def),
+        Some(n) if (lo..=hi).contains(&n) => {
+            T::try_from(n).map_err(|_| bad(key, format!("{n} is out of range {lo}..={hi}")))
+        }
+        Some(n) => Err(bad(key, format!("{n} is out of range {lo}..={hi}"))),
+    }
+}
+
+fn secs(key: &str, v: Option<i64>, lo: i64, hi: i64, def: u64) -> Result<Duration, ConfigError> {
+    ranged(key, v, lo, hi, def).map(Duration::from_secs)
+}
+
+fn parsed<T: std::str::FromStr<Err = String>>(key: &str, v: &str) -> Result<T, ConfigError> {
+    v.parse().map_err(|e: String| bad(key, e))
+}
+
+/// A secret from its inline value or its file; a file's trailing newline is not part of it.
+fn secret(
+    key: &str,
+    inline: Option<String>,
+    file: Option<String>,
+    src: &Sources,
+) -> Result<Option<Secret>, ConfigError> {
+    let value = match (inline, file) {
+        (Some(v), _) => v,
+        (None, Some(path)) => (src.read_secret)(Path::new(&path))
+            .map_err(|e| bad(&format!("{key}_file"), format!("cannot read {path}: {e}")))?
+            .trim_end_matches(['\n', '\r'])
+            .to_string(),
+        (None, None) => return Ok(None),
+    };
+    if value.trim().is_empty() {
+        return Err(bad(key, "is empty"));
+    }
+    Ok(Some(Secret::new(value)))
+}
+
+fn optional_text(key: &str, v: Option<String>) -> Result<Option<String>, ConfigError> {
+    match v {
+        Some(s) if s.len() > 100 || s.chars().any(char::is_control) => {
+            Err(bad(key, "must be at most 100 printable characters"))
+        }
+        Some(s) if s.trim().is_empty() => Ok(None),
+        other => Ok(other),
+    }
+}
+
+fn coordinate(key: &str, v: Option<f64>, limit: f64) -> Result<Option<f64>, ConfigError> {
+    match v {
+        Some(x) if !x.is_finite() || x.abs() > limit => {
+            Err(bad(key, format!("{x} is outside -{limit}..={limit}")))
+        }
+        other => Ok(other),
+    }
+}
+
+pub fn validate(raw: RawConfig, src: &Sources) -> Result<Config, ConfigError> {
+    let server_id = match raw.server_id {
+        Some(s) => parsed("server_id", &s)?,
+        None => parsed("server_id", src.hostname).map_err(|e| {
+            bad(
+                "server_id",
+                format!("not set, and the host name is unusable: {}", e.reason),
+            )
+        })?,
+    };
+    let api_secret = secret("api.secret", raw.api.secret, raw.api.secret_file, src)?;
+    let api = ApiConfig {
+        port: ranged("api.port", raw.api.port, 1, 65535, 3000)?,
+        bind: match raw.api.bind {
+            Some(b) => b
+                .parse::<IpAddr>()
+                .map_err(|_| bad("api.bind", format!("{b:?} is not an IP address")))?,
+            None if api_secret.is_some() => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        },
+        secret: api_secret,
+    };
+    if api.secret.is_none() && !api.bind.is_loopback() {
+        return Err(bad(
+            "api.bind",
+            format!(
+                "{} is not loopback, and no API secret is set (api.secret_file / WAYLUME_API_SECRET)",
+                api.bind
+            ),
+        ));
+    }
+
+    let wg = raw.wireguard;
+    let subnet: Ipv4Net = parsed_net(
+        "wireguard.subnet",
+        wg.subnet.as_deref().unwrap_or("10.0.0.0/8"),
+    )?;
+    if subnet.prefix_len() > 30 {
+        return Err(bad(
+            "wireguard.subnet",
+            format!("{subnet} leaves no room for peers (at most /30)"),
+        ));
+    }
+    let subnet_v6 = match wg.subnet_v6 {
+        Some(s) => {
+            let net: Ipv6Net = s.parse().map_err(|_| {
+                bad(
+                    "wireguard.subnet_v6",
+                    format!("{s:?} is not an IPv6 network"),
+                )
+            })?;
+            if net != net.trunc() || net.prefix_len() > 112 {
+                return Err(bad(
+                    "wireguard.subnet_v6",
+                    format!("{s} must be a network address, /112 or larger"),
+                ));
+            }
+            Some(net)
+        }
+        None => None,
+    };
+    let listen_port = ranged("wireguard.listen_port", wg.listen_port, 1, 65535, 51820)?;
+    if listen_port == api.port {
+        return Err(bad(
+            "wireguard.listen_port",
+            format!("{listen_port} is also the API port"),
+        ));
+    }
+    let dns = wg
+        .dns
+        .unwrap_or_else(|| vec!["1.1.1.1".into()])
+        .iter()
+        .map(|d| {
+            d.parse::<IpAddr>()
+                .map_err(|_| bad("wireguard.dns", format!("{d:?} is not an IP address")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let wireguard = WireguardConfig {
+        interface: parsed(
+            "wireguard.interface",
+            wg.interface.as_deref().unwrap_or("wg0"),
+        )?,
+        backend: parsed("wireguard.backend", wg.backend.as_deref().unwrap_or("auto"))?,
+        listen_port,
+        subnet,
+        subnet_v6,
+        endpoint: wg
+            .endpoint
+            .map(|e| parsed("wireguard.endpoint", &e))
+            .transpose()?,
+        dns,
+        mtu: ranged("wireguard.mtu", wg.mtu, 1280, 9000, 1420)?,
+        persistent_keepalive: ranged(
+            "wireguard.persistent_keepalive",
+            wg.persistent_keepalive,
+            0,
+            3600,
+            25,
+        )?,
+    };
+
+    let node = NodeConfig {
+        country: optional_text("node.country", raw.node.country)?,
+        city: optional_text("node.city", raw.node.city)?,
+        latitude: coordinate("node.latitude", raw.node.latitude, 90.0)?,
+        longitude: coordinate("node.longitude", raw.node.longitude, 180.0)?,
+        max_capacity: ranged("node.max_capacity", raw.node.max_capacity, 1, 32767, 1000)?,
+    };
+
+    let sb = raw.supabase;
+    let key = secret("supabase.key", sb.key, sb.key_file, src)?;
+    let supabase = match sb.url {
+        None => None,
+        Some(url) => {
+            let parsed = reqwest::Url::parse(&url)
+                .map_err(|e| bad("supabase.url", format!("{url:?} is not a URL: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+                return Err(bad(
+                    "supabase.url",
+                    format!("{url:?} is not an http(s) URL"),
+                ));
+            }
+            Some(SupabaseConfig {
+                url: url.trim_end_matches('/').to_string(),
+                key: key.ok_or_else(|| {
+                    bad(
+                        "supabase.key",
+                        "SUPABASE_URL is set but no key (SUPABASE_KEY / SUPABASE_KEY_FILE)",
+                    )
+                })?,
+                heartbeat_interval: secs(
+                    "supabase.heartbeat_interval_secs",
+                    sb.heartbeat_interval_secs,
+                    1,
+                    3600,
+                    30,
+                )?,
+                usage_interval: secs(
+                    "supabase.usage_interval_secs",
+                    sb.usage_interval_secs,
+                    1,
+                    86400,
+                    60,
+                )?,
+            })
+        }
+    };
+
+    let dp = raw.dataplane;
+    if let Some(b) = dp.firewall_backend.as_deref().filter(|b| *b != "nft") {
+        return Err(bad(
+            "dataplane.firewall_backend",
+            format!("{b:?} is not supported (nft)"),
+        ));
+    }
+    let dataplane = DataplaneConfig {
+        reconcile_interval: secs(
+            "dataplane.reconcile_interval_secs",
+            dp.reconcile_interval_secs,
+            1,
+            3600,
+            5,
+        )?,
+        isolation: dp.isolation.unwrap_or(true),
+        block_private_networks: dp.block_private_networks.unwrap_or(true),
+        shaping: dp.shaping.unwrap_or(true),
+    };
+
+    let peers = PeerLifetimes {
+        idle_timeout: match raw.peers.idle_timeout_secs {
+            None | Some(0) => None,
+            v => Some(secs("peers.idle_timeout_secs", v, 60, 365 * 86400, 0)?),
+        },
+        handshake_grace: secs(
+            "peers.handshake_grace_secs",
+            raw.peers.handshake_grace_secs,
+            10,
+            365 * 86400,
+            600,
+        )?,
+    };
+
+    let mut policy = BTreeMap::new();
+    for (proto, action) in raw.inspection.policy.unwrap_or_default() {
+        if !PROTOCOLS.contains(&proto.as_str()) {
+            return Err(bad(
+                &format!("inspection.policy.{proto}"),
+                format!("unknown protocol (one of {})", PROTOCOLS.join(", ")),
+            ));
+        }
+        policy.insert(
+            proto.clone(),
+            parsed(&format!("inspection.policy.{proto}"), &action)?,
+        );
+    }
+    let inspection = InspectionConfig {
+        enabled: raw.inspection.enabled.unwrap_or(true),
+        log_hostnames: raw.inspection.log_hostnames.unwrap_or(false),
+        policy,
+    };
+
+    let state_dir = PathBuf::from(
+        raw.state_dir
+            .unwrap_or_else(|| "/var/lib/waylume-server".into()),
+    );
+    if !state_dir.is_absolute() {
+        return Err(bad(
+            "state_dir",
+            format!("{} is not an absolute path", state_dir.display()),
+        ));
+    }
+    Ok(Config {
+        server_id,
+        state_dir,
+        teardown_on_stop: raw.teardown_on_stop.unwrap_or(false),
+        api,
+        wireguard,
+        node,
+        supabase,
+        dataplane,
+        peers,
+        inspection,
+    })
+}
+
+fn parsed_net(key: &str, s: &str) -> Result<Ipv4Net, ConfigError> {
+    let net: Ipv4Net = s
+        .parse()
+        .map_err(|_| bad(key, format!("{s:?} is not an IPv4 network (a.b.c.d/len)")))?;
+    if net != net.trunc() {
+        return Err(bad(
+            key,
+            format!(
+                "{s} is not a network address (did you mean {}?)",
+                net.trunc()
+            ),
+        ));
+    }
+    Ok(net)
+}
+
+/// The subnet must not overlap a route the host already has (other than ours on `iface`).
+pub fn check_subnet_overlap(
+    subnet: Ipv4Net,
+    routes: &[(Ipv4Net, String)],
+    iface: &str,
+) -> Result<(), ConfigError> {
+    match routes.iter().find(|(net, dev)| {
+        dev != iface
+            && net.prefix_len() > 0
+            && (net.contains(&subnet.network()) || subnet.contains(&net.network()))
+    }) {
+        Some((net, dev)) => Err(bad(
+            "wireguard.subnet",
+            format!("{subnet} overlaps the route {net} on {dev}"),
+        )),
+        None => Ok(()),
+    }
+}
