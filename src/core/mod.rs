@@ -1,1 +1,4 @@
 //! The pure core: values and decisions, no effects.
+pub mod auth;
+pub mod peer;
+pub mod pool;
