@@ -2,3 +2,4 @@
 pub mod auth;
 pub mod peer;
 pub mod pool;
+pub mod registry;

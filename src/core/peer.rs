@@ -62,7 +62,7 @@ impl Usage {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Peer {
     pub id: PeerId,
     pub public_key: Key,
@@ -79,6 +79,19 @@ pub struct Peer {
     /// Unix seconds.
     pub created_at: u64,
     pub expires_at: Option<u64>,
+}
+
+/// Keys other than the public one never reach a log line.
+impl fmt::Debug for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Peer")
+            .field("id", &self.id)
+            .field("public_key", &self.public_key.to_base64())
+            .field("address", &self.address)
+            .field("limit", &self.limit)
+            .field("data_cap", &self.data_cap)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the kernel says about a peer right now.

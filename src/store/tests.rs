@@ -1,0 +1,90 @@
+use super::*;
+
+fn peer(n: u8) -> Peer {
+    Peer {
+        id: PeerId::from_random([n; 16]),
+        public_key: Key([n; 32]).get_public(),
+        private_key: Some(Key([n; 32])),
+        preshared_key: Key([n ^ 1; 32]),
+        address: Ipv4Addr::new(10, 0, 0, n),
+        address_v6: Some("fd00::5".parse().unwrap()),
+        session_id: Some(format!("s{n}")),
+        user_id: None,
+        limit: SpeedLimit { download_kbps: Some(2000), upload_kbps: None },
+        data_cap: Some(1 << 40),
+        created_at: 1_700_000_000,
+        expires_at: None,
+    }
+}
+
+#[test]
+fn peers_and_usage_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (peer(2), peer(3));
+    {
+        let mut s = Store::open(dir.path()).unwrap();
+        s.insert_peer(&a).unwrap();
+        s.insert_peer(&b).unwrap();
+        let acc = Accounting { total: Usage { rx: 10, tx: 20 }, seen: Usage { rx: 1, tx: 2 } };
+        s.save_usage(&[UsageRow { id: &a.id, accounting: acc, cap_used: 30, last_handshake: Some(5) }]).unwrap();
+        s.set_limit(&b.id, SpeedLimit::default()).unwrap();
+        s.set_cap(&b.id, None).unwrap();
+    }
+    let s = Store::open(dir.path()).unwrap();
+    assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+    let all = s.load_peers().unwrap();
+    assert_eq!(all.len(), 2);
+    let la = all.iter().find(|p| p.peer.id == a.id).unwrap();
+    assert_eq!(la.peer, a);
+    assert_eq!(la.accounting.total, Usage { rx: 10, tx: 20 });
+    assert_eq!(la.cap_used, 30);
+    assert_eq!(la.last_handshake, Some(5));
+    let lb = all.iter().find(|p| p.peer.id == b.id).unwrap();
+    assert!(lb.peer.limit.is_unlimited());
+    assert_eq!(lb.peer.data_cap, None);
+}
+
+#[test]
+fn duplicates_are_refused_and_delete_reports_presence() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(dir.path()).unwrap();
+    let a = peer(2);
+    s.insert_peer(&a).unwrap();
+    let mut dup = peer(3);
+    dup.address = a.address;
+    assert!(s.insert_peer(&dup).is_err());
+    assert!(s.delete_peer(&a.id).unwrap());
+    assert!(!s.delete_peer(&a.id).unwrap());
+    assert!(s.load_peers().unwrap().is_empty());
+}
+
+#[test]
+fn corrupt_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("state.db"), b"this is not a database, just text that is long enough").unwrap();
+    let err = Store::open(dir.path()).err().unwrap().to_string();
+    assert!(err.contains("state.db"), "{err}");
+    assert!(err.contains("not a database"), "{err}");
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    let c = Connection::open(dir.path().join("state.db")).unwrap();
+    c.pragma_update(None, "user_version", 99).unwrap();
+    drop(c);
+    assert!(matches!(Store::open(dir.path()), Err(StoreError::TooNew { found: 99, .. })));
+}
+
+#[test]
+fn private_key_is_made_once_with_mode_0600() {
+    let dir = tempfile::tempdir().unwrap();
+    let k1 = load_or_create_key(dir.path(), || Key([7; 32])).unwrap();
+    let k2 = load_or_create_key(dir.path(), || Key([8; 32])).unwrap();
+    assert_eq!(k1, k2);
+    let mode = std::fs::metadata(dir.path().join("private.key")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    std::fs::write(dir.path().join("private.key"), "garbage").unwrap();
+    assert!(matches!(load_or_create_key(dir.path(), || Key([9; 32])), Err(StoreError::Corrupt { .. })));
+}
