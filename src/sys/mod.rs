@@ -1,1 +1,4 @@
 //! Everything that touches the operating system.
+pub mod fake;
+pub mod link;
+pub mod wg;

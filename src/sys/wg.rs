@@ -1,0 +1,268 @@
+//! The WireGuard interface: the seam the node talks to, and the real device behind it (kernel
+//! module through netlink, or `wireguard-go` started and supervised by the daemon).
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use wireguard_control::{Backend as WgBackend, Device, DeviceUpdate, InterfaceName, Key, PeerConfigBuilder};
+
+use super::link::{LinkError, Netlink};
+use crate::config::{Backend, IfName};
+use crate::core::peer::LiveStats;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WgError {
+    #[error("{iface}: no WireGuard kernel module ({cause}) and no wireguard-go on PATH; install one of them")]
+    NoImplementation { iface: String, cause: String },
+    #[error("{iface}: cannot start wireguard-go: {source}")]
+    Spawn { iface: String, source: std::io::Error },
+    #[error("{iface}: wireguard-go did not bring the interface up within {secs} s")]
+    SpawnTimeout { iface: String, secs: u64 },
+    #[error("{iface}: {what}: {source}")]
+    Device { iface: String, what: &'static str, source: std::io::Error },
+    #[error(transparent)]
+    Link(#[from] LinkError),
+}
+
+/// One peer as WireGuard needs it.
+#[derive(Clone)]
+pub struct PeerSpec {
+    pub public_key: Key,
+    pub preshared_key: Key,
+    pub allowed_ips: Vec<(IpAddr, u8)>,
+}
+
+/// What the node needs from a WireGuard implementation. Each call is O(1) in the number of peers
+/// except `peers`, which reads them all.
+pub trait WireGuard: Send + Sync + 'static {
+    /// Creates the interface if it is missing and brings key, port, addresses, MTU and link state
+    /// to what they should be. Returns true when the interface had to be created.
+    fn ensure_interface(&self) -> Result<bool, WgError>;
+    /// Adds a peer or replaces its settings.
+    fn upsert_peer(&self, peer: &PeerSpec) -> Result<(), WgError>;
+    fn remove_peer(&self, public_key: &Key) -> Result<(), WgError>;
+    /// Every peer on the interface with its counters.
+    fn peers(&self) -> Result<Vec<(Key, LiveStats)>, WgError>;
+    /// Removes the interface (and stops wireguard-go).
+    fn teardown(&self) -> Result<(), WgError>;
+    /// `kernel`, `userspace` or `fake`, for health and logs.
+    fn backend_name(&self) -> &'static str;
+}
+
+/// The interface's wanted shape.
+pub struct InterfaceSpec {
+    pub name: IfName,
+    pub backend: Backend,
+    pub private_key: Key,
+    pub listen_port: u16,
+    pub addresses: Vec<(IpAddr, u8)>,
+    pub mtu: u16,
+}
+
+pub struct RealDevice {
+    spec: InterfaceSpec,
+    iface: InterfaceName,
+    rt: tokio::runtime::Handle,
+    active: Mutex<Option<WgBackend>>,
+    child: Mutex<Option<Child>>,
+}
+
+fn userspace_socket(name: &str) -> PathBuf {
+    Path::new("/run/wireguard").join(format!("{name}.sock"))
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+impl RealDevice {
+    /// Must be called inside a tokio runtime; its methods must then be called off the runtime's
+    /// worker threads (from `spawn_blocking`), since netlink requests are driven on it.
+    pub fn new(spec: InterfaceSpec) -> Result<RealDevice, WgError> {
+        let iface = spec.name.as_str().parse::<InterfaceName>().map_err(|e| WgError::Device {
+            iface: spec.name.to_string(),
+            what: "interface name",
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        Ok(RealDevice {
+            spec,
+            iface,
+            rt: tokio::runtime::Handle::current(),
+            active: Mutex::new(None),
+            child: Mutex::new(None),
+        })
+    }
+
+    fn name(&self) -> String {
+        self.spec.name.to_string()
+    }
+
+    fn err(&self, what: &'static str) -> impl Fn(std::io::Error) -> WgError + '_ {
+        move |source| WgError::Device { iface: self.name(), what, source }
+    }
+
+    fn backend(&self) -> WgBackend {
+        let found = *self.active.lock().unwrap_or_else(|e| e.into_inner());
+        found.unwrap_or(if userspace_socket(self.spec.name.as_str()).exists() {
+            WgBackend::Userspace
+        } else {
+            WgBackend::Kernel
+        })
+    }
+
+    fn set_backend(&self, b: WgBackend) {
+        *self.active.lock().unwrap_or_else(|e| e.into_inner()) = Some(b);
+    }
+
+    /// Creates the link with the configured backend; returns which one carries it.
+    fn create(&self, nl: &Netlink) -> Result<WgBackend, WgError> {
+        let name = self.spec.name.as_str();
+        let kernel = || self.rt.block_on(nl.create_wireguard(name));
+        match self.spec.backend {
+            Backend::Kernel => kernel().map(|()| WgBackend::Kernel).map_err(WgError::from),
+            Backend::Userspace => self.spawn_userspace(nl).map(|()| WgBackend::Userspace),
+            Backend::Auto => match kernel() {
+                Ok(()) => Ok(WgBackend::Kernel),
+                Err(e) if on_path("wireguard-go") => {
+                    log::info!("{name}: kernel WireGuard unavailable ({e}); using wireguard-go");
+                    self.spawn_userspace(nl).map(|()| WgBackend::Userspace)
+                }
+                Err(e) => Err(WgError::NoImplementation { iface: name.into(), cause: e.to_string() }),
+            },
+        }
+    }
+
+    fn spawn_userspace(&self, nl: &Netlink) -> Result<(), WgError> {
+        let name = self.spec.name.as_str();
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(mut old) = child.take() {
+            // Reap the one that died (or stop a stuck one) before starting another.
+            if !matches!(old.try_wait(), Ok(Some(_))) {
+                let _ = old.kill();
+                let _ = old.wait();
+            }
+        }
+        // Its own process group: a Ctrl-C in the operator's terminal is for the daemon only.
+        let spawned = Command::new("wireguard-go")
+            .args(["-f", name])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .env("WG_PROCESS_FOREGROUND", "1")
+            .process_group(0)
+            .spawn()
+            .map_err(|source| WgError::Spawn { iface: name.into(), source })?;
+        log::info!("{name}: started wireguard-go (pid {})", spawned.id());
+        *child = Some(spawned);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let up = self.rt.block_on(nl.index(name))?.is_some() && userspace_socket(name).exists();
+            if up {
+                return Ok(());
+            }
+            if let Some(c) = child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    let source = std::io::Error::other(format!("exited with {status}"));
+                    return Err(WgError::Spawn { iface: name.into(), source });
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(WgError::SpawnTimeout { iface: name.into(), secs: 10 })
+    }
+}
+
+use std::os::unix::process::CommandExt;
+
+impl WireGuard for RealDevice {
+    fn ensure_interface(&self) -> Result<bool, WgError> {
+        let nl = {
+            let _guard = self.rt.enter();
+            Netlink::connect()?
+        };
+        let name = self.spec.name.as_str();
+        let exists = self.rt.block_on(nl.index(name))?.is_some();
+        // A userspace link whose process died leaves a stale socket; the link goes with it.
+        let created = if exists {
+            false
+        } else {
+            let b = self.create(&nl)?;
+            self.set_backend(b);
+            true
+        };
+        let backend = self.backend();
+        let dev = Device::get(&self.iface, backend).map_err(self.err("read device"))?;
+        let key_ok = dev.private_key.as_ref() == Some(&self.spec.private_key);
+        if !key_ok || dev.listen_port != Some(self.spec.listen_port) {
+            DeviceUpdate::new()
+                .set_private_key(self.spec.private_key.clone())
+                .set_listen_port(self.spec.listen_port)
+                .apply(&self.iface, backend)
+                .map_err(self.err("set key and port"))?;
+        }
+        self.rt.block_on(nl.configure(name, &self.spec.addresses, self.spec.mtu))?;
+        Ok(created)
+    }
+
+    fn upsert_peer(&self, p: &PeerSpec) -> Result<(), WgError> {
+        let mut b = PeerConfigBuilder::new(&p.public_key)
+            .set_preshared_key(p.preshared_key.clone())
+            .replace_allowed_ips();
+        for (ip, len) in &p.allowed_ips {
+            b = b.add_allowed_ip(*ip, *len);
+        }
+        DeviceUpdate::new().add_peer(b).apply(&self.iface, self.backend()).map_err(self.err("add peer"))
+    }
+
+    fn remove_peer(&self, key: &Key) -> Result<(), WgError> {
+        DeviceUpdate::new()
+            .remove_peer_by_key(key)
+            .apply(&self.iface, self.backend())
+            .map_err(self.err("remove peer"))
+    }
+
+    fn peers(&self) -> Result<Vec<(Key, LiveStats)>, WgError> {
+        let dev = Device::get(&self.iface, self.backend()).map_err(self.err("read peers"))?;
+        Ok(dev
+            .peers
+            .into_iter()
+            .map(|p| {
+                let hs = p.stats.last_handshake_time.and_then(|t| t.duration_since(UNIX_EPOCH).ok());
+                let stats = LiveStats {
+                    rx: p.stats.rx_bytes,
+                    tx: p.stats.tx_bytes,
+                    last_handshake: hs.map(|d| d.as_secs()).filter(|s| *s > 0),
+                };
+                (p.config.public_key, stats)
+            })
+            .collect())
+    }
+
+    fn teardown(&self) -> Result<(), WgError> {
+        let nl = {
+            let _guard = self.rt.enter();
+            Netlink::connect()?
+        };
+        self.rt.block_on(nl.delete(self.spec.name.as_str()))?;
+        if let Some(mut c) = self.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            // Deleting the link makes wireguard-go exit; reap it, or stop it if it lingers.
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        Ok(())
+    }
+
+    fn backend_name(&self) -> &'static str {
+        match self.backend() {
+            WgBackend::Userspace => "userspace",
+            _ => "kernel",
+        }
+    }
+}
