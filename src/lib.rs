@@ -2,7 +2,13 @@
 //!
 //! `core` is pure (no sockets, processes or clock); `sys` is the only code that touches the OS;
 //! `app` wires the real adapters together.
+pub mod api;
+pub mod app;
+pub mod client;
 pub mod config;
 pub mod core;
+pub mod logging;
+pub mod metrics;
+pub mod node;
 pub mod store;
 pub mod sys;

@@ -16,13 +16,23 @@ use crate::core::peer::{Accounting, Peer, PeerId, SpeedLimit, Usage};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("state directory {path}: {source}")]
-    Dir { path: PathBuf, source: std::io::Error },
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("store {path}: {source}")]
-    Db { path: PathBuf, source: rusqlite::Error },
+    Db {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("store {path} holds a bad value in {what}")]
     Corrupt { path: PathBuf, what: String },
     #[error("store {path} has schema version {found}, newer than this build knows ({known})")]
-    TooNew { path: PathBuf, found: i64, known: i64 },
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
 }
 
 /// Each entry upgrades the schema by one version; never edit a released one.
@@ -75,37 +85,63 @@ pub struct Store {
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let dir_err = |source| StoreError::Dir { path: dir.to_path_buf(), source };
+        let dir_err = |source| StoreError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        };
         std::fs::create_dir_all(dir).map_err(dir_err)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(dir_err)?;
         let path = dir.join("state.db");
-        let db = |source| StoreError::Db { path: path.clone(), source };
+        let db = |source| StoreError::Db {
+            path: path.clone(),
+            source,
+        };
         let conn = Connection::open(&path).map_err(db)?;
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
-            .map_err(db)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+        )
+        .map_err(db)?;
         let mut store = Store { conn, path };
         store.migrate()?;
-        std::fs::set_permissions(&store.path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|source| StoreError::Dir { path: store.path.clone(), source })?;
+        std::fs::set_permissions(&store.path, std::fs::Permissions::from_mode(0o600)).map_err(
+            |source| StoreError::Dir {
+                path: store.path.clone(),
+                source,
+            },
+        )?;
         Ok(store)
     }
 
     fn db(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-        |source| StoreError::Db { path: self.path.clone(), source }
+        |source| StoreError::Db {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
         let path = self.path.clone();
-        let db = |source| StoreError::Db { path: path.clone(), source };
-        let version: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db)?;
+        let db = |source| StoreError::Db {
+            path: path.clone(),
+            source,
+        };
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(db)?;
         let known = MIGRATIONS.len() as i64;
         if version > known {
-            return Err(StoreError::TooNew { path, found: version, known });
+            return Err(StoreError::TooNew {
+                path,
+                found: version,
+                known,
+            });
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             let tx = self.conn.transaction().map_err(db)?;
             tx.execute_batch(sql).map_err(db)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(db)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(db)?;
             tx.commit().map_err(db)?;
             log::info!("store schema migrated to version {}", i + 1);
         }
@@ -113,7 +149,9 @@ impl Store {
     }
 
     pub fn schema_version(&self) -> Result<i64, StoreError> {
-        self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(self.db())
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(self.db())
     }
 
     pub fn insert_peer(&mut self, p: &Peer) -> Result<(), StoreError> {
@@ -144,7 +182,10 @@ impl Store {
 
     /// Returns whether the peer was there.
     pub fn delete_peer(&mut self, id: &PeerId) -> Result<bool, StoreError> {
-        let n = self.conn.execute("DELETE FROM peers WHERE id = ?1", [id.as_str()]).map_err(self.db())?;
+        let n = self
+            .conn
+            .execute("DELETE FROM peers WHERE id = ?1", [id.as_str()])
+            .map_err(self.db())?;
         Ok(n > 0)
     }
 
@@ -160,7 +201,10 @@ impl Store {
 
     pub fn set_cap(&mut self, id: &PeerId, cap: Option<u64>) -> Result<(), StoreError> {
         self.conn
-            .execute("UPDATE peers SET data_cap = ?2 WHERE id = ?1", params![id.as_str(), cap.map(|c| c as i64)])
+            .execute(
+                "UPDATE peers SET data_cap = ?2 WHERE id = ?1",
+                params![id.as_str(), cap.map(|c| c as i64)],
+            )
             .map_err(self.db())?;
         Ok(())
     }
@@ -168,7 +212,10 @@ impl Store {
     /// Persists counters for many peers in one transaction.
     pub fn save_usage(&mut self, rows: &[UsageRow]) -> Result<(), StoreError> {
         let path = self.path.clone();
-        let db = |source| StoreError::Db { path: path.clone(), source };
+        let db = |source| StoreError::Db {
+            path: path.clone(),
+            source,
+        };
         let tx = self.conn.transaction().map_err(db)?;
         {
             let mut st = tx
@@ -208,7 +255,10 @@ impl Store {
         let mut out = Vec::new();
         for r in rows {
             let raw = r.map_err(self.db())?;
-            out.push(raw.decode().map_err(|what| StoreError::Corrupt { path: self.path.clone(), what })?);
+            out.push(raw.decode().map_err(|what| StoreError::Corrupt {
+                path: self.path.clone(),
+                what,
+            })?);
         }
         Ok(out)
     }
@@ -216,7 +266,9 @@ impl Store {
     pub fn peer_exists(&self, id: &PeerId) -> Result<bool, StoreError> {
         let found: Option<i64> = self
             .conn
-            .query_row("SELECT 1 FROM peers WHERE id = ?1", [id.as_str()], |r| r.get(0))
+            .query_row("SELECT 1 FROM peers WHERE id = ?1", [id.as_str()], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(self.db())?;
         Ok(found.is_some())
@@ -230,10 +282,28 @@ struct RawRow {
 
 fn raw_row(r: &Row) -> rusqlite::Result<RawRow> {
     Ok(RawRow {
-        text: [r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?],
+        text: [
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+            r.get(7)?,
+        ],
         ints: [
-            r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?, r.get(12)?, r.get(13)?, r.get(14)?, r.get(15)?,
-            r.get(16)?, r.get(17)?, r.get(18)?,
+            r.get(8)?,
+            r.get(9)?,
+            r.get(10)?,
+            r.get(11)?,
+            r.get(12)?,
+            r.get(13)?,
+            r.get(14)?,
+            r.get(15)?,
+            r.get(16)?,
+            r.get(17)?,
+            r.get(18)?,
         ],
     })
 }
@@ -241,14 +311,34 @@ fn raw_row(r: &Row) -> rusqlite::Result<RawRow> {
 impl RawRow {
     fn decode(self) -> Result<StoredPeer, String> {
         let [id, public, private, psk, addr, addr6, session, user] = self.text;
-        let [down, up, cap, created, expires, rx_t, tx_t, rx_s, tx_s, cap_used, hs] = self.ints;
+        let [
+            down,
+            up,
+            cap,
+            created,
+            expires,
+            rx_t,
+            tx_t,
+            rx_s,
+            tx_s,
+            cap_used,
+            hs,
+        ] = self.ints;
         let key = |s: Option<String>, what: &str| {
-            s.as_deref().and_then(|k| Key::from_base64(k).ok()).ok_or_else(|| what.to_string())
+            s.as_deref()
+                .and_then(|k| Key::from_base64(k).ok())
+                .ok_or_else(|| what.to_string())
         };
         let u64_of = |v: Option<i64>| v.map(|x| x.max(0) as u64);
-        let u32_of = |v: Option<i64>, what: &str| v.map(|x| u32::try_from(x).map_err(|_| what.to_string())).transpose();
+        let u32_of = |v: Option<i64>, what: &str| {
+            v.map(|x| u32::try_from(x).map_err(|_| what.to_string()))
+                .transpose()
+        };
         let id = id.as_deref().and_then(PeerId::parse).ok_or("peers.id")?;
-        let address: Ipv4Addr = addr.as_deref().and_then(|a| a.parse().ok()).ok_or("peers.address")?;
+        let address: Ipv4Addr = addr
+            .as_deref()
+            .and_then(|a| a.parse().ok())
+            .ok_or("peers.address")?;
         let address_v6 = match addr6 {
             Some(a) => Some(a.parse::<Ipv6Addr>().map_err(|_| "peers.address_v6")?),
             None => None,
@@ -256,7 +346,9 @@ impl RawRow {
         let peer = Peer {
             id,
             public_key: key(public, "peers.public_key")?,
-            private_key: private.map(|p| key(Some(p), "peers.private_key")).transpose()?,
+            private_key: private
+                .map(|p| key(Some(p), "peers.private_key"))
+                .transpose()?,
             preshared_key: key(psk, "peers.preshared_key")?,
             address,
             address_v6,
@@ -273,8 +365,14 @@ impl RawRow {
         Ok(StoredPeer {
             peer,
             accounting: Accounting {
-                total: Usage { rx: u64_of(rx_t).unwrap_or(0), tx: u64_of(tx_t).unwrap_or(0) },
-                seen: Usage { rx: u64_of(rx_s).unwrap_or(0), tx: u64_of(tx_s).unwrap_or(0) },
+                total: Usage {
+                    rx: u64_of(rx_t).unwrap_or(0),
+                    tx: u64_of(tx_t).unwrap_or(0),
+                },
+                seen: Usage {
+                    rx: u64_of(rx_s).unwrap_or(0),
+                    tx: u64_of(tx_s).unwrap_or(0),
+                },
             },
             cap_used: u64_of(cap_used).unwrap_or(0),
             last_handshake: u64_of(hs),
@@ -286,7 +384,10 @@ impl RawRow {
 /// written there with mode 0600 on first start.
 pub fn load_or_create_key(dir: &Path, generate: impl FnOnce() -> Key) -> Result<Key, StoreError> {
     let path = dir.join("private.key");
-    let err = |source| StoreError::Dir { path: path.clone(), source };
+    let err = |source| StoreError::Dir {
+        path: path.clone(),
+        source,
+    };
     match std::fs::read_to_string(&path) {
         Ok(text) => Key::from_base64(text.trim()).map_err(|_| StoreError::Corrupt {
             path: path.clone(),
@@ -302,7 +403,8 @@ pub fn load_or_create_key(dir: &Path, generate: impl FnOnce() -> Key) -> Result<
                 .mode(0o600)
                 .open(&tmp)
                 .map_err(err)?;
-            f.write_all(format!("{}\n", key.to_base64()).as_bytes()).map_err(err)?;
+            f.write_all(format!("{}\n", key.to_base64()).as_bytes())
+                .map_err(err)?;
             f.sync_all().map_err(err)?;
             std::fs::rename(&tmp, &path).map_err(err)?;
             Ok(key)

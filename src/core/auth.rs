@@ -49,7 +49,13 @@ pub fn string_to_sign(server_id: &str, req: &Request, timestamp: u64, nonce: &st
 }
 
 pub fn sign(secret: &[u8], server_id: &str, req: &Request, timestamp: u64, nonce: &str) -> String {
-    format!("v1={}", hex(&mac(secret, &string_to_sign(server_id, req, timestamp, nonce))))
+    format!(
+        "v1={}",
+        hex(&mac(
+            secret,
+            &string_to_sign(server_id, req, timestamp, nonce)
+        ))
+    )
 }
 
 fn mac(secret: &[u8], text: &str) -> Vec<u8> {
@@ -67,7 +73,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -105,9 +111,13 @@ impl Verifier {
         let ts = h.timestamp.ok_or(AuthError::Missing(HEADER_TIMESTAMP))?;
         let nonce = h.nonce.ok_or(AuthError::Missing(HEADER_NONCE))?;
         let sig = h.signature.ok_or(AuthError::Missing(HEADER_SIGNATURE))?;
-        let ts: u64 = ts.parse().map_err(|_| AuthError::Malformed(HEADER_TIMESTAMP))?;
+        let ts: u64 = ts
+            .parse()
+            .map_err(|_| AuthError::Malformed(HEADER_TIMESTAMP))?;
         let nonce_ok = (16..=64).contains(&nonce.len())
-            && nonce.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && nonce
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !nonce_ok {
             return Err(AuthError::Malformed(HEADER_NONCE));
         }
@@ -119,7 +129,10 @@ impl Verifier {
         if ts.abs_diff(now) > WINDOW_SECS {
             return Err(AuthError::Stale);
         }
-        let want = mac(&self.secret, &string_to_sign(&self.server_id, req, ts, nonce));
+        let want = mac(
+            &self.secret,
+            &string_to_sign(&self.server_id, req, ts, nonce),
+        );
         if !bool::from(want.ct_eq(&given)) {
             return Err(AuthError::BadSignature);
         }
@@ -131,10 +144,10 @@ impl Verifier {
         let until = ts + WINDOW_SECS;
         self.seen.insert(nonce.to_string(), until);
         self.order.push_back((until, nonce.to_string()));
-        if self.order.len() > MAX_REMEMBERED {
-            if let Some((_, old)) = self.order.pop_front() {
-                self.seen.remove(&old);
-            }
+        if self.order.len() > MAX_REMEMBERED
+            && let Some((_, old)) = self.order.pop_front()
+        {
+            self.seen.remove(&old);
         }
         Ok(())
     }
@@ -155,11 +168,19 @@ mod tests {
     const NONCE: &str = "0123456789abcdef";
 
     fn req(body: &[u8]) -> Request<'_> {
-        Request { method: "POST", path_and_query: "/api/peers", body }
+        Request {
+            method: "POST",
+            path_and_query: "/api/peers",
+            body,
+        }
     }
 
     fn headers<'a>(ts: &'a str, nonce: &'a str, sig: &'a str) -> Headers<'a> {
-        Headers { timestamp: Some(ts), nonce: Some(nonce), signature: Some(sig) }
+        Headers {
+            timestamp: Some(ts),
+            nonce: Some(nonce),
+            signature: Some(sig),
+        }
     }
 
     #[test]
@@ -173,9 +194,19 @@ mod tests {
         );
         let sig = sign(b"secret", "node-1", &req(b"{}"), 1_700_000_000, NONCE);
         // Computed independently with Python's hmac module.
-        assert_eq!(sig, "v1=8f94ae2ba4df57621f48004ff4fc88545b5e5bafbfdf7ff56924f8b3c6362595");
+        assert_eq!(
+            sig,
+            "v1=8f94ae2ba4df57621f48004ff4fc88545b5e5bafbfdf7ff56924f8b3c6362595"
+        );
         let mut v = Verifier::new(b"secret", "node-1");
-        assert_eq!(v.verify(&headers("1700000000", NONCE, &sig), &req(b"{}"), 1_700_000_030), Ok(()));
+        assert_eq!(
+            v.verify(
+                &headers("1700000000", NONCE, &sig),
+                &req(b"{}"),
+                1_700_000_030
+            ),
+            Ok(())
+        );
     }
 
     #[test]
@@ -185,16 +216,38 @@ mod tests {
         let ts = now.to_string();
         let mut v = Verifier::new(b"k", "a");
         let h = headers(&ts, NONCE, &sig);
-        assert_eq!(v.verify(&h, &req(b"{\"x\":2}"), now), Err(AuthError::BadSignature));
-        assert_eq!(v.verify(&h, &req(b"{\"x\":1}"), now + 61), Err(AuthError::Stale));
-        assert_eq!(v.verify(&h, &req(b"{\"x\":1}"), now - 61), Err(AuthError::Stale));
+        assert_eq!(
+            v.verify(&h, &req(b"{\"x\":2}"), now),
+            Err(AuthError::BadSignature)
+        );
+        assert_eq!(
+            v.verify(&h, &req(b"{\"x\":1}"), now + 61),
+            Err(AuthError::Stale)
+        );
+        assert_eq!(
+            v.verify(&h, &req(b"{\"x\":1}"), now - 61),
+            Err(AuthError::Stale)
+        );
         let mut other = Verifier::new(b"k", "b");
-        assert_eq!(other.verify(&h, &req(b"{\"x\":1}"), now), Err(AuthError::BadSignature));
+        assert_eq!(
+            other.verify(&h, &req(b"{\"x\":1}"), now),
+            Err(AuthError::BadSignature)
+        );
         let mut wrong_key = Verifier::new(b"K", "a");
-        assert_eq!(wrong_key.verify(&h, &req(b"{\"x\":1}"), now), Err(AuthError::BadSignature));
+        assert_eq!(
+            wrong_key.verify(&h, &req(b"{\"x\":1}"), now),
+            Err(AuthError::BadSignature)
+        );
         assert_eq!(v.verify(&h, &req(b"{\"x\":1}"), now + 10), Ok(()));
-        assert_eq!(v.verify(&h, &req(b"{\"x\":1}"), now + 20), Err(AuthError::Replay));
-        let path = Request { method: "POST", path_and_query: "/api/peers/delete", body: b"{\"x\":1}" };
+        assert_eq!(
+            v.verify(&h, &req(b"{\"x\":1}"), now + 20),
+            Err(AuthError::Replay)
+        );
+        let path = Request {
+            method: "POST",
+            path_and_query: "/api/peers/delete",
+            body: b"{\"x\":1}",
+        };
         assert_eq!(v.verify(&h, &path, now), Err(AuthError::BadSignature));
     }
 
@@ -202,12 +255,31 @@ mod tests {
     fn malformed_headers() {
         let mut v = Verifier::new(b"k", "a");
         let r = req(b"");
-        let missing = Headers { timestamp: None, nonce: Some(NONCE), signature: Some("v1=00") };
-        assert_eq!(v.verify(&missing, &r, 0), Err(AuthError::Missing(HEADER_TIMESTAMP)));
-        assert_eq!(v.verify(&headers("x", NONCE, "v1=00"), &r, 0), Err(AuthError::Malformed(HEADER_TIMESTAMP)));
-        assert_eq!(v.verify(&headers("0", "short", "v1=00"), &r, 0), Err(AuthError::Malformed(HEADER_NONCE)));
-        assert_eq!(v.verify(&headers("0", NONCE, "v1=zz"), &r, 0), Err(AuthError::Malformed(HEADER_SIGNATURE)));
-        assert_eq!(v.verify(&headers("0", NONCE, "deadbeef"), &r, 0), Err(AuthError::Malformed(HEADER_SIGNATURE)));
+        let missing = Headers {
+            timestamp: None,
+            nonce: Some(NONCE),
+            signature: Some("v1=00"),
+        };
+        assert_eq!(
+            v.verify(&missing, &r, 0),
+            Err(AuthError::Missing(HEADER_TIMESTAMP))
+        );
+        assert_eq!(
+            v.verify(&headers("x", NONCE, "v1=00"), &r, 0),
+            Err(AuthError::Malformed(HEADER_TIMESTAMP))
+        );
+        assert_eq!(
+            v.verify(&headers("0", "short", "v1=00"), &r, 0),
+            Err(AuthError::Malformed(HEADER_NONCE))
+        );
+        assert_eq!(
+            v.verify(&headers("0", NONCE, "v1=zz"), &r, 0),
+            Err(AuthError::Malformed(HEADER_SIGNATURE))
+        );
+        assert_eq!(
+            v.verify(&headers("0", NONCE, "deadbeef"), &r, 0),
+            Err(AuthError::Malformed(HEADER_SIGNATURE))
+        );
     }
 
     #[test]
@@ -216,8 +288,13 @@ mod tests {
         for i in 0..1000u64 {
             let n = format!("nonce-{i:012}");
             let sig = sign(b"k", "a", &req(b""), i, &n);
-            v.verify(&headers(&i.to_string(), &n, &sig), &req(b""), i).unwrap();
+            v.verify(&headers(&i.to_string(), &n, &sig), &req(b""), i)
+                .unwrap();
         }
-        assert!(v.seen.len() <= 2 * WINDOW_SECS as usize + 2, "{}", v.seen.len());
+        assert!(
+            v.seen.len() <= 2 * WINDOW_SECS as usize + 2,
+            "{}",
+            v.seen.len()
+        );
     }
 }

@@ -17,7 +17,9 @@ impl PeerId {
     }
     /// Accepts what `from_random` makes, so a path segment can be checked before any lookup.
     pub fn parse(s: &str) -> Option<PeerId> {
-        let ok = s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let ok = s.len() == 32
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         ok.then(|| PeerId(s.to_string()))
     }
     pub fn as_str(&self) -> &str {
@@ -129,7 +131,13 @@ mod tests {
         let id = PeerId::from_random([0xab; 16]);
         assert_eq!(id.as_str().len(), 32);
         assert_eq!(PeerId::parse(id.as_str()), Some(id));
-        for bad in ["", "xyz", &"A".repeat(32), &"a".repeat(33), "../../etc/passwd"] {
+        for bad in [
+            "",
+            "xyz",
+            &"A".repeat(32),
+            &"a".repeat(33),
+            "../../etc/passwd",
+        ] {
             assert_eq!(PeerId::parse(bad), None, "{bad}");
         }
     }

@@ -122,7 +122,10 @@ mod tests {
     fn never_network_server_or_broadcast_and_exhausts() {
         let mut p = AddressPool::new("10.9.0.0/29".parse().unwrap());
         let got: Vec<_> = std::iter::from_fn(|| p.allocate().ok()).collect();
-        assert_eq!(got, ["10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.5", "10.9.0.6"].map(ip));
+        assert_eq!(
+            got,
+            ["10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.5", "10.9.0.6"].map(ip)
+        );
         assert_eq!(p.allocate(), Err(PoolError::Exhausted));
         assert_eq!(p.free(), 0);
     }
@@ -131,9 +134,18 @@ mod tests {
     fn claim_rejects_duplicates_and_foreign_addresses() {
         let mut p = AddressPool::new("10.0.0.0/24".parse().unwrap());
         p.claim(ip("10.0.0.7")).unwrap();
-        assert_eq!(p.claim(ip("10.0.0.7")), Err(PoolError::InUse(ip("10.0.0.7"))));
-        assert_eq!(p.claim(ip("10.0.0.1")), Err(PoolError::OutOfRange(ip("10.0.0.1"))));
-        assert_eq!(p.claim(ip("10.0.1.7")), Err(PoolError::OutOfRange(ip("10.0.1.7"))));
+        assert_eq!(
+            p.claim(ip("10.0.0.7")),
+            Err(PoolError::InUse(ip("10.0.0.7")))
+        );
+        assert_eq!(
+            p.claim(ip("10.0.0.1")),
+            Err(PoolError::OutOfRange(ip("10.0.0.1")))
+        );
+        assert_eq!(
+            p.claim(ip("10.0.1.7")),
+            Err(PoolError::OutOfRange(ip("10.0.1.7")))
+        );
         assert_eq!(p.allocate().unwrap(), ip("10.0.0.2"));
     }
 

@@ -92,14 +92,23 @@ impl Registry {
         Ok(())
     }
 
-    pub fn prepare(&mut self, req: &NewPeer, fresh: Fresh, now: u64) -> Result<Prepared, CreateError> {
+    pub fn prepare(
+        &mut self,
+        req: &NewPeer,
+        fresh: Fresh,
+        now: u64,
+    ) -> Result<Prepared, CreateError> {
         if let Some(existing) = req.session_id.as_ref().and_then(|s| self.by_session.get(s)) {
             let p = &self.peers[existing];
             let same = req.public_key.as_ref().is_none_or(|k| *k == p.public_key)
                 && req.user_id == p.user_id
                 && req.limit == p.limit
                 && req.data_cap == p.data_cap;
-            return if same { Ok(Prepared::Existing(p.clone())) } else { Err(CreateError::SessionMismatch) };
+            return if same {
+                Ok(Prepared::Existing(p.clone()))
+            } else {
+                Err(CreateError::SessionMismatch)
+            };
         }
         let (public_key, private_key) = match &req.public_key {
             Some(k) => (k.clone(), None),
@@ -152,7 +161,9 @@ impl Registry {
     fn v6_for(&self, v4: Ipv4Addr) -> Option<Ipv6Addr> {
         let net = self.subnet_v6?;
         let offset = u32::from(v4) - u32::from(self.subnet.network());
-        Some(Ipv6Addr::from(u128::from(net.network()) + u128::from(offset)))
+        Some(Ipv6Addr::from(
+            u128::from(net.network()) + u128::from(offset),
+        ))
     }
 
     pub fn find(&self, sel: &Selector) -> Option<&Peer> {
@@ -200,11 +211,19 @@ mod tests {
     use super::*;
 
     fn fresh(n: u8) -> Fresh {
-        Fresh { id: [n; 16], private_key: Key([n; 32]), preshared_key: Key([n ^ 0xff; 32]) }
+        Fresh {
+            id: [n; 16],
+            private_key: Key([n; 32]),
+            preshared_key: Key([n ^ 0xff; 32]),
+        }
     }
 
     fn reg(cap: u16) -> Registry {
-        Registry::new("10.0.0.0/24".parse().unwrap(), Some("fd00::/64".parse().unwrap()), cap)
+        Registry::new(
+            "10.0.0.0/24".parse().unwrap(),
+            Some("fd00::/64".parse().unwrap()),
+            cap,
+        )
     }
 
     fn create(r: &mut Registry, req: &NewPeer, n: u8) -> Result<Peer, CreateError> {
@@ -220,42 +239,80 @@ mod tests {
     #[test]
     fn create_find_and_delete() {
         let mut r = reg(10);
-        let p = create(&mut r, &NewPeer { session_id: Some("s1".into()), ..Default::default() }, 1).unwrap();
+        let p = create(
+            &mut r,
+            &NewPeer {
+                session_id: Some("s1".into()),
+                ..Default::default()
+            },
+            1,
+        )
+        .unwrap();
         assert_eq!(p.address.to_string(), "10.0.0.2");
         assert_eq!(p.address_v6.unwrap().to_string(), "fd00::2");
         assert!(p.private_key.is_some());
         assert_eq!(p.public_key, Key([1; 32]).get_public());
         assert_eq!(r.find(&Selector::Session("s1".into())).unwrap().id, p.id);
-        assert_eq!(r.find(&Selector::PublicKey(p.public_key.clone())).unwrap().id, p.id);
+        assert_eq!(
+            r.find(&Selector::PublicKey(p.public_key.clone()))
+                .unwrap()
+                .id,
+            p.id
+        );
         assert!(r.remove(&p.id).is_some());
         assert!(r.find(&Selector::Id(p.id.clone())).is_none());
         assert!(r.find(&Selector::Session("s1".into())).is_none());
         let again = create(&mut r, &NewPeer::default(), 2).unwrap();
-        assert_eq!(again.address.to_string(), "10.0.0.2", "address reused after delete");
+        assert_eq!(
+            again.address.to_string(),
+            "10.0.0.2",
+            "address reused after delete"
+        );
     }
 
     #[test]
     fn idempotent_by_session_and_strict_about_parameters() {
         let mut r = reg(10);
-        let req = NewPeer { session_id: Some("s".into()), data_cap: Some(5), ..Default::default() };
+        let req = NewPeer {
+            session_id: Some("s".into()),
+            data_cap: Some(5),
+            ..Default::default()
+        };
         let a = create(&mut r, &req, 1).unwrap();
         let b = create(&mut r, &req, 2).unwrap();
         assert_eq!(a, b);
         assert_eq!(r.len(), 1);
-        let changed = NewPeer { data_cap: Some(6), ..req };
-        assert_eq!(create(&mut r, &changed, 3).unwrap_err(), CreateError::SessionMismatch);
+        let changed = NewPeer {
+            data_cap: Some(6),
+            ..req
+        };
+        assert_eq!(
+            create(&mut r, &changed, 3).unwrap_err(),
+            CreateError::SessionMismatch
+        );
     }
 
     #[test]
     fn key_in_use_capacity_and_abort_give_back_the_address() {
         let mut r = reg(2);
         let key = Key([9; 32]).get_public();
-        let with_key = NewPeer { public_key: Some(key.clone()), ..Default::default() };
+        let with_key = NewPeer {
+            public_key: Some(key.clone()),
+            ..Default::default()
+        };
         let p = create(&mut r, &with_key, 1).unwrap();
         assert!(p.private_key.is_none());
-        assert_eq!(create(&mut r, &with_key, 2).unwrap_err(), CreateError::KeyInUse);
-        let Prepared::New(pending) = r.prepare(&NewPeer::default(), fresh(3), 0).unwrap() else { panic!() };
-        assert_eq!(create(&mut r, &NewPeer::default(), 4).unwrap_err(), CreateError::AtCapacity(2));
+        assert_eq!(
+            create(&mut r, &with_key, 2).unwrap_err(),
+            CreateError::KeyInUse
+        );
+        let Prepared::New(pending) = r.prepare(&NewPeer::default(), fresh(3), 0).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            create(&mut r, &NewPeer::default(), 4).unwrap_err(),
+            CreateError::AtCapacity(2)
+        );
         r.abort(&pending);
         let q = create(&mut r, &NewPeer::default(), 5).unwrap();
         assert_eq!(q.address, pending.address);

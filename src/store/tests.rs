@@ -10,7 +10,10 @@ fn peer(n: u8) -> Peer {
         address_v6: Some("fd00::5".parse().unwrap()),
         session_id: Some(format!("s{n}")),
         user_id: None,
-        limit: SpeedLimit { download_kbps: Some(2000), upload_kbps: None },
+        limit: SpeedLimit {
+            download_kbps: Some(2000),
+            upload_kbps: None,
+        },
         data_cap: Some(1 << 40),
         created_at: 1_700_000_000,
         expires_at: None,
@@ -25,8 +28,17 @@ fn peers_and_usage_survive_reopen() {
         let mut s = Store::open(dir.path()).unwrap();
         s.insert_peer(&a).unwrap();
         s.insert_peer(&b).unwrap();
-        let acc = Accounting { total: Usage { rx: 10, tx: 20 }, seen: Usage { rx: 1, tx: 2 } };
-        s.save_usage(&[UsageRow { id: &a.id, accounting: acc, cap_used: 30, last_handshake: Some(5) }]).unwrap();
+        let acc = Accounting {
+            total: Usage { rx: 10, tx: 20 },
+            seen: Usage { rx: 1, tx: 2 },
+        };
+        s.save_usage(&[UsageRow {
+            id: &a.id,
+            accounting: acc,
+            cap_used: 30,
+            last_handshake: Some(5),
+        }])
+        .unwrap();
         s.set_limit(&b.id, SpeedLimit::default()).unwrap();
         s.set_cap(&b.id, None).unwrap();
     }
@@ -61,7 +73,11 @@ fn duplicates_are_refused_and_delete_reports_presence() {
 #[test]
 fn corrupt_file_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("state.db"), b"this is not a database, just text that is long enough").unwrap();
+    std::fs::write(
+        dir.path().join("state.db"),
+        b"this is not a database, just text that is long enough",
+    )
+    .unwrap();
     let err = Store::open(dir.path()).err().unwrap().to_string();
     assert!(err.contains("state.db"), "{err}");
     assert!(err.contains("not a database"), "{err}");
@@ -74,7 +90,10 @@ fn newer_schema_is_refused() {
     let c = Connection::open(dir.path().join("state.db")).unwrap();
     c.pragma_update(None, "user_version", 99).unwrap();
     drop(c);
-    assert!(matches!(Store::open(dir.path()), Err(StoreError::TooNew { found: 99, .. })));
+    assert!(matches!(
+        Store::open(dir.path()),
+        Err(StoreError::TooNew { found: 99, .. })
+    ));
 }
 
 #[test]
@@ -83,8 +102,14 @@ fn private_key_is_made_once_with_mode_0600() {
     let k1 = load_or_create_key(dir.path(), || Key([7; 32])).unwrap();
     let k2 = load_or_create_key(dir.path(), || Key([8; 32])).unwrap();
     assert_eq!(k1, k2);
-    let mode = std::fs::metadata(dir.path().join("private.key")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(dir.path().join("private.key"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     std::fs::write(dir.path().join("private.key"), "garbage").unwrap();
-    assert!(matches!(load_or_create_key(dir.path(), || Key([9; 32])), Err(StoreError::Corrupt { .. })));
+    assert!(matches!(
+        load_or_create_key(dir.path(), || Key([9; 32])),
+        Err(StoreError::Corrupt { .. })
+    ));
 }

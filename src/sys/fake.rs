@@ -82,7 +82,11 @@ impl WireGuard for FakeWireGuard {
     }
 
     fn peers(&self) -> Result<Vec<(Key, LiveStats)>, WgError> {
-        Ok(self.lock().iter().map(|(k, (_, s))| (k.clone(), *s)).collect())
+        Ok(self
+            .lock()
+            .iter()
+            .map(|(k, (_, s))| (k.clone(), *s))
+            .collect())
     }
 
     fn teardown(&self) -> Result<(), WgError> {

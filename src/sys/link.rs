@@ -16,7 +16,11 @@ pub enum LinkError {
     #[error("netlink: cannot open a socket: {0}")]
     Socket(std::io::Error),
     #[error("netlink: {what} {name}: {source}")]
-    Request { what: &'static str, name: String, source: std::io::Error },
+    Request {
+        what: &'static str,
+        name: String,
+        source: std::io::Error,
+    },
 }
 
 fn io_of(e: rtnetlink::Error) -> std::io::Error {
@@ -46,12 +50,21 @@ impl Netlink {
     }
 
     pub async fn index(&self, name: &str) -> Result<Option<u32>, LinkError> {
-        let mut links = self.handle.link().get().match_name(name.to_string()).execute();
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
         match links.try_next().await {
             Ok(Some(l)) => Ok(Some(l.header.index)),
             Ok(None) => Ok(None),
             Err(e) if errno(&e) == Some(ENODEV) => Ok(None),
-            Err(e) => Err(LinkError::Request { what: "get link", name: name.into(), source: io_of(e) }),
+            Err(e) => Err(LinkError::Request {
+                what: "get link",
+                name: name.into(),
+                source: io_of(e),
+            }),
         }
     }
 
@@ -62,23 +75,44 @@ impl Netlink {
         match self.handle.link().add(msg).execute().await {
             Ok(()) => Ok(()),
             Err(e) if errno(&e) == Some(EEXIST) => Ok(()),
-            Err(e) => Err(LinkError::Request { what: "create wireguard link", name: name.into(), source: io_of(e) }),
+            Err(e) => Err(LinkError::Request {
+                what: "create wireguard link",
+                name: name.into(),
+                source: io_of(e),
+            }),
         }
     }
 
     pub async fn delete(&self, name: &str) -> Result<(), LinkError> {
-        let Some(index) = self.index(name).await? else { return Ok(()) };
+        let Some(index) = self.index(name).await? else {
+            return Ok(());
+        };
         self.handle
             .link()
             .del(index)
             .execute()
             .await
-            .map_err(|e| LinkError::Request { what: "delete link", name: name.into(), source: io_of(e) })
+            .map_err(|e| LinkError::Request {
+                what: "delete link",
+                name: name.into(),
+                source: io_of(e),
+            })
     }
 
     /// Sets the MTU, adds each address (keeping ones already there) and brings the link up.
-    pub async fn configure(&self, name: &str, addrs: &[(IpAddr, u8)], mtu: u16) -> Result<(), LinkError> {
-        let req = |what| move |e: rtnetlink::Error| LinkError::Request { what, name: name.into(), source: io_of(e) };
+    pub async fn configure(
+        &self,
+        name: &str,
+        addrs: &[(IpAddr, u8)],
+        mtu: u16,
+    ) -> Result<(), LinkError> {
+        let req = |what| {
+            move |e: rtnetlink::Error| LinkError::Request {
+                what,
+                name: name.into(),
+                source: io_of(e),
+            }
+        };
         let index = self.index(name).await?.ok_or_else(|| LinkError::Request {
             what: "configure link",
             name: name.into(),
@@ -89,18 +123,37 @@ impl Netlink {
             if present.contains(addr) {
                 continue;
             }
-            match self.handle.address().add(index, *addr, *prefix).execute().await {
+            match self
+                .handle
+                .address()
+                .add(index, *addr, *prefix)
+                .execute()
+                .await
+            {
                 Err(e) if errno(&e) != Some(EEXIST) => return Err(req("add address")(e)),
                 _ => {}
             }
         }
-        let msg = LinkUnspec::new_with_index(index).mtu(u32::from(mtu)).up().build();
-        self.handle.link().set(msg).execute().await.map_err(req("set link up"))
+        let msg = LinkUnspec::new_with_index(index)
+            .mtu(u32::from(mtu))
+            .up()
+            .build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(req("set link up"))
     }
 
     async fn addresses(&self, index: u32) -> Result<Vec<IpAddr>, LinkError> {
         let mut out = Vec::new();
-        let mut s = self.handle.address().get().set_link_index_filter(index).execute();
+        let mut s = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
         while let Some(msg) = s.try_next().await.map_err(|e| LinkError::Request {
             what: "list addresses",
             name: index.to_string(),
@@ -118,7 +171,11 @@ impl Netlink {
     pub async fn ipv4_routes(&self) -> Result<Vec<(Ipv4Net, String)>, LinkError> {
         let names = self.link_names().await?;
         let mut out = Vec::new();
-        let mut s = self.handle.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute();
+        let mut s = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute();
         while let Some(r) = s.try_next().await.map_err(|e| LinkError::Request {
             what: "list routes",
             name: "ipv4".into(),
@@ -136,8 +193,12 @@ impl Netlink {
                     _ => {}
                 }
             }
-            let dev = oif.and_then(|i| names.iter().find(|(idx, _)| *idx == i)).map(|(_, n)| n.clone());
-            if let (Ok(net), Some(dev)) = (Ipv4Net::new(dst, r.header.destination_prefix_length), dev) {
+            let dev = oif
+                .and_then(|i| names.iter().find(|(idx, _)| *idx == i))
+                .map(|(_, n)| n.clone());
+            if let (Ok(net), Some(dev)) =
+                (Ipv4Net::new(dst, r.header.destination_prefix_length), dev)
+            {
                 out.push((net, dev));
             }
         }
@@ -169,11 +230,17 @@ impl Netlink {
         let Some((_, dev)) = routes.into_iter().find(|(net, _)| net.prefix_len() == 0) else {
             return Ok(None);
         };
-        let Some(index) = self.index(&dev).await? else { return Ok(None) };
-        let addr = self.addresses(index).await?.into_iter().find_map(|a| match a {
-            IpAddr::V4(v4) => Some(v4),
-            IpAddr::V6(_) => None,
-        });
+        let Some(index) = self.index(&dev).await? else {
+            return Ok(None);
+        };
+        let addr = self
+            .addresses(index)
+            .await?
+            .into_iter()
+            .find_map(|a| match a {
+                IpAddr::V4(v4) => Some(v4),
+                IpAddr::V6(_) => None,
+            });
         Ok(Some((dev, addr)))
     }
 }

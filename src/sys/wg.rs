@@ -6,7 +6,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use wireguard_control::{Backend as WgBackend, Device, DeviceUpdate, InterfaceName, Key, PeerConfigBuilder};
+use wireguard_control::{
+    Backend as WgBackend, Device, DeviceUpdate, InterfaceName, Key, PeerConfigBuilder,
+};
 
 use super::link::{LinkError, Netlink};
 use crate::config::{Backend, IfName};
@@ -14,14 +16,23 @@ use crate::core::peer::LiveStats;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WgError {
-    #[error("{iface}: no WireGuard kernel module ({cause}) and no wireguard-go on PATH; install one of them")]
+    #[error(
+        "{iface}: no WireGuard kernel module ({cause}) and no wireguard-go on PATH; install one of them"
+    )]
     NoImplementation { iface: String, cause: String },
     #[error("{iface}: cannot start wireguard-go: {source}")]
-    Spawn { iface: String, source: std::io::Error },
+    Spawn {
+        iface: String,
+        source: std::io::Error,
+    },
     #[error("{iface}: wireguard-go did not bring the interface up within {secs} s")]
     SpawnTimeout { iface: String, secs: u64 },
     #[error("{iface}: {what}: {source}")]
-    Device { iface: String, what: &'static str, source: std::io::Error },
+    Device {
+        iface: String,
+        what: &'static str,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Link(#[from] LinkError),
 }
@@ -82,11 +93,15 @@ impl RealDevice {
     /// Must be called inside a tokio runtime; its methods must then be called off the runtime's
     /// worker threads (from `spawn_blocking`), since netlink requests are driven on it.
     pub fn new(spec: InterfaceSpec) -> Result<RealDevice, WgError> {
-        let iface = spec.name.as_str().parse::<InterfaceName>().map_err(|e| WgError::Device {
-            iface: spec.name.to_string(),
-            what: "interface name",
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        let iface = spec
+            .name
+            .as_str()
+            .parse::<InterfaceName>()
+            .map_err(|e| WgError::Device {
+                iface: spec.name.to_string(),
+                what: "interface name",
+                source: std::io::Error::other(e.to_string()),
+            })?;
         Ok(RealDevice {
             spec,
             iface,
@@ -101,7 +116,11 @@ impl RealDevice {
     }
 
     fn err(&self, what: &'static str) -> impl Fn(std::io::Error) -> WgError + '_ {
-        move |source| WgError::Device { iface: self.name(), what, source }
+        move |source| WgError::Device {
+            iface: self.name(),
+            what,
+            source,
+        }
     }
 
     fn backend(&self) -> WgBackend {
@@ -130,7 +149,10 @@ impl RealDevice {
                     log::info!("{name}: kernel WireGuard unavailable ({e}); using wireguard-go");
                     self.spawn_userspace(nl).map(|()| WgBackend::Userspace)
                 }
-                Err(e) => Err(WgError::NoImplementation { iface: name.into(), cause: e.to_string() }),
+                Err(e) => Err(WgError::NoImplementation {
+                    iface: name.into(),
+                    cause: e.to_string(),
+                }),
             },
         }
     }
@@ -154,7 +176,10 @@ impl RealDevice {
             .env("WG_PROCESS_FOREGROUND", "1")
             .process_group(0)
             .spawn()
-            .map_err(|source| WgError::Spawn { iface: name.into(), source })?;
+            .map_err(|source| WgError::Spawn {
+                iface: name.into(),
+                source,
+            })?;
         log::info!("{name}: started wireguard-go (pid {})", spawned.id());
         *child = Some(spawned);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -163,15 +188,21 @@ impl RealDevice {
             if up {
                 return Ok(());
             }
-            if let Some(c) = child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    let source = std::io::Error::other(format!("exited with {status}"));
-                    return Err(WgError::Spawn { iface: name.into(), source });
-                }
+            if let Some(c) = child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                let source = std::io::Error::other(format!("exited with {status}"));
+                return Err(WgError::Spawn {
+                    iface: name.into(),
+                    source,
+                });
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Err(WgError::SpawnTimeout { iface: name.into(), secs: 10 })
+        Err(WgError::SpawnTimeout {
+            iface: name.into(),
+            secs: 10,
+        })
     }
 }
 
@@ -203,7 +234,8 @@ impl WireGuard for RealDevice {
                 .apply(&self.iface, backend)
                 .map_err(self.err("set key and port"))?;
         }
-        self.rt.block_on(nl.configure(name, &self.spec.addresses, self.spec.mtu))?;
+        self.rt
+            .block_on(nl.configure(name, &self.spec.addresses, self.spec.mtu))?;
         Ok(created)
     }
 
@@ -214,7 +246,10 @@ impl WireGuard for RealDevice {
         for (ip, len) in &p.allowed_ips {
             b = b.add_allowed_ip(*ip, *len);
         }
-        DeviceUpdate::new().add_peer(b).apply(&self.iface, self.backend()).map_err(self.err("add peer"))
+        DeviceUpdate::new()
+            .add_peer(b)
+            .apply(&self.iface, self.backend())
+            .map_err(self.err("add peer"))
     }
 
     fn remove_peer(&self, key: &Key) -> Result<(), WgError> {
@@ -230,7 +265,10 @@ impl WireGuard for RealDevice {
             .peers
             .into_iter()
             .map(|p| {
-                let hs = p.stats.last_handshake_time.and_then(|t| t.duration_since(UNIX_EPOCH).ok());
+                let hs = p
+                    .stats
+                    .last_handshake_time
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok());
                 let stats = LiveStats {
                     rx: p.stats.rx_bytes,
                     tx: p.stats.tx_bytes,

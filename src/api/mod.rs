@@ -1,0 +1,372 @@
+//! The REST API: one warp filter that reads the whole request, checks its signature and routes it.
+//! Handlers call into `Node` off the async threads; every error leaves through `ApiError`.
+mod dto;
+mod error;
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::{Stream, StreamExt};
+use serde::Serialize;
+use serde_json::json;
+use warp::Filter;
+use warp::http::{HeaderMap, Method, StatusCode, header};
+use warp::hyper::body::Bytes;
+use warp::reply::Response;
+
+pub use dto::{MAX_CAP_BYTES, PeerView};
+pub use error::ApiError;
+
+use crate::core::auth::{self, Headers, Request, Verifier};
+use crate::core::registry::{Fresh, Selector};
+use crate::metrics::{Metrics, PeerCounts};
+use crate::node::{Node, PeerStatus};
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// How the control plane is doing, for `/health`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ControlHealth {
+    pub state: String,
+    pub ok: bool,
+}
+
+pub struct Api {
+    pub node: Arc<Node>,
+    pub metrics: Arc<Metrics>,
+    pub max_capacity: u16,
+    verifier: Option<Mutex<Verifier>>,
+    clock: Box<dyn Fn() -> u64 + Send + Sync>,
+    control: Box<dyn Fn() -> ControlHealth + Send + Sync>,
+}
+
+impl Api {
+    /// `secret`: `None` accepts unsigned requests (the API then listens on loopback only).
+    pub fn new(
+        node: Arc<Node>,
+        metrics: Arc<Metrics>,
+        max_capacity: u16,
+        secret: Option<(&[u8], &str)>,
+        clock: impl Fn() -> u64 + Send + Sync + 'static,
+        control: impl Fn() -> ControlHealth + Send + Sync + 'static,
+    ) -> Api {
+        Api {
+            node,
+            metrics,
+            max_capacity,
+            verifier: secret.map(|(s, id)| Mutex::new(Verifier::new(s, id))),
+            clock: Box::new(clock),
+            control: Box::new(control),
+        }
+    }
+}
+
+pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut r = Response::new(bytes.into());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Every request, whatever its path, goes through `handle`.
+pub fn routes(
+    api: Arc<Api>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    warp::method()
+        .and(warp::path::full())
+        .and(query)
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(
+            move |method: Method,
+                  path: warp::path::FullPath,
+                  query: String,
+                  headers: HeaderMap,
+                  body| {
+                let api = api.clone();
+                async move {
+                    let started = Instant::now();
+                    let body = read_body(&headers, body).await;
+                    let (route, result) = api
+                        .handle(&method, path.as_str(), &query, &headers, body)
+                        .await;
+                    let response = result.unwrap_or_else(ApiError::into_response);
+                    api.metrics.observe_request(
+                        route,
+                        response.status().as_u16(),
+                        started.elapsed().as_secs_f64(),
+                    );
+                    response
+                }
+            },
+        )
+}
+
+async fn read_body<S, B>(headers: &HeaderMap, body: S) -> Result<Vec<u8>, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: warp::Buf,
+{
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return Err(ApiError::TooLarge(MAX_BODY));
+    }
+    let mut out = Vec::new();
+    let mut body = std::pin::pin!(body);
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|e| ApiError::Malformed(format!("reading body: {e}")))?;
+        if out.len() + chunk.remaining() > MAX_BODY {
+            return Err(ApiError::TooLarge(MAX_BODY));
+        }
+        let bytes: Bytes = chunk.copy_to_bytes(chunk.remaining());
+        out.extend_from_slice(&bytes);
+    }
+    Ok(out)
+}
+
+type Routed = (&'static str, Result<Response, ApiError>);
+
+impl Api {
+    async fn handle(
+        self: &Arc<Self>,
+        method: &Method,
+        path: &str,
+        query: &str,
+        headers: &HeaderMap,
+        body: Result<Vec<u8>, ApiError>,
+    ) -> Routed {
+        match (method, path) {
+            (&Method::GET, "/health") => return ("health", Ok(self.health().await)),
+            (&Method::GET, "/metrics") => return ("metrics", Ok(self.metrics_text().await)),
+            _ => {}
+        }
+        if !path.starts_with("/api/") {
+            return ("unknown", Err(ApiError::NotFound));
+        }
+        let body = match body {
+            Ok(b) => b,
+            Err(e) => return ("unknown", Err(e)),
+        };
+        let path_and_query = if query.is_empty() {
+            path.to_string()
+        } else {
+            format!("{path}?{query}")
+        };
+        if let Err(e) = self.authenticate(method, &path_and_query, headers, &body) {
+            log::debug!("rejected {method} {path}: {e}");
+            return ("unauthorized", Err(e.into()));
+        }
+        let route = route_name(method, path);
+        if *method == Method::POST {
+            let json = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| {
+                    v.split(';')
+                        .next()
+                        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+                });
+            if !json {
+                return (route, Err(ApiError::UnsupportedMediaType));
+            }
+        }
+        (route, self.dispatch(method, path, body).await)
+    }
+
+    fn authenticate(
+        &self,
+        method: &Method,
+        pq: &str,
+        h: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(), auth::AuthError> {
+        let Some(v) = &self.verifier else {
+            return Ok(());
+        };
+        let get = |name| h.get(name).and_then(|v| v.to_str().ok());
+        let headers = Headers {
+            timestamp: get(auth::HEADER_TIMESTAMP),
+            nonce: get(auth::HEADER_NONCE),
+            signature: get(auth::HEADER_SIGNATURE),
+        };
+        let req = Request {
+            method: method.as_str(),
+            path_and_query: pq,
+            body,
+        };
+        let now = (self.clock)();
+        v.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .verify(&headers, &req, now)
+    }
+
+    async fn dispatch(
+        self: &Arc<Self>,
+        method: &Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<Response, ApiError> {
+        let segments: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
+        match (method, segments.as_slice()) {
+            (&Method::POST, ["peers"]) => self.create(body).await,
+            (&Method::POST, ["peers", "delete"]) => {
+                let sel = serde_json::from_slice::<dto::DeleteBody>(&body)?.selector()?;
+                let s = self.blocking(move |n| n.delete(&sel)).await?;
+                Ok(self.peer_response(StatusCode::OK, &s, false))
+            }
+            (&Method::POST, ["peers", "speed-limit"]) => {
+                let b: dto::SpeedLimitBody = serde_json::from_slice(&body)?;
+                let (id, limit) = (
+                    dto::peer_id(&b.peer_id)?,
+                    dto::limit(b.download_kbps, b.upload_kbps)?,
+                );
+                let s = self.blocking(move |n| n.set_limit(&id, limit)).await?;
+                Ok(self.peer_response(StatusCode::OK, &s, false))
+            }
+            (&Method::POST, ["peers", "data-cap"]) => {
+                let b: dto::DataCapBody = serde_json::from_slice(&body)?;
+                let (id, cap) = (dto::peer_id(&b.peer_id)?, dto::cap(b.data_cap_bytes)?);
+                let s = self.blocking(move |n| n.set_cap(&id, cap)).await?;
+                Ok(self.peer_response(StatusCode::OK, &s, false))
+            }
+            (&Method::GET, ["peers"]) => {
+                let all = self.blocking(|n| Ok(n.list())).await?;
+                let views: Vec<PeerView> = all
+                    .iter()
+                    .map(|s| PeerView::new(&self.node, s, false))
+                    .collect();
+                Ok(json_response(StatusCode::OK, &json!({ "peers": views })))
+            }
+            (&Method::GET, ["peers", id]) => {
+                let id = crate::core::peer::PeerId::parse(id).ok_or(ApiError::NotFound)?;
+                let s = self
+                    .blocking(move |n| {
+                        n.get(&Selector::Id(id))
+                            .ok_or(crate::node::NodeError::NotFound)
+                    })
+                    .await?;
+                Ok(self.peer_response(StatusCode::OK, &s, false))
+            }
+            (_, ["peers"] | ["peers", _]) => Err(ApiError::MethodNotAllowed),
+            _ => Err(ApiError::NotFound),
+        }
+    }
+
+    async fn create(self: &Arc<Self>, body: Vec<u8>) -> Result<Response, ApiError> {
+        let req = serde_json::from_slice::<dto::CreateBody>(&body)?
+            .validate(&self.node.server().public_key)?;
+        let now = (self.clock)();
+        let fresh = Fresh {
+            id: rand::random(),
+            private_key: wireguard_control::Key::generate_private(),
+            preshared_key: wireguard_control::Key::generate_preshared(),
+        };
+        let (s, created) = self.blocking(move |n| n.create(&req, fresh, now)).await?;
+        let status = if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        Ok(self.peer_response(status, &s, true))
+    }
+
+    fn peer_response(&self, status: StatusCode, s: &PeerStatus, secrets: bool) -> Response {
+        json_response(status, &PeerView::new(&self.node, s, secrets))
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Node) -> Result<T, crate::node::NodeError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let node = self.node.clone();
+        match tokio::task::spawn_blocking(move || f(&node)).await {
+            Ok(r) => r.map_err(ApiError::from),
+            Err(e) => {
+                log::error!("request task failed: {e}");
+                Err(ApiError::Internal)
+            }
+        }
+    }
+
+    fn peer_counts(&self, all: &[PeerStatus]) -> PeerCounts {
+        let now = (self.clock)();
+        PeerCounts {
+            total: all.len(),
+            active: all
+                .iter()
+                .filter(|s| {
+                    s.counters
+                        .last_handshake
+                        .is_some_and(|h| now.saturating_sub(h) < 180)
+                })
+                .count(),
+            capped: all.iter().filter(|s| s.capped()).count(),
+        }
+    }
+
+    async fn health(self: &Arc<Self>) -> Response {
+        let all = self.blocking(|n| Ok(n.list())).await.unwrap_or_default();
+        let counts = self.peer_counts(&all);
+        let (_, free) = self.node.count();
+        let dataplane = self
+            .metrics
+            .dataplane_ok
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let control = (self.control)();
+        let at_capacity = counts.total >= usize::from(self.max_capacity) || free == 0;
+        let ok = dataplane;
+        let body = json!({
+            "status": if ok { "ok" } else { "degraded" },
+            "version": env!("CARGO_PKG_VERSION"),
+            "interface": { "up": dataplane, "backend": self.node.backend_name() },
+            "store": "ok",
+            "control_plane": control,
+            "capacity": {
+                "max": self.max_capacity,
+                "peers": counts.total,
+                "active": counts.active,
+                "free_addresses": free,
+                "at_capacity": at_capacity,
+            },
+        });
+        json_response(
+            if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            },
+            &body,
+        )
+    }
+
+    async fn metrics_text(self: &Arc<Self>) -> Response {
+        let all = self.blocking(|n| Ok(n.list())).await.unwrap_or_default();
+        let text = self.metrics.render(self.peer_counts(&all));
+        let mut r = Response::new(text.into());
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        r
+    }
+}
+
+fn route_name(method: &Method, path: &str) -> &'static str {
+    match (method.as_str(), path) {
+        ("POST", "/api/peers") => "create_peer",
+        ("POST", "/api/peers/delete") => "delete_peer",
+        ("POST", "/api/peers/speed-limit") => "speed_limit",
+        ("POST", "/api/peers/data-cap") => "data_cap",
+        ("GET", "/api/peers") => "list_peers",
+        ("GET", p) if p.starts_with("/api/peers/") => "get_peer",
+        _ => "unknown",
+    }
+}

@@ -1,0 +1,291 @@
+//! The composition root: builds the real adapters from the config, starts the tasks, talks to
+//! systemd, and shuts down in order.
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use sd_notify::NotifyState;
+use tokio::sync::watch;
+
+use crate::api::{self, Api, ControlHealth};
+use crate::config::{Config, Endpoint, check_subnet_overlap};
+use crate::core::clientconf::ServerSide;
+use crate::core::registry::{Registry, Selector};
+use crate::metrics::Metrics;
+use crate::node::Node;
+use crate::store::{self, Store};
+use crate::sys::link::Netlink;
+use crate::sys::wg::{InterfaceSpec, RealDevice, WireGuard};
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn notify(states: &[NotifyState]) {
+    // Outside systemd there is no socket to tell; that is not an error.
+    let _ = sd_notify::notify(states);
+}
+
+/// Reads the config the way `serve` and `check-config` both do.
+pub fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let path = path
+        .map(ToOwned::to_owned)
+        .or_else(|| env.get("WAYLUME_CONFIG").map(Into::into));
+    let text = match &path {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("config: cannot read {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let read_secret = |p: &std::path::Path| std::fs::read_to_string(p);
+    let src = crate::config::Sources {
+        file: path.as_deref().zip(text.as_deref()),
+        env: &env,
+        read_secret: &read_secret,
+        hostname: hostname.trim(),
+    };
+    Ok(Config::load(&src)?)
+}
+
+/// Checks against the host what the config alone cannot tell: the subnet against existing routes.
+pub async fn check_host(cfg: &Config) -> Result<()> {
+    let nl = Netlink::connect()?;
+    let routes = nl.ipv4_routes().await?;
+    check_subnet_overlap(
+        cfg.wireguard.subnet,
+        &routes,
+        cfg.wireguard.interface.as_str(),
+    )?;
+    Ok(())
+}
+
+async fn endpoint(cfg: &Config) -> Result<Endpoint> {
+    if let Some(e) = &cfg.wireguard.endpoint {
+        return Ok(e.clone());
+    }
+    let nl = Netlink::connect()?;
+    match nl.default_route().await? {
+        Some((_, Some(addr))) => Ok(Endpoint::from_parts(
+            &addr.to_string(),
+            cfg.wireguard.listen_port,
+        )),
+        _ => bail!(
+            "wireguard.endpoint: not set, and the host has no default route with an IPv4 address to derive it from"
+        ),
+    }
+}
+
+pub async fn serve(cfg: Config) -> Result<()> {
+    let store = Store::open(&cfg.state_dir)?;
+    let private_key =
+        store::load_or_create_key(&cfg.state_dir, wireguard_control::Key::generate_private)?;
+    check_host(&cfg).await?;
+    let endpoint = endpoint(&cfg).await?;
+    let wgc = &cfg.wireguard;
+    let mut addresses = vec![(IpAddr::V4(wgc.server_address()), wgc.subnet.prefix_len())];
+    if let Some(v6) = wgc.subnet_v6 {
+        let server6 = std::net::Ipv6Addr::from(u128::from(v6.network()) + 1);
+        addresses.push((IpAddr::V6(server6), v6.prefix_len()));
+    }
+    let device = RealDevice::new(InterfaceSpec {
+        name: wgc.interface.clone(),
+        backend: wgc.backend,
+        private_key: private_key.clone(),
+        listen_port: wgc.listen_port,
+        addresses,
+        mtu: wgc.mtu,
+    })?;
+    let wg: Arc<dyn WireGuard> = Arc::new(device);
+    let server = ServerSide {
+        public_key: private_key.get_public(),
+        endpoint: endpoint.as_str().to_string(),
+        dns: wgc.dns.clone(),
+        mtu: wgc.mtu,
+        persistent_keepalive: wgc.persistent_keepalive,
+    };
+    let registry = Registry::new(wgc.subnet, wgc.subnet_v6, cfg.node.max_capacity);
+    let node = Arc::new(Node::open(registry, store, server, wg, cfg.peers.clone())?);
+    let metrics = Arc::new(Metrics::default());
+
+    let n = node.clone();
+    let repairs = tokio::task::spawn_blocking(move || n.reconcile()).await??;
+    let (peers, _) = node.count();
+    log::info!(
+        "{}: up ({} backend), {peers} peers restored{}",
+        wgc.interface,
+        node.backend_name(),
+        if repairs.interface_created {
+            ", interface created"
+        } else {
+            ""
+        }
+    );
+    metrics.dataplane_ok.store(true, Ordering::Relaxed);
+
+    let secret = cfg
+        .api
+        .secret
+        .as_ref()
+        .map(|s| s.expose().as_bytes().to_vec());
+    if secret.is_none() {
+        log::warn!(
+            "no API secret set: the API accepts unsigned requests and listens on {} only",
+            cfg.api.bind
+        );
+    }
+    let standalone = cfg.supabase.is_none();
+    let api = Arc::new(Api::new(
+        node.clone(),
+        metrics.clone(),
+        cfg.node.max_capacity,
+        secret.as_deref().map(|s| (s, cfg.server_id.as_str())),
+        unix_now,
+        move || ControlHealth {
+            state: if standalone {
+                "standalone".into()
+            } else {
+                "unknown".into()
+            },
+            ok: true,
+        },
+    ));
+    let addr = SocketAddr::new(cfg.api.bind, cfg.api.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("api: cannot listen on {addr}"))?;
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let mut server_stop = stop_rx.clone();
+    let server = tokio::spawn(
+        warp::serve(api::routes(api))
+            .incoming(listener)
+            .graceful(async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            })
+            .run(),
+    );
+    log::info!("api listening on {addr}");
+    notify(&[
+        NotifyState::Ready,
+        NotifyState::Status(&format!("{peers} peers; api on {addr}")),
+    ]);
+
+    let reconciler = tokio::spawn(reconcile_loop(
+        node.clone(),
+        metrics.clone(),
+        cfg.dataplane.reconcile_interval,
+        stop_rx.clone(),
+    ));
+
+    shutdown_signal().await;
+    log::info!("stopping");
+    notify(&[NotifyState::Stopping]);
+    let _ = stop_tx.send(true);
+    let _ = stop_rx.changed().await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    let _ = reconciler.await;
+    let n = node.clone();
+    let teardown = cfg.teardown_on_stop;
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = n.flush() {
+            log::error!("saving usage on exit failed: {e}");
+        }
+        if teardown {
+            match n.teardown() {
+                Ok(()) => log::info!("data plane removed (teardown_on_stop)"),
+                Err(e) => log::error!("teardown failed: {e}"),
+            }
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Every interval: repair the interface and peers, fold counters, remove expired and idle
+/// peers. Tells the watchdog only after a pass that worked.
+async fn reconcile_loop(
+    node: Arc<Node>,
+    metrics: Arc<Metrics>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let n = node.clone();
+        let pass = tokio::task::spawn_blocking(move || {
+            let repairs = n.reconcile()?;
+            n.poll_usage()?;
+            let mut removed = Vec::new();
+            for id in n.due_for_removal(unix_now()) {
+                if let Ok(s) = n.delete(&Selector::Id(id)) {
+                    removed.push(s);
+                }
+            }
+            Ok::<_, crate::node::NodeError>((repairs, removed))
+        })
+        .await;
+        metrics.reconcile_runs.fetch_add(1, Ordering::Relaxed);
+        match pass {
+            Ok(Ok((repairs, removed))) => {
+                if failing {
+                    log::info!("reconcile recovered");
+                    failing = false;
+                }
+                if repairs.any() {
+                    metrics.reconcile_repairs.fetch_add(1, Ordering::Relaxed);
+                    log::warn!("reconcile repaired the data plane: {repairs:?}");
+                }
+                for s in removed {
+                    log::info!(target: "peer", "peer {} removed (expired or idle)", s.peer.id);
+                }
+                metrics.dataplane_ok.store(true, Ordering::Relaxed);
+                let (peers, _) = node.count();
+                notify(&[
+                    NotifyState::Watchdog,
+                    NotifyState::Status(&format!("{peers} peers")),
+                ]);
+            }
+            Ok(Err(e)) => {
+                metrics.reconcile_errors.fetch_add(1, Ordering::Relaxed);
+                metrics.dataplane_ok.store(false, Ordering::Relaxed);
+                if !failing {
+                    log::error!("reconcile failed: {e}");
+                    failing = true;
+                }
+            }
+            Err(e) => log::error!("reconcile task failed: {e}"),
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! The node's peers as one unit: the registry, the store and WireGuard kept in step. Each change
+//! is applied to all three or to none: a failure part-way undoes what was done.
+//!
+//! Every method may block (SQLite, netlink, the wireguard-go socket): call them from
+//! `spawn_blocking`, never from an async task directly.
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use wireguard_control::Key;
+
+use crate::config::PeerLifetimes;
+use crate::core::clientconf::{self, ServerSide};
+use crate::core::peer::{Accounting, Peer, PeerId, SpeedLimit, Usage};
+use crate::core::registry::{CreateError, Fresh, NewPeer, Prepared, Registry, Selector};
+use crate::store::{Store, StoreError, StoredPeer, UsageRow};
+use crate::sys::wg::{PeerSpec, WgError, WireGuard};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("peer not found")]
+    NotFound,
+    #[error(transparent)]
+    Create(#[from] CreateError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    WireGuard(#[from] WgError),
+}
+
+/// What the node has counted for a peer.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Counters {
+    pub accounting: Accounting,
+    /// Bytes counted against the data cap.
+    pub cap_used: u64,
+    pub last_handshake: Option<u64>,
+}
+
+/// A peer with its counters, as the API shows it.
+#[derive(Debug, Clone)]
+pub struct PeerStatus {
+    pub peer: Peer,
+    pub counters: Counters,
+}
+
+impl PeerStatus {
+    pub fn capped(&self) -> bool {
+        self.peer
+            .data_cap
+            .is_some_and(|cap| self.counters.cap_used >= cap)
+    }
+    pub fn usage(&self) -> Usage {
+        self.counters.accounting.total
+    }
+}
+
+/// What one reconcile pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Repairs {
+    pub interface_created: bool,
+    pub peers_added: usize,
+    pub peers_removed: usize,
+}
+
+impl Repairs {
+    pub fn any(&self) -> bool {
+        self.interface_created || self.peers_added > 0 || self.peers_removed > 0
+    }
+}
+
+struct Inner {
+    registry: Registry,
+    store: Store,
+    counters: HashMap<PeerId, Counters>,
+}
+
+pub struct Node {
+    server: ServerSide,
+    wg: Arc<dyn WireGuard>,
+    lifetimes: PeerLifetimes,
+    inner: Mutex<Inner>,
+}
+
+fn spec(p: &Peer) -> PeerSpec {
+    let mut allowed = vec![(IpAddr::V4(p.address), 32)];
+    allowed.extend(p.address_v6.map(|a| (IpAddr::V6(a), 128)));
+    PeerSpec {
+        public_key: p.public_key.clone(),
+        preshared_key: p.preshared_key.clone(),
+        allowed_ips: allowed,
+    }
+}
+
+impl Node {
+    /// Loads the stored peers. Nothing touches WireGuard until `reconcile`.
+    pub fn open(
+        mut registry: Registry,
+        store: Store,
+        server: ServerSide,
+        wg: Arc<dyn WireGuard>,
+        lifetimes: PeerLifetimes,
+    ) -> Result<Node, NodeError> {
+        let mut counters = HashMap::new();
+        for StoredPeer {
+            peer,
+            accounting,
+            cap_used,
+            last_handshake,
+        } in store.load_peers()?
+        {
+            counters.insert(
+                peer.id.clone(),
+                Counters {
+                    accounting,
+                    cap_used,
+                    last_handshake,
+                },
+            );
+            let id = peer.id.clone();
+            if let Err(e) = registry.restore(peer) {
+                // A row that clashes with another cannot be served; keep it stored, say so.
+                log::error!("stored peer {id} not restored: {e}");
+                counters.remove(&id);
+            }
+        }
+        Ok(Node {
+            server,
+            wg,
+            lifetimes,
+            inner: Mutex::new(Inner {
+                registry,
+                store,
+                counters,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn server(&self) -> &ServerSide {
+        &self.server
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        self.wg.backend_name()
+    }
+
+    pub fn client_config(&self, peer: &Peer) -> String {
+        clientconf::render(peer, &self.server)
+    }
+
+    fn status(inner: &Inner, peer: &Peer) -> PeerStatus {
+        PeerStatus {
+            peer: peer.clone(),
+            counters: inner.counters.get(&peer.id).copied().unwrap_or_default(),
+        }
+    }
+
+    /// Returns the peer and whether it was made now (false: an earlier create with the same
+    /// `session_id`).
+    pub fn create(
+        &self,
+        req: &NewPeer,
+        fresh: Fresh,
+        now: u64,
+    ) -> Result<(PeerStatus, bool), NodeError> {
+        let mut inner = self.lock();
+        let peer = match inner.registry.prepare(req, fresh, now)? {
+            Prepared::Existing(p) => return Ok((Self::status(&inner, &p), false)),
+            Prepared::New(p) => p,
+        };
+        if let Err(e) = inner.store.insert_peer(&peer) {
+            inner.registry.abort(&peer);
+            return Err(e.into());
+        }
+        if let Err(e) = self.wg.upsert_peer(&spec(&peer)) {
+            inner.registry.abort(&peer);
+            if let Err(undo) = inner.store.delete_peer(&peer.id) {
+                log::error!("peer {}: could not undo the stored row: {undo}", peer.id);
+            }
+            return Err(e.into());
+        }
+        inner.registry.commit(peer.clone());
+        inner.counters.insert(peer.id.clone(), Counters::default());
+        log::info!(target: "peer", "peer {} created at {}", peer.id, peer.address);
+        Ok((Self::status(&inner, &peer), true))
+    }
+
+    /// Removes a peer and returns it with its final counters.
+    pub fn delete(&self, sel: &Selector) -> Result<PeerStatus, NodeError> {
+        let mut inner = self.lock();
+        let peer = inner
+            .registry
+            .find(sel)
+            .cloned()
+            .ok_or(NodeError::NotFound)?;
+        self.fold_live(&mut inner)?;
+        self.wg.remove_peer(&peer.public_key)?;
+        if let Err(e) = inner.store.delete_peer(&peer.id) {
+            // Put it back in WireGuard so that nothing changed.
+            if let Err(undo) = self.wg.upsert_peer(&spec(&peer)) {
+                log::error!(
+                    "peer {}: could not restore after a failed delete: {undo}",
+                    peer.id
+                );
+            }
+            return Err(e.into());
+        }
+        let status = Self::status(&inner, &peer);
+        inner.registry.remove(&peer.id);
+        inner.counters.remove(&peer.id);
+        log::info!(target: "peer", "peer {} deleted", peer.id);
+        Ok(status)
+    }
+
+    pub fn set_limit(&self, id: &PeerId, limit: SpeedLimit) -> Result<PeerStatus, NodeError> {
+        let mut inner = self.lock();
+        if inner.registry.find(&Selector::Id(id.clone())).is_none() {
+            return Err(NodeError::NotFound);
+        }
+        inner.store.set_limit(id, limit)?;
+        let peer = inner.registry.get_mut(id).ok_or(NodeError::NotFound)?;
+        peer.limit = limit;
+        let peer = peer.clone();
+        Ok(Self::status(&inner, &peer))
+    }
+
+    pub fn set_cap(&self, id: &PeerId, cap: Option<u64>) -> Result<PeerStatus, NodeError> {
+        let mut inner = self.lock();
+        if inner.registry.find(&Selector::Id(id.clone())).is_none() {
+            return Err(NodeError::NotFound);
+        }
+        inner.store.set_cap(id, cap)?;
+        let peer = inner.registry.get_mut(id).ok_or(NodeError::NotFound)?;
+        peer.data_cap = cap;
+        let peer = peer.clone();
+        Ok(Self::status(&inner, &peer))
+    }
+
+    pub fn get(&self, sel: &Selector) -> Option<PeerStatus> {
+        let inner = self.lock();
+        inner.registry.find(sel).map(|p| Self::status(&inner, p))
+    }
+
+    pub fn list(&self) -> Vec<PeerStatus> {
+        let inner = self.lock();
+        let mut all: Vec<_> = inner
+            .registry
+            .iter()
+            .map(|p| Self::status(&inner, p))
+            .collect();
+        all.sort_by(|a, b| (a.peer.created_at, &a.peer.id).cmp(&(b.peer.created_at, &b.peer.id)));
+        all
+    }
+
+    pub fn count(&self) -> (usize, u64) {
+        let inner = self.lock();
+        (inner.registry.len(), inner.registry.free_addresses())
+    }
+
+    /// Folds the kernel's counters into the totals; returns the peers whose counters changed.
+    fn fold_live(&self, inner: &mut Inner) -> Result<Vec<PeerId>, NodeError> {
+        let live = self.wg.peers()?;
+        let mut changed = Vec::new();
+        for (key, stats) in live {
+            let Some(id) = inner
+                .registry
+                .find(&Selector::PublicKey(key))
+                .map(|p| p.id.clone())
+            else {
+                continue;
+            };
+            let c = inner.counters.entry(id.clone()).or_default();
+            let before = *c;
+            c.accounting.fold(Usage {
+                rx: stats.rx,
+                tx: stats.tx,
+            });
+            c.last_handshake = stats.last_handshake.or(c.last_handshake);
+            if *c != before {
+                changed.push(id);
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Reads counters from WireGuard and persists those that moved.
+    pub fn poll_usage(&self) -> Result<usize, NodeError> {
+        let mut inner = self.lock();
+        let changed = self.fold_live(&mut inner)?;
+        let rows: Vec<UsageRow> = changed
+            .iter()
+            .filter_map(|id| {
+                let c = inner.counters.get(id)?;
+                Some(UsageRow {
+                    id,
+                    accounting: c.accounting,
+                    cap_used: c.cap_used,
+                    last_handshake: c.last_handshake,
+                })
+            })
+            .collect();
+        let n = rows.len();
+        if n > 0 {
+            let Inner { store, .. } = &mut *inner;
+            store.save_usage(&rows)?;
+        }
+        Ok(n)
+    }
+
+    /// Brings WireGuard to the stored state: the interface exists and carries exactly our peers.
+    /// Quiet (no writes) when everything is in place.
+    pub fn reconcile(&self) -> Result<Repairs, NodeError> {
+        let mut inner = self.lock();
+        let mut r = Repairs {
+            interface_created: self.wg.ensure_interface()?,
+            ..Repairs::default()
+        };
+        if !r.interface_created {
+            // Fold before anything resets: a re-created interface starts its counters at zero.
+            self.fold_live(&mut inner)?;
+        }
+        let present: HashMap<Key, ()> =
+            self.wg.peers()?.into_iter().map(|(k, _)| (k, ())).collect();
+        for p in inner.registry.iter() {
+            if !present.contains_key(&p.public_key) {
+                self.wg.upsert_peer(&spec(p))?;
+                r.peers_added += 1;
+            }
+        }
+        for key in present.keys() {
+            if inner
+                .registry
+                .find(&Selector::PublicKey(key.clone()))
+                .is_none()
+            {
+                self.wg.remove_peer(key)?;
+                r.peers_removed += 1;
+            }
+        }
+        Ok(r)
+    }
+
+    /// Peers past `expires_at`, idle past the idle timeout, or never seen within the grace period.
+    pub fn due_for_removal(&self, now: u64) -> Vec<PeerId> {
+        let inner = self.lock();
+        let idle = self.lifetimes.idle_timeout.map(|d| d.as_secs());
+        let grace = self.lifetimes.handshake_grace.as_secs();
+        inner
+            .registry
+            .iter()
+            .filter(|p| {
+                let expired = p.expires_at.is_some_and(|e| e <= now);
+                let hs = inner.counters.get(&p.id).and_then(|c| c.last_handshake);
+                let idle = idle.is_some_and(|t| match hs {
+                    Some(h) => now.saturating_sub(h) > t,
+                    None => now.saturating_sub(p.created_at) > grace,
+                });
+                expired || idle
+            })
+            .map(|p| p.id.clone())
+            .collect()
+    }
+
+    /// Persists every peer's counters, e.g. before exit.
+    pub fn flush(&self) -> Result<(), NodeError> {
+        let mut inner = self.lock();
+        if let Err(e) = self.fold_live(&mut inner) {
+            log::warn!("final counter read failed: {e}");
+        }
+        let Inner {
+            store, counters, ..
+        } = &mut *inner;
+        let rows: Vec<UsageRow> = counters
+            .iter()
+            .map(|(id, c)| UsageRow {
+                id,
+                accounting: c.accounting,
+                cap_used: c.cap_used,
+                last_handshake: c.last_handshake,
+            })
+            .collect();
+        store.save_usage(&rows)?;
+        Ok(())
+    }
+
+    pub fn teardown(&self) -> Result<(), NodeError> {
+        Ok(self.wg.teardown()?)
+    }
+}
