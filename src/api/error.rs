@@ -90,16 +90,3 @@ impl From<NodeError> for ApiError {
         }
     }
 }
-
-/// A serde error on a body: broken JSON is 400; valid JSON with bad fields or values is 422.
-impl From<serde_json::Error> for ApiError {
-    fn from(e: serde_json::Error) -> ApiError {
-        use serde_json::error::Category;
-        match e.classify() {
-            Category::Data => ApiError::Invalid(e.to_string()),
-            Category::Syntax | Category::Eof | Category::Io => {
-                ApiError::Malformed(format!("malformed JSON: {e}"))
-            }
-        }
-    }
-}

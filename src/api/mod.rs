@@ -218,12 +218,12 @@ impl Api {
         match (method, segments.as_slice()) {
             (&Method::POST, ["peers"]) => self.create(body).await,
             (&Method::POST, ["peers", "delete"]) => {
-                let sel = serde_json::from_slice::<dto::DeleteBody>(&body)?.selector()?;
+                let sel = parse::<dto::DeleteBody>(&body)?.selector()?;
                 let s = self.blocking(move |n| n.delete(&sel)).await?;
                 Ok(self.peer_response(StatusCode::OK, &s, false))
             }
             (&Method::POST, ["peers", "speed-limit"]) => {
-                let b: dto::SpeedLimitBody = serde_json::from_slice(&body)?;
+                let b: dto::SpeedLimitBody = parse(&body)?;
                 let (id, limit) = (
                     dto::peer_id(&b.peer_id)?,
                     dto::limit(b.download_kbps, b.upload_kbps)?,
@@ -232,7 +232,7 @@ impl Api {
                 Ok(self.peer_response(StatusCode::OK, &s, false))
             }
             (&Method::POST, ["peers", "data-cap"]) => {
-                let b: dto::DataCapBody = serde_json::from_slice(&body)?;
+                let b: dto::DataCapBody = parse(&body)?;
                 let (id, cap) = (dto::peer_id(&b.peer_id)?, dto::cap(b.data_cap_bytes)?);
                 let s = self.blocking(move |n| n.set_cap(&id, cap)).await?;
                 Ok(self.peer_response(StatusCode::OK, &s, false))
@@ -261,8 +261,7 @@ impl Api {
     }
 
     async fn create(self: &Arc<Self>, body: Vec<u8>) -> Result<Response, ApiError> {
-        let req = serde_json::from_slice::<dto::CreateBody>(&body)?
-            .validate(&self.node.server().public_key)?;
+        let req = parse::<dto::CreateBody>(&body)?.validate(&self.node.server().public_key)?;
         let now = (self.clock)();
         let fresh = Fresh {
             id: rand::random(),
@@ -357,6 +356,13 @@ impl Api {
         );
         r
     }
+}
+
+/// Broken JSON is 400; valid JSON with wrong fields, types or values is 422.
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let v: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::Malformed(format!("malformed JSON: {e}")))?;
+    serde_json::from_value(v).map_err(|e| ApiError::Invalid(e.to_string()))
 }
 
 fn route_name(method: &Method, path: &str) -> &'static str {
