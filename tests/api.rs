@@ -1,4 +1,6 @@
 //! The API through its real routes, in-process, with the in-memory WireGuard.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::sync::atomic::Ordering;

@@ -1,5 +1,5 @@
 //! An in-process node: the real API routes and store, with the in-memory WireGuard at the seam.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -112,7 +112,7 @@ impl TestNode {
             .header(auth::HEADER_TIMESTAMP, ts.to_string())
             .header(auth::HEADER_NONCE, nonce)
             .header(auth::HEADER_SIGNATURE, sig)
-            .body(body.to_vec())
+            .body(body)
     }
 
     pub async fn send(&self, req: warp::test::RequestBuilder) -> (StatusCode, Value) {

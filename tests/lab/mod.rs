@@ -1,0 +1,220 @@
+//! Network-namespace lab for privileged tests: namespaces joined by veths, processes started
+//! inside them, and a guard that removes all of it. Traffic stays inside the namespaces made here.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs argv, panicking with its stderr when it fails.
+pub fn sh(argv: &[&str]) -> String {
+    let out = run(argv);
+    assert!(
+        out.status.success(),
+        "{argv:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn run(argv: &[&str]) -> Output {
+    Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{argv:?}: {e}"))
+}
+
+/// Waits until `f` holds, checking every 50 ms; panics with `what` after `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}
+
+/// A set of namespaces with a common, machine-unique prefix; removed on drop.
+pub struct Lab {
+    pub prefix: String,
+    namespaces: Vec<String>,
+    children: Vec<Child>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Lab {
+    /// `tag` keeps tests that run in parallel apart; the pid keeps concurrent runs apart.
+    pub fn new(tag: &str) -> Lab {
+        let prefix = format!("wl{}{}", tag, std::process::id() % 100_000);
+        sweep(&format!("wl{tag}"));
+        Lab {
+            prefix,
+            namespaces: Vec::new(),
+            children: Vec::new(),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A namespace named `<prefix>-<name>` with loopback up.
+    pub fn netns(&mut self, name: &str) -> String {
+        let ns = format!("{}-{name}", self.prefix);
+        sh(&["ip", "netns", "add", &ns]);
+        self.namespaces.push(ns.clone());
+        sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// A veth pair between two namespaces, each end addressed and up.
+    pub fn link(&self, a: &str, a_addr: &str, b: &str, b_addr: &str) {
+        let n = self.namespaces.len();
+        let (ea, eb) = (
+            format!("{}a{n}", self.prefix),
+            format!("{}b{n}", self.prefix),
+        );
+        let (ea, eb) = (
+            ea.chars().take(15).collect::<String>(),
+            eb.chars().take(15).collect::<String>(),
+        );
+        sh(&[
+            "ip", "link", "add", &ea, "netns", a, "type", "veth", "peer", "name", &eb, "netns", b,
+        ]);
+        sh(&["ip", "-n", a, "addr", "add", a_addr, "dev", &ea]);
+        sh(&["ip", "-n", b, "addr", "add", b_addr, "dev", &eb]);
+        sh(&["ip", "-n", a, "link", "set", &ea, "up"]);
+        sh(&["ip", "-n", b, "link", "set", &eb, "up"]);
+    }
+
+    /// An interface name unique to this lab (≤ 15 bytes; the wireguard-go socket is global).
+    pub fn ifname(&self, tag: &str) -> String {
+        format!("{}{tag}", self.prefix).chars().take(15).collect()
+    }
+
+    pub fn spawn(&mut self, ns: &str, argv: &[&str], env: &[(&str, &str)], log: &Path) -> u32 {
+        let f = std::fs::File::create(log).unwrap();
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns])
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let child = c.spawn().unwrap();
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+
+    /// Waits for the child with `pid` to exit and returns its exit code.
+    pub fn wait_exit(&mut self, pid: u32, limit: Duration) -> Option<i32> {
+        let i = self.children.iter().position(|c| c.id() == pid)?;
+        let mut child = self.children.remove(i);
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = child.try_wait() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("pid {pid} did not exit within {limit:?}");
+    }
+
+    pub fn exec(&self, ns: &str, argv: &[&str]) -> Output {
+        let mut full = vec!["ip", "netns", "exec", ns];
+        full.extend_from_slice(argv);
+        run(&full)
+    }
+
+    /// `ping` from `ns` to `dst`: one echo, one second.
+    pub fn ping(&self, ns: &str, dst: &str) -> bool {
+        self.exec(ns, &["ping", "-n", "-q", "-c", "1", "-W", "1", dst])
+            .status
+            .success()
+    }
+}
+
+fn kill_pid(pid: &str) {
+    let _ = Command::new("kill").args(["-9", pid]).output();
+}
+
+/// Removes what an earlier, interrupted run with this tag left behind.
+fn sweep(tag: &str) {
+    let list = run(&["ip", "netns", "list"]);
+    for line in String::from_utf8_lossy(&list.stdout).lines() {
+        let ns = line.split_whitespace().next().unwrap_or("");
+        if ns.starts_with(tag) {
+            remove_ns(ns);
+        }
+    }
+}
+
+fn remove_ns(ns: &str) {
+    // Deleting a namespace does not stop its processes: kill each by pid first.
+    let pids = run(&["ip", "netns", "pids", ns]);
+    for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+        kill_pid(pid);
+    }
+    let _ = run(&["ip", "netns", "del", ns]);
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in &self.namespaces {
+            remove_ns(ns);
+        }
+        if let Ok(dir) = std::fs::read_dir("/run/wireguard") {
+            for e in dir.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&self.prefix) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
+/// A NOTIFY_SOCKET for a daemon: receives what it tells systemd.
+pub struct Notify {
+    sock: UnixDatagram,
+    pub path: PathBuf,
+    pub seen: Vec<String>,
+}
+
+impl Notify {
+    pub fn new(dir: &Path, name: &str) -> Notify {
+        let path = dir.join(name);
+        let sock = UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        Notify {
+            sock,
+            path,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits until a message containing `line` (e.g. `READY=1`) arrives.
+    pub fn wait(&mut self, line: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = self.sock.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let hit = msg.lines().any(|l| l == line);
+                self.seen.push(msg);
+                if hit {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}
