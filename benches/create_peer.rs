@@ -18,7 +18,11 @@ fn fresh(i: u64) -> Fresh {
     id[..8].copy_from_slice(&i.to_le_bytes());
     let mut k = [7u8; 32];
     k[1..9].copy_from_slice(&i.to_le_bytes());
-    Fresh { id, private_key: Key(k), preshared_key: Key([1; 32]) }
+    Fresh {
+        id,
+        private_key: Key(k),
+        preshared_key: Key([1; 32]),
+    }
 }
 
 fn node_with(n: u64, dir: &std::path::Path) -> Node {
@@ -31,10 +35,21 @@ fn node_with(n: u64, dir: &std::path::Path) -> Node {
         persistent_keepalive: 25,
     };
     let registry = Registry::new("10.0.0.0/8".parse().expect("subnet"), None, 32767);
-    let lifetimes = PeerLifetimes { idle_timeout: None, handshake_grace: Duration::from_secs(600) };
-    let node = Node::open(registry, store, server, Arc::new(FakeWireGuard::default()), lifetimes).expect("node");
+    let lifetimes = PeerLifetimes {
+        idle_timeout: None,
+        handshake_grace: Duration::from_secs(600),
+    };
+    let node = Node::open(
+        registry,
+        store,
+        server,
+        Arc::new(FakeWireGuard::default()),
+        lifetimes,
+    )
+    .expect("node");
     for i in 0..n {
-        node.create(&NewPeer::default(), fresh(i), 0).expect("create");
+        node.create(&NewPeer::default(), fresh(i), 0)
+            .expect("create");
     }
     node
 }
@@ -59,7 +74,9 @@ fn bench(c: &mut Criterion) {
                 for _ in 0..iters {
                     next += 1;
                     let t = Instant::now();
-                    let (s, _) = node.create(&NewPeer::default(), fresh(next), 0).expect("create");
+                    let (s, _) = node
+                        .create(&NewPeer::default(), fresh(next), 0)
+                        .expect("create");
                     let d = t.elapsed();
                     total += d;
                     times.push(d);
@@ -73,7 +90,9 @@ fn bench(c: &mut Criterion) {
     }
     group.finish();
     let mut s = samples.lock().expect("samples");
-    let [(n0, a), (n1, b)] = &mut s[..] else { return };
+    let [(n0, a), (n1, b)] = &mut s[..] else {
+        return;
+    };
     let (ma, mb) = (median(a), median(b));
     println!(
         "create_peer median: {n0} peers {ma:?}, {n1} peers {mb:?}, ratio {:.2}",

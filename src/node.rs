@@ -256,6 +256,10 @@ impl Node {
         all
     }
 
+    pub fn store_ok(&self) -> bool {
+        self.lock().store.check().is_ok()
+    }
+
     pub fn count(&self) -> (usize, u64) {
         let inner = self.lock();
         (inner.registry.len(), inner.registry.free_addresses())

@@ -148,6 +148,14 @@ impl Store {
         Ok(())
     }
 
+    /// A cheap read that fails when the database has become unusable.
+    pub fn check(&self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("SELECT count(*) FROM peers", [], |r| r.get::<_, i64>(0))
+            .map_err(self.db())?;
+        Ok(())
+    }
+
     pub fn schema_version(&self) -> Result<i64, StoreError> {
         self.conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))

@@ -244,3 +244,34 @@ fn peer_lifecycle_and_restart_with_real_clients() {
     assert_eq!(lab.wait_exit(pid2, Duration::from_secs(20)), Some(0));
     eprintln!("lab test took {:.1} s", started.elapsed().as_secs_f64());
 }
+
+#[test]
+#[ignore = "needs root"]
+fn no_kernel_module_and_no_wireguard_go_is_one_clear_line() {
+    if std::path::Path::new("/sys/module/wireguard").exists() {
+        eprintln!("skipped: this kernel has WireGuard, so the daemon would use it");
+        return;
+    }
+    let mut lab = Lab::new("n");
+    let srv = lab.netns("srv");
+    let ifname = lab.ifname("s");
+    let state = lab.dir.path().join("state").display().to_string();
+    let log = lab.dir.path().join("daemon.log");
+    let env = [
+        ("PATH", "/usr/sbin:/sbin"),
+        ("SERVER_ID", "lab"),
+        ("WAYLUME_INTERFACE", ifname.as_str()),
+        ("WAYLUME_STATE_DIR", state.as_str()),
+        ("WAYLUME_ENDPOINT", "192.0.2.1:51820"),
+    ];
+    let pid = lab.spawn(&srv, &[BIN, "serve"], &env, &log);
+    let code = lab.wait_exit(pid, Duration::from_secs(20));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(code, Some(1), "{text}");
+    let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{text}");
+    assert!(
+        errors[0].contains("no WireGuard kernel module") && errors[0].contains("wireguard-go"),
+        "{text}"
+    );
+}

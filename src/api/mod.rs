@@ -319,14 +319,15 @@ impl Api {
             .metrics
             .dataplane_ok
             .load(std::sync::atomic::Ordering::Relaxed);
+        let store_ok = self.blocking(|n| Ok(n.store_ok())).await.unwrap_or(false);
         let control = (self.control)();
         let at_capacity = counts.total >= usize::from(self.max_capacity) || free == 0;
-        let ok = dataplane;
+        let ok = dataplane && store_ok;
         let body = json!({
             "status": if ok { "ok" } else { "degraded" },
             "version": env!("CARGO_PKG_VERSION"),
             "interface": { "up": dataplane, "backend": self.node.backend_name() },
-            "store": "ok",
+            "store": if store_ok { "ok" } else { "failing" },
             "control_plane": control,
             "capacity": {
                 "max": self.max_capacity,

@@ -1,0 +1,129 @@
+//! The binary's own entry points: config validation and refusals to start, each with one line
+//! naming the cause. None of these needs root: they fail before touching the network.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_waylume-server");
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn error_lines(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with("ERROR"))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn check_config_accepts_the_fixtures_and_names_bad_keys() {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let ok = run(
+        &[
+            "check-config",
+            "--config",
+            &format!("{dir}/tests/fixtures/config/valid/minimal.toml"),
+        ],
+        &[],
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let bad = run(
+        &[
+            "check-config",
+            "--config",
+            &format!("{dir}/tests/fixtures/config/invalid/capacity.toml"),
+        ],
+        &[],
+    );
+    assert!(!bad.status.success());
+    let lines = error_lines(&bad);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("node.max_capacity"), "{lines:?}");
+    let env = run(&["check-config"], &[("SERVER_ID", "bad id/with slash")]);
+    assert!(!env.status.success());
+    assert!(error_lines(&env)[0].contains("server_id"));
+    let via_env = run(
+        &["check-config"],
+        &[("WAYLUME_CONFIG", "/nonexistent/waylume.toml")],
+    );
+    assert!(!via_env.status.success());
+    assert!(error_lines(&via_env)[0].contains("/nonexistent/waylume.toml"));
+}
+
+#[test]
+fn serve_refuses_a_corrupt_store_and_an_unusable_state_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("state.db"), vec![b'x'; 4096]).unwrap();
+    let state = dir.path().display().to_string();
+    let out = run(
+        &["serve"],
+        &[("WAYLUME_STATE_DIR", &state), ("SERVER_ID", "t")],
+    );
+    assert!(!out.status.success());
+    let lines = error_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("state.db") && lines[0].contains("not a database"),
+        "{lines:?}"
+    );
+
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let under_file = format!("{}/state", file.display());
+    let out = run(
+        &["serve"],
+        &[("WAYLUME_STATE_DIR", &under_file), ("SERVER_ID", "t")],
+    );
+    assert!(!out.status.success());
+    let lines = error_lines(&out);
+    assert!(
+        lines[0].contains("state directory") && lines[0].contains(&under_file),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn keygen_prints_a_key_and_a_secret() {
+    let out = run(&["keygen"], &[]);
+    let key = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        wireguard_control::Key::from_base64(key.trim()).is_ok(),
+        "{key}"
+    );
+    let out = run(&["keygen", "--api-secret"], &[]);
+    let secret = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(secret.trim().len(), 64);
+    assert!(secret.trim().bytes().all(|b| b.is_ascii_hexdigit()));
+}
+
+#[test]
+fn the_client_exits_non_zero_when_the_node_is_unreachable() {
+    // Port 9 on loopback: nothing listens there in a test environment.
+    let out = run(
+        &["peers", "list"],
+        &[
+            ("WAYLUME_API_URL", "http://127.0.0.1:9"),
+            ("SERVER_ID", "t"),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        error_lines(&out)[0].contains("cannot reach the node API"),
+        "{:?}",
+        error_lines(&out)
+    );
+}
