@@ -1,6 +1,7 @@
 //! Creating a peer with 10 and with 10,000 existing peers, in-process through `Node` with the
 //! real SQLite store and the in-memory WireGuard seam (so the kernel's own cost is not measured
 //! here; the lab benchmark measures the userspace backend). Prints both medians and the ratio.
+#![allow(clippy::print_stdout)]
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -59,8 +60,11 @@ fn median(v: &mut [Duration]) -> Duration {
     v[v.len() / 2]
 }
 
+/// (existing peers, create times) per run.
+type Samples = Arc<Mutex<Vec<(u64, Vec<Duration>)>>>;
+
 fn bench(c: &mut Criterion) {
-    let samples: Arc<Mutex<Vec<(u64, Vec<Duration>)>>> = Arc::default();
+    let samples: Samples = Arc::default();
     let mut group = c.benchmark_group("create_peer");
     group.sample_size(30);
     for n in [10u64, 10_000] {
