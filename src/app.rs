@@ -117,7 +117,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
 
     let n = node.clone();
-    let repairs = tokio::task::spawn_blocking(move || n.reconcile()).await??;
+    let repairs = tokio::task::spawn_blocking(move || n.reconcile(true)).await??;
     let (peers, _) = node.count();
     log::info!(
         "{}: up ({} backend), {peers} peers restored{}",
@@ -238,15 +238,19 @@ async fn reconcile_loop(
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    // Counters are folded every pass but written every sixth: a crash loses nothing the kernel
+    // still counts (the next fold picks it up), and API calls rarely wait on the write.
+    let mut pass_no = 0u64;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
         let n = node.clone();
+        pass_no += 1;
+        let persist = pass_no.is_multiple_of(6);
         let pass = tokio::task::spawn_blocking(move || {
-            let repairs = n.reconcile()?;
-            n.poll_usage()?;
+            let repairs = n.reconcile(persist)?;
             let mut removed = Vec::new();
             for id in n.due_for_removal(unix_now()) {
                 if let Ok(s) = n.delete(&Selector::Id(id)) {

@@ -3,7 +3,7 @@
 //!
 //! Every method may block (SQLite, netlink, the wireguard-go socket): call them from
 //! `spawn_blocking`, never from an async task directly.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -11,6 +11,7 @@ use wireguard_control::Key;
 
 use crate::config::PeerLifetimes;
 use crate::core::clientconf::{self, ServerSide};
+use crate::core::peer::LiveStats;
 use crate::core::peer::{Accounting, Peer, PeerId, SpeedLimit, Usage};
 use crate::core::registry::{CreateError, Fresh, NewPeer, Prepared, Registry, Selector};
 use crate::store::{Store, StoreError, StoredPeer, UsageRow};
@@ -59,13 +60,18 @@ impl PeerStatus {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Repairs {
     pub interface_created: bool,
+    /// The interface's private key or listen port had been changed from outside.
+    pub identity_reset: bool,
     pub peers_added: usize,
     pub peers_removed: usize,
 }
 
 impl Repairs {
     pub fn any(&self) -> bool {
-        self.interface_created || self.peers_added > 0 || self.peers_removed > 0
+        self.interface_created
+            || self.identity_reset
+            || self.peers_added > 0
+            || self.peers_removed > 0
     }
 }
 
@@ -73,6 +79,8 @@ struct Inner {
     registry: Registry,
     store: Store,
     counters: HashMap<PeerId, Counters>,
+    /// Peers whose counters moved since they were last written to the store.
+    dirty: HashSet<PeerId>,
 }
 
 pub struct Node {
@@ -132,6 +140,7 @@ impl Node {
                 registry,
                 store,
                 counters,
+                dirty: HashSet::new(),
             }),
         })
     }
@@ -191,13 +200,15 @@ impl Node {
 
     /// Removes a peer and returns it with its final counters.
     pub fn delete(&self, sel: &Selector) -> Result<PeerStatus, NodeError> {
+        // Read the counters first, outside the lock: the final usage includes the last bytes.
+        let live = self.wg.device()?.peers;
         let mut inner = self.lock();
         let peer = inner
             .registry
             .find(sel)
             .cloned()
             .ok_or(NodeError::NotFound)?;
-        self.fold_live(&mut inner)?;
+        Self::fold(&mut inner, &live);
         self.wg.remove_peer(&peer.public_key)?;
         if let Err(e) = inner.store.delete_peer(&peer.id) {
             // Put it back in WireGuard so that nothing changed.
@@ -212,6 +223,8 @@ impl Node {
         let status = Self::status(&inner, &peer);
         inner.registry.remove(&peer.id);
         inner.counters.remove(&peer.id);
+        inner.dirty.remove(&peer.id);
+        inner.dirty.remove(&peer.id);
         log::info!(target: "peer", "peer {} deleted", peer.id);
         Ok(status)
     }
@@ -265,14 +278,12 @@ impl Node {
         (inner.registry.len(), inner.registry.free_addresses())
     }
 
-    /// Folds the kernel's counters into the totals; returns the peers whose counters changed.
-    fn fold_live(&self, inner: &mut Inner) -> Result<Vec<PeerId>, NodeError> {
-        let live = self.wg.peers()?;
-        let mut changed = Vec::new();
+    /// Folds a reading of the kernel's counters into the totals and marks what moved.
+    fn fold(inner: &mut Inner, live: &[(Key, LiveStats)]) {
         for (key, stats) in live {
             let Some(id) = inner
                 .registry
-                .find(&Selector::PublicKey(key))
+                .find(&Selector::PublicKey(key.clone()))
                 .map(|p| p.id.clone())
             else {
                 continue;
@@ -285,20 +296,23 @@ impl Node {
             });
             c.last_handshake = stats.last_handshake.or(c.last_handshake);
             if *c != before {
-                changed.push(id);
+                inner.dirty.insert(id);
             }
         }
-        Ok(changed)
     }
 
-    /// Reads counters from WireGuard and persists those that moved.
-    pub fn poll_usage(&self) -> Result<usize, NodeError> {
-        let mut inner = self.lock();
-        let changed = self.fold_live(&mut inner)?;
-        let rows: Vec<UsageRow> = changed
+    /// Writes the counters that moved since the last write.
+    fn persist(inner: &mut Inner) -> Result<usize, NodeError> {
+        let Inner {
+            store,
+            counters,
+            dirty,
+            ..
+        } = inner;
+        let rows: Vec<UsageRow> = dirty
             .iter()
             .filter_map(|id| {
-                let c = inner.counters.get(id)?;
+                let c = counters.get(id)?;
                 Some(UsageRow {
                     id,
                     accounting: c.accounting,
@@ -309,33 +323,36 @@ impl Node {
             .collect();
         let n = rows.len();
         if n > 0 {
-            let Inner { store, .. } = &mut *inner;
             store.save_usage(&rows)?;
         }
+        dirty.clear();
         Ok(n)
     }
 
-    /// Brings WireGuard to the stored state: the interface exists and carries exactly our peers.
-    /// Quiet (no writes) when everything is in place.
-    pub fn reconcile(&self) -> Result<Repairs, NodeError> {
-        let mut inner = self.lock();
+    /// Brings WireGuard to the stored state: the interface exists with our key and port and
+    /// carries exactly our peers; folds the counters in, and with `persist` writes those that
+    /// moved. The device is read before the lock is taken, so API calls wait only for the
+    /// (usually empty) repairs. Writes nothing to the kernel when everything is in place.
+    pub fn reconcile(&self, persist: bool) -> Result<Repairs, NodeError> {
         let mut r = Repairs {
             interface_created: self.wg.ensure_interface()?,
             ..Repairs::default()
         };
-        if !r.interface_created {
-            // Fold before anything resets: a re-created interface starts its counters at zero.
-            self.fold_live(&mut inner)?;
+        let dev = self.wg.device()?;
+        if !dev.identity_ok {
+            self.wg.set_identity()?;
+            r.identity_reset = true;
         }
-        let present: HashMap<Key, ()> =
-            self.wg.peers()?.into_iter().map(|(k, _)| (k, ())).collect();
+        let mut inner = self.lock();
+        Self::fold(&mut inner, &dev.peers);
+        let present: HashSet<&Key> = dev.peers.iter().map(|(k, _)| k).collect();
         for p in inner.registry.iter() {
-            if !present.contains_key(&p.public_key) {
+            if !present.contains(&p.public_key) {
                 self.wg.upsert_peer(&spec(p))?;
                 r.peers_added += 1;
             }
         }
-        for key in present.keys() {
+        for key in present {
             if inner
                 .registry
                 .find(&Selector::PublicKey(key.clone()))
@@ -344,6 +361,9 @@ impl Node {
                 self.wg.remove_peer(key)?;
                 r.peers_removed += 1;
             }
+        }
+        if persist {
+            Self::persist(&mut inner)?;
         }
         Ok(r)
     }
@@ -371,13 +391,19 @@ impl Node {
 
     /// Persists every peer's counters, e.g. before exit.
     pub fn flush(&self) -> Result<(), NodeError> {
+        let live = self.wg.device().map(|d| d.peers);
         let mut inner = self.lock();
-        if let Err(e) = self.fold_live(&mut inner) {
-            log::warn!("final counter read failed: {e}");
+        match live {
+            Ok(live) => Self::fold(&mut inner, &live),
+            Err(e) => log::warn!("final counter read failed: {e}"),
         }
         let Inner {
-            store, counters, ..
+            store,
+            counters,
+            dirty,
+            ..
         } = &mut *inner;
+        dirty.clear();
         let rows: Vec<UsageRow> = counters
             .iter()
             .map(|(id, c)| UsageRow {

@@ -443,10 +443,10 @@ async fn restart_restores_peers_into_a_wiped_interface_and_keeps_usage() {
             last_handshake: Some(5),
         },
     );
-    t.node.poll_usage().unwrap();
+    t.node.reconcile(true).unwrap();
     // The interface is re-created: the kernel's counters start again from zero.
     t.wg.wipe();
-    let repairs = t.node.reconcile().unwrap();
+    let repairs = t.node.reconcile(false).unwrap();
     assert!(repairs.interface_created);
     assert_eq!(repairs.peers_added, 1);
     assert!(t.wg.has_peer(&key));
@@ -460,7 +460,7 @@ async fn restart_restores_peers_into_a_wiped_interface_and_keeps_usage() {
     );
     t.node.flush().unwrap();
     assert_eq!(
-        t.node.reconcile().unwrap(),
+        t.node.reconcile(false).unwrap(),
         Default::default(),
         "a second pass changes nothing"
     );

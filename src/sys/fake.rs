@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use wireguard_control::Key;
 
-use super::wg::{PeerSpec, WgError, WireGuard};
+use super::wg::{DeviceView, PeerSpec, WgError, WireGuard};
 use crate::core::peer::LiveStats;
 
 #[derive(Default)]
@@ -81,12 +81,20 @@ impl WireGuard for FakeWireGuard {
         Ok(())
     }
 
-    fn peers(&self) -> Result<Vec<(Key, LiveStats)>, WgError> {
-        Ok(self
+    fn set_identity(&self) -> Result<(), WgError> {
+        Ok(())
+    }
+
+    fn device(&self) -> Result<DeviceView, WgError> {
+        let peers = self
             .lock()
             .iter()
             .map(|(k, (_, s))| (k.clone(), *s))
-            .collect())
+            .collect();
+        Ok(DeviceView {
+            identity_ok: true,
+            peers,
+        })
     }
 
     fn teardown(&self) -> Result<(), WgError> {

@@ -45,17 +45,27 @@ pub struct PeerSpec {
     pub allowed_ips: Vec<(IpAddr, u8)>,
 }
 
+/// One reading of the device: its identity and every peer with its counters.
+#[derive(Debug, Default, Clone)]
+pub struct DeviceView {
+    /// Private key and listen port are what the node wants.
+    pub identity_ok: bool,
+    pub peers: Vec<(Key, LiveStats)>,
+}
+
 /// What the node needs from a WireGuard implementation. Each call is O(1) in the number of peers
-/// except `peers`, which reads them all.
+/// except `device`, which reads them all.
 pub trait WireGuard: Send + Sync + 'static {
-    /// Creates the interface if it is missing and brings key, port, addresses, MTU and link state
-    /// to what they should be. Returns true when the interface had to be created.
+    /// Creates the interface if it is missing (then also setting its key and port) and brings
+    /// addresses, MTU and link state to what they should be. Returns true when it was created.
     fn ensure_interface(&self) -> Result<bool, WgError>;
+    /// Sets the private key and listen port.
+    fn set_identity(&self) -> Result<(), WgError>;
     /// Adds a peer or replaces its settings.
     fn upsert_peer(&self, peer: &PeerSpec) -> Result<(), WgError>;
     fn remove_peer(&self, public_key: &Key) -> Result<(), WgError>;
-    /// Every peer on the interface with its counters.
-    fn peers(&self) -> Result<Vec<(Key, LiveStats)>, WgError>;
+    /// The device as it is now, every peer with its counters.
+    fn device(&self) -> Result<DeviceView, WgError>;
     /// Removes the interface (and stops wireguard-go).
     fn teardown(&self) -> Result<(), WgError>;
     /// `kernel`, `userspace` or `fake`, for health and logs.
@@ -224,19 +234,20 @@ impl WireGuard for RealDevice {
             self.set_backend(b);
             true
         };
-        let backend = self.backend();
-        let dev = Device::get(&self.iface, backend).map_err(self.err("read device"))?;
-        let key_ok = dev.private_key.as_ref() == Some(&self.spec.private_key);
-        if !key_ok || dev.listen_port != Some(self.spec.listen_port) {
-            DeviceUpdate::new()
-                .set_private_key(self.spec.private_key.clone())
-                .set_listen_port(self.spec.listen_port)
-                .apply(&self.iface, backend)
-                .map_err(self.err("set key and port"))?;
+        if created {
+            self.set_identity()?;
         }
         self.rt
             .block_on(nl.configure(name, &self.spec.addresses, self.spec.mtu))?;
         Ok(created)
+    }
+
+    fn set_identity(&self) -> Result<(), WgError> {
+        DeviceUpdate::new()
+            .set_private_key(self.spec.private_key.clone())
+            .set_listen_port(self.spec.listen_port)
+            .apply(&self.iface, self.backend())
+            .map_err(self.err("set key and port"))
     }
 
     fn upsert_peer(&self, p: &PeerSpec) -> Result<(), WgError> {
@@ -259,9 +270,11 @@ impl WireGuard for RealDevice {
             .map_err(self.err("remove peer"))
     }
 
-    fn peers(&self) -> Result<Vec<(Key, LiveStats)>, WgError> {
-        let dev = Device::get(&self.iface, self.backend()).map_err(self.err("read peers"))?;
-        Ok(dev
+    fn device(&self) -> Result<DeviceView, WgError> {
+        let dev = Device::get(&self.iface, self.backend()).map_err(self.err("read device"))?;
+        let identity_ok = dev.private_key.as_ref() == Some(&self.spec.private_key)
+            && dev.listen_port == Some(self.spec.listen_port);
+        let peers = dev
             .peers
             .into_iter()
             .map(|p| {
@@ -276,7 +289,8 @@ impl WireGuard for RealDevice {
                 };
                 (p.config.public_key, stats)
             })
-            .collect())
+            .collect();
+        Ok(DeviceView { identity_ok, peers })
     }
 
     fn teardown(&self) -> Result<(), WgError> {

@@ -63,7 +63,7 @@ impl TestNode {
         };
         let dyn_wg: Arc<dyn WireGuard> = wg.clone();
         let node = Arc::new(Node::open(registry, store, server_side(), dyn_wg, lifetimes).unwrap());
-        node.reconcile().unwrap();
+        node.reconcile(false).unwrap();
         let clock = Arc::new(AtomicU64::new(1_800_000_000));
         let c = clock.clone();
         let api = Arc::new(Api::new(
