@@ -3,5 +3,6 @@
 //! `core` is pure (no sockets, processes or clock); `sys` is the only code that touches the OS;
 //! `app` wires the real adapters together.
 pub mod config;
+pub mod control;
 pub mod core;
 pub mod sys;
