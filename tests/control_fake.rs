@@ -1,5 +1,7 @@
 //! The PostgREST-compatible test server answers the way PostgREST does over the real migration,
 //! including the traps the node must avoid. If these drift, the control plane tests prove nothing.
+// Helpers here are test code too: a failed setup step should panic with its error.
+#![allow(clippy::unwrap_used)]
 #[allow(dead_code)]
 mod support;
 

@@ -1,5 +1,7 @@
 //! Registration, heartbeats, re-registration and shutdown against a real PostgreSQL behind the
 //! PostgREST-compatible test server.
+// Helpers here are test code too: a failed setup step should panic with its error.
+#![allow(clippy::unwrap_used)]
 #[allow(dead_code)]
 mod support;
 

@@ -135,10 +135,10 @@ impl Harness {
     pub async fn wait_row(&self, what: &str, cond: impl Fn(&Value) -> bool) -> Result<Value> {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            if let Some(row) = self.server_row().await? {
-                if cond(&row) {
-                    return Ok(row);
-                }
+            if let Some(row) = self.server_row().await?
+                && cond(&row)
+            {
+                return Ok(row);
             }
             if tokio::time::Instant::now() >= deadline {
                 anyhow::bail!("timed out after {PATIENCE:?} waiting for {what}");

@@ -11,6 +11,8 @@ impl log::Log for Capture {
     fn enabled(&self, m: &log::Metadata) -> bool {
         m.level() <= log::Level::Info
     }
+    // Printed too: a failing test's output then shows what the journal would.
+    #[allow(clippy::print_stderr)]
     fn log(&self, r: &log::Record) {
         if self.enabled(r.metadata()) {
             let line = r.args().to_string();

@@ -1,6 +1,6 @@
 //! A stand-in for the daemon's side of the seam: what the control plane reads, settable by tests.
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, UNIX_EPOCH};
 
 use waylume::control::{NodeSnapshot, NodeSource, NodeStatus, SessionStatus, SessionUsage};
 
@@ -53,7 +53,7 @@ pub fn session(n: u8, rx: u64, tx: u64) -> SessionUsage {
         peer_public_key: key(n),
         peer_id: format!("peer-{n}"),
         session_id: Some(format!("sess-{n}")),
-        user_id: (n % 2 == 0).then(|| format!("user-{n}")),
+        user_id: n.is_multiple_of(2).then(|| format!("user-{n}")),
         rx_bytes: rx,
         tx_bytes: tx,
         protocol_bytes: [("tls".to_string(), rx / 2), ("bittorrent".to_string(), 0)]
@@ -61,7 +61,8 @@ pub fn session(n: u8, rx: u64, tx: u64) -> SessionUsage {
             .collect(),
         bittorrent: false,
         status: SessionStatus::Active,
-        last_handshake: Some(SystemTime::now()),
+        // Fixed, so the same arguments make the same session.
+        last_handshake: Some(UNIX_EPOCH + Duration::from_secs(1_764_000_000 + u64::from(n))),
     }
 }
 

@@ -6,6 +6,9 @@
 //!
 //! Faults are switched on and off while it runs ([`FakeRest::set_fault`]); `Refuse` closes the
 //! listening socket and every open connection, so clients see "connection refused".
+// Error answers are built once per request; boxing them buys nothing in a test server.
+#![allow(clippy::result_large_err)]
+
 mod sql;
 
 use std::convert::Infallible;
@@ -37,6 +40,8 @@ pub enum Fault {
     HtmlBadGateway,
     /// 429 with this `Retry-After` value.
     TooMany(String),
+    /// 429 with `Retry-After` as an HTTP-date this far after the answer.
+    TooManyUntil(std::time::Duration),
     /// Accept the request and never answer while the fault lasts.
     Stall,
     /// Nothing listens on the port.
@@ -200,16 +205,11 @@ async fn handle(
             "text/html",
             "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>cloudflare</center>\r\n</body>\r\n</html>\r\n",
         ),
-        Fault::TooMany(after) => {
-            let mut r = json(
-                StatusCode::TOO_MANY_REQUESTS,
-                r#"{"message":"Too many requests"}"#,
-            );
-            if let Ok(v) = after.parse() {
-                r.headers_mut().insert("retry-after", v);
-            }
-            r
+        Fault::TooManyUntil(d) => {
+            let at = httpdate::fmt_http_date(std::time::SystemTime::now() + d);
+            too_many(&at)
         }
+        Fault::TooMany(after) => too_many(&after),
         Fault::None => match auth(&parts.headers) {
             Err(r) => r,
             Ok(role) => sql::dispatch(&shared.db, role, &parts, &seen.query, &body).await,
@@ -223,7 +223,6 @@ async fn handle(
 }
 
 /// The gateway's checks, with its messages (no `code`).
-#[allow(clippy::result_large_err)]
 fn auth(headers: &hyper::HeaderMap) -> Result<&'static str, Response<Full<Bytes>>> {
     let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
     let role = match get("apikey") {
@@ -242,15 +241,26 @@ fn auth(headers: &hyper::HeaderMap) -> Result<&'static str, Response<Full<Bytes>
             ));
         }
     };
-    if let Some(bearer) = get("authorization") {
-        if Some(bearer.trim_start_matches("Bearer ")) != get("apikey") {
-            return Err(json(
-                StatusCode::UNAUTHORIZED,
-                r#"{"message":"Invalid authorization header: the Bearer token does not match the apikey"}"#,
-            ));
-        }
+    if let Some(bearer) = get("authorization")
+        && Some(bearer.trim_start_matches("Bearer ")) != get("apikey")
+    {
+        return Err(json(
+            StatusCode::UNAUTHORIZED,
+            r#"{"message":"Invalid authorization header: the Bearer token does not match the apikey"}"#,
+        ));
     }
     Ok(role)
+}
+
+fn too_many(retry_after: &str) -> Response<Full<Bytes>> {
+    let mut r = json(
+        StatusCode::TOO_MANY_REQUESTS,
+        r#"{"message":"Too many requests"}"#,
+    );
+    if let Ok(v) = retry_after.parse() {
+        r.headers_mut().insert("retry-after", v);
+    }
+    r
 }
 
 pub(crate) fn json(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
