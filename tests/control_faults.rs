@@ -64,6 +64,7 @@ async fn cycle(
         }
     );
     assert!(!now.is_healthy());
+    assert_eq!(now.summary(), format!("failing: {kind}"));
     let gaps = heartbeat_gaps(&h, start);
     let failing = logcap::lines(&format!("{id} heartbeat failing"));
     assert_eq!(failing.len(), 1, "{failing:?}");
@@ -90,6 +91,7 @@ async fn cycle(
     assert_eq!(recovered.len(), 1, "{recovered:?}");
     assert!(recovered[0].1.contains(kind), "{recovered:?}");
     let after = cp.health.get();
+    assert_eq!(after.summary(), "healthy");
     assert_eq!(after.consecutive_failures, 0);
     assert!(after.heartbeat_failures_total >= u64::from(failures));
     assert_eq!(logcap::lines(&format!("{id} heartbeat failing")).len(), 1);

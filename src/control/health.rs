@@ -55,6 +55,15 @@ impl ControlHealth {
     pub fn is_healthy(&self) -> bool {
         self.heartbeat == LinkState::Healthy
     }
+
+    /// One word or phrase for `/health`: `starting`, `healthy`, or `failing: <kind>`.
+    pub fn summary(&self) -> String {
+        match &self.heartbeat {
+            LinkState::Starting => "starting".into(),
+            LinkState::Healthy => "healthy".into(),
+            LinkState::Failing { reason } => format!("failing: {reason}"),
+        }
+    }
 }
 
 /// A shared view of [`ControlHealth`]; clone it into the API before the control plane starts.
