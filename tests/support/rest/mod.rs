@@ -28,6 +28,9 @@ use super::pg::PgCluster;
 
 pub const SERVICE_KEY: &str = "test-service-role-key";
 pub const ANON_KEY: &str = "test-anon-key";
+/// The access token of the one signed-in user `/auth/v1/user` knows.
+pub const USER_TOKEN: &str = "test-user-access-token";
+pub const USER_ID: &str = "8d0f5a8e-7d0c-4a51-9a55-3b4c1a2f9e10";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
@@ -210,6 +213,7 @@ async fn handle(
             too_many(&at)
         }
         Fault::TooMany(after) => too_many(&after),
+        Fault::None if parts.uri.path() == "/auth/v1/user" => user(&parts.headers),
         Fault::None => match auth(&parts.headers) {
             Err(r) => r,
             Ok(role) => sql::dispatch(&shared.db, role, &parts, &seen.query, &body).await,
@@ -250,6 +254,26 @@ fn auth(headers: &hyper::HeaderMap) -> Result<&'static str, Response<Full<Bytes>
         ));
     }
     Ok(role)
+}
+
+/// Supabase Auth's "who is this token": enough for `supabase.auth.getUser(jwt)`.
+fn user(headers: &hyper::HeaderMap) -> Response<Full<Bytes>> {
+    let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    if !matches!(get("apikey"), Some(SERVICE_KEY | ANON_KEY)) {
+        return json(StatusCode::UNAUTHORIZED, r#"{"message":"Invalid API key"}"#);
+    }
+    if get("authorization") != Some(&format!("Bearer {USER_TOKEN}")) {
+        return json(
+            StatusCode::FORBIDDEN,
+            r#"{"code":403,"error_code":"bad_jwt","msg":"invalid JWT: unable to parse or verify signature"}"#,
+        );
+    }
+    let body = serde_json::json!({
+        "id": USER_ID, "aud": "authenticated", "role": "authenticated",
+        "email": "user@example.org", "app_metadata": {}, "user_metadata": {},
+        "created_at": "2026-11-01T00:00:00Z"
+    });
+    json(StatusCode::OK, &body.to_string())
 }
 
 fn too_many(retry_after: &str) -> Response<Full<Bytes>> {
