@@ -164,6 +164,14 @@ async fn too_many_requests_honours_retry_after_as_a_date() {
 }
 
 #[tokio::test]
+async fn an_unexpected_success_body_is_a_failure() {
+    // A PATCH answered 200 without the JSON array it asked for cannot tell whether the row exists.
+    cycle("f-odd", Fault::OddSuccess, "unexpected answer", 2, false).await;
+    let line = &logcap::lines("f-odd heartbeat failing")[0].1;
+    assert!(line.contains("Captive portal"), "{line}");
+}
+
+#[tokio::test]
 async fn each_change_of_failure_is_logged_once() {
     let h = Harness::start("f-change").await.unwrap();
     let cp = h.spawn().unwrap();

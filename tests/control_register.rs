@@ -190,4 +190,23 @@ fn standalone_mode_builds_no_control_plane() {
     };
     let cfg = Config::load(&src).unwrap();
     assert!(ControlPlane::from_config(&cfg).unwrap().is_some());
+
+    // Bad input stops the start with the key named, before anything is sent.
+    for (name, value, key) in [
+        ("SUPABASE_URL", "not a url", "supabase.url"),
+        ("SUPABASE_URL", "ftp://example.org", "supabase.url"),
+        ("SUPABASE_KEY", "  ", "supabase.key"),
+    ] {
+        let mut bad = with_url.clone();
+        bad.insert(name.into(), value.into());
+        let err = Config::load(&Sources { env: &bad, ..src }).unwrap_err();
+        assert!(err.key.contains(key), "{name}={value:?}: {err}");
+    }
+    let mut sb = cfg.supabase.clone().unwrap();
+    sb.url = "mailto:ops@example.org".into();
+    let node = waylume::control::NodeInfo::from_config(&cfg);
+    let err = ControlPlane::new(&sb, node, Default::default())
+        .err()
+        .unwrap();
+    assert!(err.to_string().starts_with("supabase.url"), "{err}");
 }

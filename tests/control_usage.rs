@@ -84,9 +84,9 @@ async fn usage_rows_are_absolute_and_survive_a_restart() {
     // Unchanged sessions are not re-sent on every tick. (Count requests once the node heard of
     // the first report, which is after its last answer.)
     let node = h.node.clone();
-    wait_for("usage_reported", PATIENCE, || {
+    wait_for("usage_reported for both batches", PATIENCE, || {
         let n = node.reported.lock().unwrap().len();
-        async move { n == 1 }
+        async move { n == 2 }
     })
     .await
     .unwrap();

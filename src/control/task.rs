@@ -153,13 +153,12 @@ impl Task {
             for u in chunk {
                 self.sent.insert(u.peer_public_key.clone(), u.clone());
             }
+            // Per batch: a later batch failing must not hide that this one arrived.
+            self.source.usage_reported(chunk);
         }
         let live: std::collections::HashSet<&str> =
             all.iter().map(|u| u.peer_public_key.as_str()).collect();
         self.sent.retain(|k, _| live.contains(k.as_str()));
-        if !changed.is_empty() {
-            self.source.usage_reported(&changed);
-        }
         self.usage_failures = 0;
         self.cp
             .health

@@ -45,6 +45,8 @@ pub enum Fault {
     TooMany(String),
     /// 429 with `Retry-After` as an HTTP-date this far after the answer.
     TooManyUntil(std::time::Duration),
+    /// 200 with a body that is not what PostgREST sends (an HTML page).
+    OddSuccess,
     /// Accept the request and never answer while the fault lasts.
     Stall,
     /// Nothing listens on the port.
@@ -213,6 +215,11 @@ async fn handle(
             too_many(&at)
         }
         Fault::TooMany(after) => too_many(&after),
+        Fault::OddSuccess => plain(
+            StatusCode::OK,
+            "text/html",
+            "<html><head><title>Captive portal</title></head></html>",
+        ),
         Fault::None if parts.uri.path() == "/auth/v1/user" => user(&parts.headers),
         Fault::None => match auth(&parts.headers) {
             Err(r) => r,
