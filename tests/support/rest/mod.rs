@@ -9,6 +9,7 @@
 // Error answers are built once per request; boxing them buys nothing in a test server.
 #![allow(clippy::result_large_err)]
 
+mod reply;
 mod sql;
 
 use std::convert::Infallible;

@@ -1,16 +1,13 @@
 //! Request → SQL, the way PostgREST (v12+) builds it, and PostgreSQL errors → PostgREST's status
 //! codes and error JSON. Each request is one transaction under `SET LOCAL ROLE <key's role>`, so
 //! grants and row level security apply as they do on Supabase.
-use bytes::Bytes;
-use http_body_util::Full;
+use hyper::Method;
 use hyper::http::request::Parts;
-use hyper::{Method, Response, StatusCode};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tokio_postgres::types::ToSql;
 
 use super::json;
-
-type Resp = Response<Full<Bytes>>;
+use super::reply::{Prefer, Resp, code, db_error, error, prefer};
 
 /// Query parameters that are not filters.
 const RESERVED: &[&str] = &[
@@ -21,12 +18,6 @@ const RESERVED: &[&str] = &[
     "on_conflict",
     "columns",
 ];
-
-struct Prefer {
-    resolution: Option<String>,
-    representation: bool,
-    applied: Vec<String>,
-}
 
 pub(super) async fn dispatch(
     db: &tokio::sync::Mutex<tokio_postgres::Client>,
@@ -346,96 +337,6 @@ async fn columns(
         )
         .await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-}
-
-fn prefer(parts: &Parts) -> Result<Prefer, Resp> {
-    let mut p = Prefer {
-        resolution: None,
-        representation: false,
-        applied: Vec::new(),
-    };
-    let mut strict = false;
-    let mut unknown = false;
-    for item in parts
-        .headers
-        .get_all("prefer")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        match item {
-            "resolution=merge-duplicates" | "resolution=ignore-duplicates" => {
-                p.resolution = Some(item["resolution=".len()..].to_string());
-            }
-            "return=representation" => p.representation = true,
-            "return=minimal" | "missing=default" => {}
-            "handling=strict" => strict = true,
-            "handling=lenient" => {}
-            _ => {
-                unknown = true;
-                continue;
-            }
-        }
-        p.applied.push(item.to_string());
-    }
-    if strict && unknown {
-        return Err(error(
-            400,
-            "PGRST122",
-            "Invalid preferences given with handling=strict",
-            None,
-        ));
-    }
-    Ok(p)
-}
-
-/// PostgREST's SQLSTATE → HTTP table.
-fn status_for(code: &str, role: &str) -> u16 {
-    let class = code.get(..2).unwrap_or("");
-    match code {
-        "23503" | "23505" => 409,
-        "25006" => 405,
-        "42883" | "42P01" => 404,
-        "42501" if role == "anon" => 401,
-        "42501" => 403,
-        "53400" => 500,
-        _ if class == "PT" => code[2..].parse().unwrap_or(500),
-        _ if class == "08" || class == "53" => 503,
-        _ if matches!(class, "40" | "54" | "55" | "56" | "57" | "58" | "XX") => 500,
-        _ => 400,
-    }
-}
-
-fn db_error(e: &tokio_postgres::Error, role: &str) -> Resp {
-    match e.as_db_error() {
-        Some(db) => {
-            let code = db.code().code();
-            error(
-                status_for(code, role),
-                code,
-                db.message(),
-                Some((db.detail(), db.hint())),
-            )
-        }
-        None => error(503, "PGRST000", &e.to_string(), None),
-    }
-}
-
-fn error(
-    status: u16,
-    code_: &str,
-    message: &str,
-    extra: Option<(Option<&str>, Option<&str>)>,
-) -> Resp {
-    let (details, hint) = extra.unwrap_or((None, None));
-    let body = json!({"code": code_, "details": details, "hint": hint, "message": message});
-    json(code(status), &body.to_string())
-}
-
-fn code(status: u16) -> StatusCode {
-    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 fn ident(name: &str) -> String {
