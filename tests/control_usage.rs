@@ -6,9 +6,10 @@
 mod support;
 
 use serde_json::Value;
+use std::time::Duration;
 use support::harness::{Harness, PATIENCE};
 use support::node::{key, session};
-use support::wait_for;
+use support::{logcap, wait_for};
 
 /// (peer key, rx, tx) of every session row.
 async fn totals(h: &Harness) -> Vec<(String, i64, i64)> {
@@ -152,6 +153,30 @@ async fn sessions_come_back_after_the_server_row_was_recreated() {
     // the row follows exactly what the node reports.
     h.node.set_sessions(vec![session(4, 1500, 2100)]);
     wait_totals(&h, &[(4, 1500, 2100)]).await;
+    cp.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_usage_report_that_finds_no_server_row_registers_again() {
+    let h = Harness::start("use-fk").await.unwrap();
+    h.node.set_sessions(vec![session(5, 1, 2)]);
+    // Heartbeats far apart: only the usage report can notice the missing row in time.
+    let cp = h
+        .spawn_with(Duration::from_secs(3600), Duration::from_millis(150))
+        .unwrap();
+    wait_totals(&h, &[(5, 1, 2)]).await;
+    h.db.execute("DELETE FROM waylume_servers WHERE id = 'use-fk'", &[])
+        .await
+        .unwrap();
+    h.node.set_sessions(vec![session(5, 3, 4)]);
+    wait_totals(&h, &[(5, 3, 4)]).await;
+    let row = h.server_row().await.unwrap().unwrap();
+    assert_eq!(row["status"], "online");
+    let lines = logcap::lines("use-fk has no row");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    // The failed report counted as one usage failure, logged once, then recovered.
+    assert_eq!(cp.health.get().usage_failures_total, 1);
+    assert_eq!(logcap::lines("use-fk usage reports failing").len(), 1);
     cp.stop().await.unwrap();
 }
 

@@ -98,7 +98,17 @@ impl Harness {
 
     /// Starts a control plane for this node, as the daemon would.
     pub fn spawn(&self) -> Result<Running> {
-        let cp = ControlPlane::new(&self.supabase(), self.node_info()?, Self::timing())?;
+        self.spawn_with(HEARTBEAT, USAGE)
+    }
+
+    /// Starts a control plane with its own intervals.
+    pub fn spawn_with(&self, heartbeat: Duration, usage: Duration) -> Result<Running> {
+        let sb = SupabaseConfig {
+            heartbeat_interval: heartbeat,
+            usage_interval: usage,
+            ..self.supabase()
+        };
+        let cp = ControlPlane::new(&sb, self.node_info()?, Self::timing())?;
         let health = cp.health();
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(cp.run(self.node.clone(), rx));
