@@ -5,6 +5,7 @@
 // Helpers here are test code too: a failed setup step should panic with its error.
 #![allow(clippy::unwrap_used)]
 #[allow(dead_code)]
+#[path = "control_support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};
