@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 use tokio::sync::watch;
 use waylume::config::{Secret, SupabaseConfig};
-use waylume::control::{ControlPlane, HealthHandle, NodeInfo, Timing};
+use waylume::control::{ControlPlane, HealthHandle, NodeInfo, NodeSource, Timing};
 use waylume::core::backoff::Backoff;
 
 use super::logcap;
@@ -103,6 +103,16 @@ impl Harness {
 
     /// Starts a control plane with its own intervals.
     pub fn spawn_with(&self, heartbeat: Duration, usage: Duration) -> Result<Running> {
+        self.spawn_source(self.node.clone(), heartbeat, usage)
+    }
+
+    /// Starts a control plane that reads from `source` (e.g. the real daemon's adapter).
+    pub fn spawn_source(
+        &self,
+        source: Arc<dyn NodeSource>,
+        heartbeat: Duration,
+        usage: Duration,
+    ) -> Result<Running> {
         let sb = SupabaseConfig {
             heartbeat_interval: heartbeat,
             usage_interval: usage,
@@ -111,7 +121,7 @@ impl Harness {
         let cp = ControlPlane::new(&sb, self.node_info()?, Self::timing())?;
         let health = cp.health();
         let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn(cp.run(self.node.clone(), rx));
+        let task = tokio::spawn(cp.run(source, rx));
         Ok(Running { health, stop, task })
     }
 
