@@ -6,6 +6,7 @@ pub mod api;
 pub mod app;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod core;
 pub mod logging;
 pub mod metrics;

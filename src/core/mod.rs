@@ -1,5 +1,6 @@
 //! The pure core: values and decisions, no effects.
 pub mod auth;
+pub mod backoff;
 pub mod clientconf;
 pub mod peer;
 pub mod pool;

@@ -1,0 +1,31 @@
+// Supabase Edge Function entry point: `supabase functions deploy connection-request`.
+// Secrets: `supabase secrets set WAYLUME_API_SECRET=...` (and WAYLUME_API_SCHEME=https when the
+// node APIs are behind TLS). SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY are provided by Supabase.
+import { createClient } from "@supabase/supabase-js";
+import { makeHandler } from "./handler.ts";
+
+function required(name: string): string {
+  const v = Deno.env.get(name);
+  if (!v) throw new Error(`${name} is not set`);
+  return v;
+}
+
+const supabase = createClient(
+  required("SUPABASE_URL"),
+  required("SUPABASE_SERVICE_ROLE_KEY"),
+  { auth: { persistSession: false, autoRefreshToken: false } },
+);
+
+const handler = makeHandler({
+  supabase,
+  apiSecret: required("WAYLUME_API_SECRET"),
+  apiScheme: Deno.env.get("WAYLUME_API_SCHEME") ?? "http",
+  userId: async (jwt) => {
+    const { data, error } = await supabase.auth.getUser(jwt);
+    return error || !data.user ? null : data.user.id;
+  },
+});
+
+// On Supabase the runtime picks the port; PORT is for running it locally and in tests.
+const port = Deno.env.get("PORT");
+Deno.serve(port ? { port: Number(port), hostname: "127.0.0.1" } : {}, handler);
