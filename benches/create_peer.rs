@@ -9,7 +9,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use waylume::config::PeerLifetimes;
 use waylume::core::clientconf::ServerSide;
 use waylume::core::registry::{Fresh, NewPeer, Registry, Selector};
-use waylume::node::Node;
+use waylume::node::{Node, Removal};
 use waylume::store::Store;
 use waylume::sys::fake::FakeWireGuard;
 use wireguard_control::Key;
@@ -85,7 +85,8 @@ fn bench(c: &mut Criterion) {
                     total += d;
                     times.push(d);
                     // Keep the count at n: the delete is not timed.
-                    node.delete(&Selector::Id(s.peer.id)).expect("delete");
+                    node.delete(&Selector::Id(s.peer.id), Removal::Deleted)
+                        .expect("delete");
                 }
                 total
             })

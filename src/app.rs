@@ -142,20 +142,47 @@ pub async fn serve(cfg: Config) -> Result<()> {
             cfg.api.bind
         );
     }
-    let standalone = cfg.supabase.is_none();
+    // The control plane: None in standalone mode, and then nothing is sent anywhere.
+    let control = crate::control::ControlPlane::from_config(&cfg)?;
+    let control_health = control.as_ref().map(|cp| cp.health());
+    let source = Arc::new(crate::control_source::ControlSource::new(
+        node.clone(),
+        metrics.clone(),
+        cfg.node.max_capacity,
+    ));
+    let weak = Arc::downgrade(&source);
+    node.on_removed(move |status, why| {
+        if let Some(src) = weak.upgrade() {
+            src.removed(status, crate::control_source::session_status(why));
+        }
+    });
+    if let Some(h) = control_health.clone() {
+        metrics.add_source(move |out| {
+            let h = h.get();
+            out.push_str(&format!(
+                "# TYPE waylume_heartbeat_failures_total counter\nwaylume_heartbeat_failures_total {}\n",
+                h.heartbeat_failures_total
+            ));
+        });
+    }
     let api = Arc::new(Api::new(
         node.clone(),
         metrics.clone(),
         cfg.node.max_capacity,
         secret.as_deref().map(|s| (s, cfg.server_id.as_str())),
         unix_now,
-        move || ControlHealth {
-            state: if standalone {
-                "standalone".into()
-            } else {
-                "unknown".into()
+        move || match &control_health {
+            None => ControlHealth {
+                state: "standalone".into(),
+                ok: true,
             },
-            ok: true,
+            Some(h) => {
+                let h = h.get();
+                ControlHealth {
+                    state: h.summary(),
+                    ok: h.is_healthy(),
+                }
+            }
         },
     ));
     let addr = SocketAddr::new(cfg.api.bind, cfg.api.port);
@@ -177,6 +204,10 @@ pub async fn serve(cfg: Config) -> Result<()> {
         NotifyState::Ready,
         NotifyState::Status(&format!("{peers} peers; api on {addr}")),
     ]);
+
+    // Registers in the background: READY above never waits for Supabase.
+    let (control_stop, control_rx) = watch::channel(false);
+    let control_task = control.map(|cp| tokio::spawn(cp.run(source.clone(), control_rx)));
 
     let reconciler = tokio::spawn(reconcile_loop(
         node.clone(),
@@ -206,6 +237,11 @@ pub async fn serve(cfg: Config) -> Result<()> {
         }
     })
     .await?;
+    // Final usage to Supabase and `offline`, bounded by the control plane's own budget (5 s).
+    control_stop.send_replace(true);
+    if let Some(t) = control_task {
+        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+    }
     Ok(())
 }
 
@@ -251,18 +287,17 @@ async fn reconcile_loop(
         let persist = pass_no.is_multiple_of(6);
         let pass = tokio::task::spawn_blocking(move || {
             let repairs = n.reconcile(persist)?;
-            let mut removed = Vec::new();
-            for id in n.due_for_removal(unix_now()) {
-                if let Ok(s) = n.delete(&Selector::Id(id)) {
-                    removed.push(s);
+            for (id, why) in n.due_for_removal(unix_now()) {
+                if let Err(e) = n.delete(&Selector::Id(id), why) {
+                    log::warn!("removing an {why:?} peer failed: {e}");
                 }
             }
-            Ok::<_, crate::node::NodeError>((repairs, removed))
+            Ok::<_, crate::node::NodeError>(repairs)
         })
         .await;
         metrics.reconcile_runs.fetch_add(1, Ordering::Relaxed);
         match pass {
-            Ok(Ok((repairs, removed))) => {
+            Ok(Ok(repairs)) => {
                 if failing {
                     log::info!("reconcile recovered");
                     failing = false;
@@ -270,9 +305,6 @@ async fn reconcile_loop(
                 if repairs.any() {
                     metrics.reconcile_repairs.fetch_add(1, Ordering::Relaxed);
                     log::warn!("reconcile repaired the data plane: {repairs:?}");
-                }
-                for s in removed {
-                    log::info!(target: "peer", "peer {} removed (expired or idle)", s.peer.id);
                 }
                 metrics.dataplane_ok.store(true, Ordering::Relaxed);
                 let (peers, _) = node.count();

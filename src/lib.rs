@@ -7,6 +7,7 @@ pub mod app;
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod control_source;
 pub mod core;
 pub mod logging;
 pub mod metrics;

@@ -5,7 +5,7 @@
 //! `spawn_blocking`, never from an async task directly.
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use wireguard_control::Key;
 
@@ -75,6 +75,16 @@ impl Repairs {
     }
 }
 
+/// Why a peer went away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    Deleted,
+    Expired,
+    Idle,
+}
+
+type RemovalHook = Box<dyn Fn(&PeerStatus, Removal) + Send + Sync>;
+
 struct Inner {
     registry: Registry,
     store: Store,
@@ -88,6 +98,7 @@ pub struct Node {
     wg: Arc<dyn WireGuard>,
     lifetimes: PeerLifetimes,
     inner: Mutex<Inner>,
+    removal_hook: OnceLock<RemovalHook>,
 }
 
 fn spec(p: &Peer) -> PeerSpec {
@@ -142,6 +153,7 @@ impl Node {
                 counters,
                 dirty: HashSet::new(),
             }),
+            removal_hook: OnceLock::new(),
         })
     }
 
@@ -199,7 +211,14 @@ impl Node {
     }
 
     /// Removes a peer and returns it with its final counters.
-    pub fn delete(&self, sel: &Selector) -> Result<PeerStatus, NodeError> {
+    /// Tells `f` about every peer removed, with its final counters, after the removal.
+    pub fn on_removed(&self, f: impl Fn(&PeerStatus, Removal) + Send + Sync + 'static) {
+        if self.removal_hook.set(Box::new(f)).is_err() {
+            log::warn!("a removal hook was already set");
+        }
+    }
+
+    pub fn delete(&self, sel: &Selector, why: Removal) -> Result<PeerStatus, NodeError> {
         // Read the counters first, outside the lock: the final usage includes the last bytes.
         let live = self.wg.device()?.peers;
         let mut inner = self.lock();
@@ -224,8 +243,11 @@ impl Node {
         inner.registry.remove(&peer.id);
         inner.counters.remove(&peer.id);
         inner.dirty.remove(&peer.id);
-        inner.dirty.remove(&peer.id);
-        log::info!(target: "peer", "peer {} deleted", peer.id);
+        drop(inner);
+        log::info!(target: "peer", "peer {} removed ({why:?})", peer.id);
+        if let Some(f) = self.removal_hook.get() {
+            f(&status, why);
+        }
         Ok(status)
     }
 
@@ -369,23 +391,29 @@ impl Node {
     }
 
     /// Peers past `expires_at`, idle past the idle timeout, or never seen within the grace period.
-    pub fn due_for_removal(&self, now: u64) -> Vec<PeerId> {
+    pub fn due_for_removal(&self, now: u64) -> Vec<(PeerId, Removal)> {
         let inner = self.lock();
         let idle = self.lifetimes.idle_timeout.map(|d| d.as_secs());
         let grace = self.lifetimes.handshake_grace.as_secs();
         inner
             .registry
             .iter()
-            .filter(|p| {
+            .filter_map(|p| {
                 let expired = p.expires_at.is_some_and(|e| e <= now);
                 let hs = inner.counters.get(&p.id).and_then(|c| c.last_handshake);
                 let idle = idle.is_some_and(|t| match hs {
                     Some(h) => now.saturating_sub(h) > t,
                     None => now.saturating_sub(p.created_at) > grace,
                 });
-                expired || idle
+                let why = if expired {
+                    Removal::Expired
+                } else if idle {
+                    Removal::Idle
+                } else {
+                    return None;
+                };
+                Some((p.id.clone(), why))
             })
-            .map(|p| p.id.clone())
             .collect()
     }
 

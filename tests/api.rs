@@ -498,3 +498,51 @@ async fn metrics_count_requests_by_route_and_status() {
     );
     assert!(text.contains("waylume_peers{state=\"total\"} 1"));
 }
+
+#[tokio::test]
+async fn expired_and_idle_peers_are_due_and_removals_are_reported() {
+    use std::sync::{Arc, Mutex};
+    use waylume::core::registry::Selector;
+    use waylume::node::Removal;
+    let t = TestNode::new("10.0.0.0/24", 100);
+    let seen: Arc<Mutex<Vec<(String, Removal)>>> = Arc::default();
+    let s = seen.clone();
+    t.node
+        .on_removed(move |st, why| s.lock().unwrap().push((st.peer.id.to_string(), why)));
+    let now = t.now();
+    let p = t.create(r#"{"expires_in_secs": 10}"#).await;
+    let id = p["peer_id"].as_str().unwrap().to_string();
+    assert!(t.node.due_for_removal(now + 9).is_empty());
+    let due = t.node.due_for_removal(now + 11);
+    assert_eq!(due.len(), 1);
+    assert_eq!(
+        (due[0].0.to_string(), due[0].1),
+        (id.clone(), Removal::Expired)
+    );
+    t.node
+        .delete(&Selector::Id(due[0].0.clone()), due[0].1)
+        .unwrap();
+    let (s, _) = t
+        .call(
+            "POST",
+            "/api/peers/delete",
+            &json!({"peer_id": id}).to_string(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let q = t.create("{}").await;
+    t.call(
+        "POST",
+        "/api/peers/delete",
+        &json!({"peer_id": q["peer_id"]}).to_string(),
+    )
+    .await;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![
+            (id, Removal::Expired),
+            (q["peer_id"].as_str().unwrap().to_string(), Removal::Deleted)
+        ]
+    );
+}

@@ -219,7 +219,9 @@ impl Api {
             (&Method::POST, ["peers"]) => self.create(body).await,
             (&Method::POST, ["peers", "delete"]) => {
                 let sel = parse::<dto::DeleteBody>(&body)?.selector()?;
-                let s = self.blocking(move |n| n.delete(&sel)).await?;
+                let s = self
+                    .blocking(move |n| n.delete(&sel, crate::node::Removal::Deleted))
+                    .await?;
                 Ok(self.peer_response(StatusCode::OK, &s, false))
             }
             (&Method::POST, ["peers", "speed-limit"]) => {
