@@ -54,7 +54,8 @@ trap cleanup EXIT
 boot() {
     local name=$1 script=$2 daemon=${3:-} out=$WORK/$1 start verdict
     mkdir -p "$out"
-    "$ROOT/tests/vm/build-initrd.sh" "$out" "$KVER" "$script" "$daemon" >/dev/null
+    "$ROOT/tests/vm/build-initrd.sh" "$out" "$KVER" "$script" "$daemon" >"$out/build.log" 2>&1 \
+        || { echo "== $name: initramfs build failed"; sed 's/^/   /' "$out/build.log"; return 1; }
     start=$(date +%s)
     # -no-reboot + panic=-1: a kernel panic ends QEMU instead of looping; timeout covers a hang.
     timeout --kill-after=10 "$VM_TIMEOUT" qemu-system-x86_64 -accel tcg -smp 2 -m 1024 \

@@ -36,7 +36,8 @@ done
 copy_with_libs() {
     local src=$1 dst=$2 lib
     cp -L "$src" "$ROOT$dst"
-    ldd "$src" 2>/dev/null | awk '/=> \//{print $3} $1 ~ /^\//{print $1}' | while read -r lib; do
+    # ldd fails on static binaries and scripts: they need no libraries.
+    { ldd "$src" 2>/dev/null || true; } | awk '/=> \//{print $3} $1 ~ /^\//{print $1}' | while read -r lib; do
         [ -e "$ROOT$lib" ] && continue
         mkdir -p "$ROOT$(dirname "$lib")"
         cp -L "$lib" "$ROOT$lib"

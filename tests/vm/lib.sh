@@ -10,6 +10,12 @@ check_not() { # check_not DESCRIPTION COMMAND... : PASS when the command fails
     local what=$1; shift
     if "$@" >/tmp/check.out 2>&1; then fail "$what"; sed 's/^/    /' /tmp/check.out; else pass "$what"; fi
 }
+# require DESCRIPTION COMMAND... : like check, but stop the scenario on failure, because every
+# later step depends on it and would only add noise.
+require() {
+    check "$@"
+    [ "$FAILED" = 0 ] || { echo "FAIL: stopping: later steps need \"$1\""; exit 1; }
+}
 # wait_for SECONDS COMMAND... : poll a condition every 0.2 s instead of sleeping a fixed time.
 wait_for() {
     local tries=$(($1 * 5)); shift
