@@ -35,7 +35,11 @@
     if cfg.checkConfig && pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform
     then
       pkgs.runCommand "waylume-server-checked.toml" {nativeBuildInputs = [cfg.package];} ''
-        waylume-server check-config --config ${rawConfigFile}
+        ${
+          # A node whose id comes from its environment at boot (the cloud image) is checked
+          # with a stand-in id, so that the file's own keys are still validated here.
+          optionalString (cfg.settings.server_id == null) "SERVER_ID=build-time-check"
+        } waylume-server check-config --config ${rawConfigFile}
         cp ${rawConfigFile} $out
       ''
     else rawConfigFile;
