@@ -10,8 +10,6 @@
 # Without them the image still boots; the daemon stops with a line naming what is missing and
 # the unit stays failed instead of restarting in a loop.
 {lib, ...}: {
-  image.baseName = "waylume-node";
-
   services.cloud-init = {
     enable = true;
     network.enable = true;

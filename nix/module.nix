@@ -239,7 +239,7 @@ in {
       networking.nftables.flushRuleset = mkDefault false;
 
       networking.dhcpcd.denyInterfaces = [iface ifb];
-      networking.networkmanager.unmanaged = [iface ifb];
+      networking.networkmanager.unmanaged = ["interface-name:${iface}" "interface-name:${ifb}"];
       systemd.network.networks."40-waylume-${iface}" = mkIf config.networking.useNetworkd {
         matchConfig.Name = "${iface} ${ifb}";
         linkConfig.Unmanaged = true;

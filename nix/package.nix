@@ -24,8 +24,10 @@ in
         ../Cargo.toml
         ../Cargo.lock
         ../src
+        (fs.maybeMissing ../build.rs)
         (fs.maybeMissing ../tests)
         (fs.maybeMissing ../benches)
+        (fs.maybeMissing ../examples)
         (fs.maybeMissing ../supabase)
       ];
     };
