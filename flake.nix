@@ -24,7 +24,18 @@
     packages = forAllSystems (system: pkgs: {
       default = pkgs.callPackage ./nix/package.nix {};
       waylume-server = self.packages.${system}.default;
-      image = (imageSystem system).config.system.build.images.qemu;
+      # BIOS boot where clouds still default to it, UEFI where nothing else exists.
+      image =
+        (imageSystem system)
+        .config
+        .system
+        .build
+        .images
+        .${
+          if system == "x86_64-linux"
+          then "qemu"
+          else "qemu-efi"
+        };
     });
 
     # The module, with the package defaulting to this flake's build so no overlay is needed.

@@ -44,7 +44,8 @@ copy_with_libs() {
     done
 }
 
-for tool in ip tc wg nft iperf3 ping jq bash kmod; do
+# timeout too: busybox's applet would run its own `ip` applet instead of iproute2's.
+for tool in ip tc wg nft iperf3 ping jq bash kmod timeout; do
     path=$(command -v "$tool") || { echo "missing host tool: $tool" >&2; exit 1; }
     copy_with_libs "$path" "/usr/bin/$tool"
 done
@@ -61,6 +62,8 @@ cp -L "$busybox" "$ROOT/bin/busybox"
 
 if [ -n "$DAEMON" ]; then
     copy_with_libs "$DAEMON" /usr/bin/waylume-server
+    # A debug build carries hundreds of MB of symbols; the VM needs none of them.
+    if command -v strip >/dev/null; then strip "$ROOT/usr/bin/waylume-server" 2>/dev/null || true; fi
 fi
 
 cp /etc/protocols /etc/services "$ROOT/etc/" 2>/dev/null || true

@@ -13,8 +13,15 @@ check_not() { # check_not DESCRIPTION COMMAND... : PASS when the command fails
 # require DESCRIPTION COMMAND... : like check, but stop the scenario on failure, because every
 # later step depends on it and would only add noise.
 require() {
-    check "$@"
-    [ "$FAILED" = 0 ] || { echo "FAIL: stopping: later steps need \"$1\""; exit 1; }
+    local what=$1; shift
+    if "$@" >/tmp/check.out 2>&1; then
+        pass "$what"
+    else
+        fail "$what"
+        sed 's/^/    /' /tmp/check.out
+        echo "FAIL: stopping: later steps need \"$what\""
+        exit 1
+    fi
 }
 # wait_for SECONDS COMMAND... : poll a condition every 0.2 s instead of sleeping a fixed time.
 wait_for() {
