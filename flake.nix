@@ -74,7 +74,7 @@
         imageModule = ./nix/image.nix;
       });
 
-    formatter = forAllSystems (_: pkgs: pkgs.alejandra);
+    formatter = forAllSystems (_: pkgs: pkgs.callPackage ./nix/formatter.nix {});
 
     devShells = forAllSystems (system: pkgs: {
       default = pkgs.mkShell {
@@ -84,7 +84,7 @@
           clippy
           rustfmt
           rust-analyzer
-          alejandra
+          self.formatter.${system}
           deadnix
           iproute2
           nftables

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Checks of the Nix side that run without nixpkgs, a binary cache or KVM:
 #   - every .nix file parses (nix-instantiate --parse)
-#   - every .nix file is formatted as `nix fmt` (the flake's formatter, alejandra) leaves it,
-#     checked with the alejandra library behind tools/nixfmt-check
+#   - every .nix file is formatted as `nix fmt` leaves it: the flake's formatter is the same
+#     tools/nixfmt-check (the alejandra library) that checks here
 #   - no dead code (deadnix)
 #   - flake.lock matches flake.nix: Nix resolves the flake's inputs from the lock without
 #     updating it, and the lock's structure is checked field by field
