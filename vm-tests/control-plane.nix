@@ -34,6 +34,7 @@ in {
       virtualisation.vlans = [2];
       networking.useDHCP = false;
       networking.firewall.allowedTCPPorts = [80];
+      environment.systemPackages = [pkgs.curl];
 
       services.postgresql = {
         enable = true;

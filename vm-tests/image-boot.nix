@@ -2,7 +2,7 @@
 # config drive (cloud-init NoCloud, volume label `cidata`), none of them in the store. Without a
 # config drive it still boots, and the daemon refuses to start with a line naming what is
 # missing, once, instead of restarting in a loop.
-{imageModule, ...}: let
+let
   common = import ./common.nix;
 
   configDrive = pkgs:
@@ -31,7 +31,12 @@
       genisoimage -volid cidata -joliet -rock -o $out/cidata.iso drive
     '';
 
-  imageNode = {lib, ...}: {
+  # `imageModule` is nix/image.nix, handed to the nodes by default.nix (node.specialArgs).
+  imageNode = {
+    imageModule,
+    lib,
+    ...
+  }: {
     imports = [imageModule (common.staticAddress lib "eth1" ["192.168.1.1"])];
     virtualisation.vlans = [1];
     # The test network is static; in a cloud, cloud-init configures it.
