@@ -6,7 +6,8 @@
 #   - no dead code (deadnix)
 #   - flake.lock matches flake.nix: Nix resolves the flake's inputs from the lock without
 #     updating it, and the lock's structure is checked field by field
-#   - the module's evaluation-time checks (nix/lib.nix) pass their tests
+#   - the module's evaluation-time checks (nix/lib.nix) pass their tests, and the module,
+#     evaluated over a stand-in for nixpkgs, renders the unit, link and firewall rules expected
 # Installs what it needs: Debian's nix-bin, deadnix from crates.io.
 # usage: scripts/check-nix.sh [--fix]   (--fix rewrites unformatted files instead of failing)
 set -euo pipefail
@@ -87,14 +88,17 @@ else
 fi
 rm -rf "$meta_dir"
 
-step "module checks without nixpkgs (nix/tests/lib.nix)"
-if cases=$(nix-instantiate --eval --strict nix/tests/lib.nix 2>/tmp/check-nix-lib.$$); then
-    echo "   $cases cases passed"
-else
-    bad "nix/tests/lib.nix"
-    cat /tmp/check-nix-lib.$$
-fi
-rm -f /tmp/check-nix-lib.$$
+# The module's pure helpers, then the module itself evaluated over a stand-in for nixpkgs.
+for test in nix/tests/lib.nix nix/tests/module-stub.nix; do
+    step "module checks without nixpkgs ($test)"
+    if cases=$(nix-instantiate --eval --strict "$test" 2>/tmp/check-nix-eval.$$); then
+        echo "   $cases cases passed"
+    else
+        bad "$test"
+        grep -v nixbld /tmp/check-nix-eval.$$ || true
+    fi
+done
+rm -f /tmp/check-nix-eval.$$
 
 if [ "$failed" = 0 ]; then echo "check-nix: all passed"; else echo "check-nix: FAILED"; fi
 exit "$failed"
