@@ -38,8 +38,6 @@ rec {
       text = apiSecret;
       mode = "0600";
     };
-    # For the operator CLI used by the test scripts.
-    environment.variables.WAYLUME_API_SECRET_FILE = "/etc/waylume/api-secret";
     environment.systemPackages = [pkgs.jq pkgs.iperf3];
 
     services.waylume-server = {
@@ -101,9 +99,18 @@ rec {
   prelude = ''
     import json
 
+    # The operator CLI on the node, with the API secret it signs requests with.
+    CLI = "WAYLUME_API_SECRET_FILE=/etc/waylume/api-secret waylume-server"
+
     def api(args):
-        """Run the operator CLI on the node and parse its JSON answer."""
-        return json.loads(node.succeed(f"waylume-server peers {args}"))
+        """Run `peers ARGS` on the node and parse its JSON answer."""
+        return json.loads(node.succeed(f"{CLI} peers {args}"))
+
+    def peer_ids():
+        listed = api("list")
+        if isinstance(listed, dict):
+            listed = listed.get("peers", [])
+        return {p["peer_id"] for p in listed}
 
     def connect(client, iface, args=""):
         """Create a peer and bring the returned wg-quick config up on `client`, as a user would."""

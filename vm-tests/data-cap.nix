@@ -38,7 +38,7 @@ in {
         client2.succeed("ping -c 3 -W 2 -s 1000 ${common.web}")
 
     with subtest("lifting the cap re-opens the peer"):
-        node.succeed(f"waylume-server peers data-cap {capped['peer_id']} none")
+        node.succeed(f"{CLI} peers data-cap {capped['peer_id']} none")
         client1.wait_until_succeeds("ping -c 1 -W 1 ${common.web}", timeout=30)
   '';
 }

@@ -20,7 +20,7 @@ in {
     client1.wait_until_succeeds("ping -c 1 -W 2 ${common.web}", timeout=30)
     client1.succeed("ping -c 20 -i 0.2 -s 1000 ${common.web}")
     node.wait_until_succeeds(
-        f"waylume-server peers get {peer['peer_id']} | jq -e '[to_entries[] | select((.key | test(\"bytes\")) and (.key | test(\"cap\") | not)) | .value] | add > 20000'",
+        f"{CLI} peers get {peer['peer_id']} | jq -e '[to_entries[] | select((.key | test(\"bytes\")) and (.key | test(\"cap\") | not)) | .value] | add > 20000'",
         timeout=30,
     )
     before = usage(peer["peer_id"])
@@ -50,10 +50,10 @@ in {
         client1.wait_until_succeeds("ping -c 1 -W 2 ${common.web}", timeout=60)
 
     with subtest("a deleted peer stays deleted across a restart"):
-        node.succeed(f"waylume-server peers delete {peer['peer_id']}")
+        node.succeed(f"{CLI} peers delete {peer['peer_id']}")
         node.systemctl("restart waylume-server.service")
         node.wait_for_unit("waylume-server.service")
-        node.fail(f"waylume-server peers get {peer['peer_id']}")
+        node.fail(f"{CLI} peers get {peer['peer_id']}")
         client1.fail("ping -c 2 -W 1 ${common.web}")
   '';
 }

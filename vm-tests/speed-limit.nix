@@ -41,7 +41,7 @@ in {
         assert free > 2000000 * 3, f"unlimited download {free}"
 
     with subtest("a changed limit takes effect"):
-        node.succeed(f"waylume-server peers speed-limit {limited['peer_id']} --download-kbps 4000 --upload-kbps 4000")
+        node.succeed(f"{CLI} peers speed-limit {limited['peer_id']} --download-kbps 4000 --upload-kbps 4000")
         client1.wait_until_succeeds(
             "test $(iperf3 -c ${common.web} -t 2 -J -R | jq '.end.sum_received.bits_per_second > 2500000') = true",
             timeout=60,

@@ -39,7 +39,7 @@ in {
 
     with subtest("the link and its peers are kept"):
         assert node.succeed("cat /sys/class/net/wg0/ifindex").strip() == ifindex, "wg0 was recreated"
-        assert peer["peer_id"] in {p["peer_id"] for p in api("list")}
+        assert peer["peer_id"] in peer_ids()
         client1.succeed("ping -c 3 -W 2 ${common.web}")
         client1.succeed("curl -sf --max-time 10 http://${common.web}/")
   '';
