@@ -159,7 +159,7 @@ kill $IPERF
 check "peer C created with a 200000-byte cap and up" client_up c --data-cap-bytes 200000
 check "C passes traffic under its cap" in_ns c ping -c 2 -W 3 -s 1000 $INET
 # -w: ping's own deadline bounds the flood; the summary shows how much got through.
-in_ns c ping -q -c 300 -i 0.01 -w 20 -s 1000 $INET 2>&1 | grep -a 'packets transmitted' | sed 's/^/measured: C flood: /'
+in_ns c ping -q -c 300 -i 0.01 -w 10 -s 1000 $INET 2>&1 | grep -a 'packets transmitted' | sed 's/^/measured: C flood: /'
 check "C is cut off once the cap is used" wait_for 20 bash -c "! ip netns exec wl-c ping -c 1 -W 1 $INET"
 check_not "C stays cut off" in_ns c ping -c 2 -W 1 $INET
 check "B is not affected by C's cap" in_ns b ping -c 2 -W 3 $INET
