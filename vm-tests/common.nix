@@ -66,6 +66,9 @@ rec {
     imports = [(staticAddress lib "eth1" ["192.168.1.${toString (10 + n)}"])];
     virtualisation.vlans = [1];
     networking.useDHCP = false;
+    # wg-quick routes everything through the tunnel from a policy-routing table, which a strict
+    # reverse-path filter (looking at the main table) would take for spoofing.
+    networking.firewall.checkReversePath = "loose";
     environment.systemPackages = [pkgs.wireguard-tools pkgs.iperf3 pkgs.curl pkgs.jq];
   };
 
