@@ -47,7 +47,9 @@ fi
 KVER=$(find_kernel) || { echo "no kernel with a WireGuard module under /boot" >&2; exit 1; }
 
 WORK=$(mktemp -d /tmp/waylume-vm.XXXXXX)
-cleanup() { [ "${VM_KEEP:-0}" = 1 ] && echo "kept $WORK" || rm -rf "$WORK"; }
+cleanup() {
+    if [ "${VM_KEEP:-0}" = 1 ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
+}
 trap cleanup EXIT
 
 # boot NAME TEST_SCRIPT [DAEMON]: one VM, one verdict.

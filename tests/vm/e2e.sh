@@ -11,6 +11,7 @@
 #   wl-b  wb-c 172.31.2.2 ── wb-s 172.31.2.1 ├ node (root ns), wg0 10.77.0.1/24, API on 127.0.0.1:3000
 #   wl-c  wc-c 172.31.3.2 ── wc-s 172.31.3.1 ┘
 #   wl-inet wi-c 203.0.113.2 ── wi-s 203.0.113.1   (and 192.168.77.2 ── 192.168.77.1, private)
+# shellcheck source=tests/vm/lib.sh
 . /lib.sh
 
 SUBNET=10.77.0.0/24

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # FAILED is read by the scripts that source this
 # Helpers shared by the in-VM test scripts (sourced, not executed).
 FAILED=0
 pass() { echo "PASS: $*"; }

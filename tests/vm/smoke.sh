@@ -1,6 +1,7 @@
 #!/bin/bash
 # Kernel-path smoke test: the WireGuard module loads and a kernel WireGuard link can be created,
 # configured and carries a handshake between two namespaces. It needs no daemon.
+# shellcheck source=tests/vm/lib.sh
 . /lib.sh
 
 check "wireguard module loaded" grep -q '^wireguard ' /proc/modules
