@@ -289,7 +289,7 @@ in {
           # wireguard-go, when used, needs the TUN device and its UAPI socket directory.
           DevicePolicy = "closed";
           DeviceAllow = ["/dev/net/tun rw"];
-          ReadWritePaths = optional (!kernelLink || wgSettings.backend == "auto") "/run/wireguard";
+          ReadWritePaths = optional (wgSettings.backend != "kernel") "/run/wireguard";
           # AF_NETLINK: links, routes, qdiscs, nftables; AF_PACKET: the capture; AF_UNIX:
           # sd_notify, journald and the wireguard-go UAPI socket.
           RestrictAddressFamilies = ["AF_UNIX" "AF_INET" "AF_INET6" "AF_NETLINK" "AF_PACKET"];
