@@ -1,0 +1,55 @@
+{
+  lib,
+  rustPlatform,
+  makeBinaryWrapper,
+  pkg-config,
+  libpcap,
+  iproute2,
+  nftables,
+  wireguard-tools,
+  wireguard-go,
+}: let
+  fs = lib.fileset;
+  cargoToml = lib.importTOML ../Cargo.toml;
+in
+  rustPlatform.buildRustPackage {
+    pname = cargoToml.package.name;
+    inherit (cargoToml.package) version;
+
+    # Only what cargo reads: the tests directory stays whole because integration tests load
+    # their fixtures (configs, captures, the Supabase migration) from it at run time.
+    src = fs.toSource {
+      root = ../.;
+      fileset = fs.unions [
+        ../Cargo.toml
+        ../Cargo.lock
+        ../src
+        (fs.maybeMissing ../build.rs)
+        (fs.maybeMissing ../tests)
+        (fs.maybeMissing ../benches)
+        (fs.maybeMissing ../examples)
+        (fs.maybeMissing ../supabase)
+      ];
+    };
+    cargoLock.lockFile = ../Cargo.lock;
+
+    nativeBuildInputs = [pkg-config makeBinaryWrapper];
+    buildInputs = [libpcap];
+
+    # Tests that need root, network namespaces or a database are #[ignore]d in the source, so
+    # the build sandbox runs the pure ones; the VM tests cover the rest.
+
+    # The daemon shells out to ip, tc, nft and wg, and starts wireguard-go when the kernel has
+    # no WireGuard module; pin those tools instead of relying on the caller's PATH.
+    postInstall = ''
+      wrapProgram $out/bin/waylume-server \
+        --prefix PATH : ${lib.makeBinPath [iproute2 nftables wireguard-tools wireguard-go]}
+    '';
+
+    meta = {
+      description = cargoToml.package.description;
+      license = lib.licenses.lgpl21Plus;
+      mainProgram = "waylume-server";
+      platforms = lib.platforms.linux;
+    };
+  }
