@@ -29,6 +29,8 @@
     openFirewall = true;
     # `-`: a node without a config drive still starts the unit, and the daemon names the gap.
     environmentFiles = ["-/etc/waylume/node.env"];
+    # No host-name default for the id: without the config drive the daemon says SERVER_ID is missing.
+    settings.require_server_id = true;
   };
 
   systemd.services.waylume-server = {

@@ -89,7 +89,12 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             log::error!("{e:#}");
-            ExitCode::FAILURE
+            // 78 (EX_CONFIG): the unit does not restart into the same bad configuration.
+            if e.downcast_ref::<waylume::config::ConfigError>().is_some() {
+                ExitCode::from(78)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -49,7 +49,7 @@ fn check_config_accepts_the_fixtures_and_names_bad_keys() {
         ],
         &[],
     );
-    assert!(!bad.status.success());
+    assert_eq!(bad.status.code(), Some(78), "EX_CONFIG");
     let lines = error_lines(&bad);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains("node.max_capacity"), "{lines:?}");

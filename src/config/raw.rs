@@ -8,6 +8,8 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub server_id: Option<String>,
+    /// Refuse the host-name default: a fleet image must be told its id.
+    pub require_server_id: Option<bool>,
     pub state_dir: Option<String>,
     pub teardown_on_stop: Option<bool>,
     #[serde(default)]
@@ -153,6 +155,7 @@ pub const ENV: &[(&str, &str, EnvSetter)] = &[
     env!("SUPABASE_URL", supabase.url, text),
     env!("SUPABASE_KEY", supabase.key, text),
     env!("SUPABASE_KEY_FILE", supabase.key_file, text),
+    env!("WAYLUME_REQUIRE_SERVER_ID", require_server_id, boolean),
     env!("WAYLUME_STATE_DIR", state_dir, text),
     env!("WAYLUME_TEARDOWN_ON_STOP", teardown_on_stop, boolean),
     env!("WAYLUME_API_BIND", api.bind, text),

@@ -79,6 +79,13 @@ fn coordinate(key: &str, v: Option<f64>, limit: f64) -> Result<Option<f64>, Conf
 pub fn validate(raw: RawConfig, src: &Sources) -> Result<Config, ConfigError> {
     let server_id = match raw.server_id {
         Some(s) => parsed("server_id", &s)?,
+        None if raw.require_server_id.unwrap_or(false) => {
+            return Err(bad(
+                "server_id",
+                "not set, and require_server_id is on: give SERVER_ID (on the cloud image it comes \
+                 from the config drive, in /etc/waylume/node.env)",
+            ));
+        }
         None => parsed("server_id", src.hostname).map_err(|e| {
             bad(
                 "server_id",
