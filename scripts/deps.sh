@@ -4,7 +4,7 @@
 set -euo pipefail
 
 run_pkgs=(pkg-config libpcap-dev iproute2 nftables wireguard-tools wireguard-go ca-certificates)
-test_pkgs=(iperf3 iputils-ping curl postgresql procps)
+test_pkgs=(iperf3 iputils-ping curl postgresql procps nodejs npm)
 
 case "${1:-run}" in
   run) want=("${run_pkgs[@]}") ;;
