@@ -3,4 +3,5 @@
 //! `core` is pure (no sockets, processes or clock); `sys` is the only code that touches the OS;
 //! `app` wires the real adapters together.
 pub mod core;
+pub mod inspect;
 pub mod sys;

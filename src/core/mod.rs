@@ -1,1 +1,3 @@
 //! The pure core: values and decisions, no effects.
+pub mod classify;
+pub mod packet;

@@ -1,0 +1,149 @@
+//! TLS: a handshake record (RFC 8446 §5.1, RFC 5246 §6.2) holding a ClientHello or ServerHello.
+//!
+//! The hello is validated field by field as far as the bytes go. A prefix too short to judge
+//! asks for the next segment, so a ClientHello split over several packets is reassembled by
+//! the caller and judged whole.
+use super::{Protocol, Verdict};
+
+const HANDSHAKE: u8 = 22;
+const CLIENT_HELLO: u8 = 1;
+const SERVER_HELLO: u8 = 2;
+/// Largest record: 2^14 bytes plus the expansion TLS 1.2 allows.
+const MAX_RECORD: usize = (1 << 14) + 2048;
+
+/// Progress through a hello: valid up to an offset, out of bytes too early, or invalid.
+enum Step {
+    Ok(usize),
+    Short,
+    Bad,
+}
+
+fn be16(d: &[u8], i: usize) -> Option<usize> {
+    d.get(i..i + 2)
+        .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+}
+
+fn version_ok(major: u8, minor: u8) -> bool {
+    major == 3 && minor <= 4
+}
+
+pub(crate) fn detect(d: &[u8]) -> Verdict {
+    if d.first() != Some(&HANDSHAKE) {
+        return Verdict::No;
+    }
+    // Record header: type, legacy version, length.
+    if d.len() > 1 && d[1] != 3 || d.len() > 2 && d[2] > 4 {
+        return Verdict::No;
+    }
+    let Some(rec_len) = be16(d, 3) else {
+        return Verdict::NeedMore;
+    };
+    if rec_len < 4 || rec_len > MAX_RECORD {
+        return Verdict::No;
+    }
+    let hs = &d[5..];
+    let Some(&kind) = hs.first() else {
+        return Verdict::NeedMore;
+    };
+    if kind != CLIENT_HELLO && kind != SERVER_HELLO {
+        return Verdict::No;
+    }
+    let Some(len) = hs
+        .get(1..4)
+        .map(|b| usize::from(b[0]) << 16 | usize::from(b[1]) << 8 | usize::from(b[2]))
+    else {
+        return Verdict::NeedMore;
+    };
+    // A hello is at least version + random + two length bytes, and fits in 64 KiB.
+    if !(38..=0xffff).contains(&len) {
+        return Verdict::No;
+    }
+    // Only the part of the hello inside the stream we have, capped at its declared length.
+    let body = &hs[4..hs.len().min(4 + len)];
+    let step = if kind == CLIENT_HELLO {
+        client_hello(body)
+    } else {
+        server_hello(body)
+    };
+    match step {
+        Step::Ok(_) => Verdict::Match(Protocol::Tls),
+        Step::Short if body.len() == len => Verdict::No,
+        Step::Short => Verdict::NeedMore,
+        Step::Bad => Verdict::No,
+    }
+}
+
+/// Version, random and session id, common to both hellos; returns the offset after them.
+fn preamble(b: &[u8]) -> Step {
+    let (Some(&major), Some(&minor)) = (b.first(), b.get(1)) else {
+        return Step::Short;
+    };
+    if !version_ok(major, minor) {
+        return Step::Bad;
+    }
+    let Some(&sid) = b.get(34) else {
+        return Step::Short;
+    };
+    if sid > 32 {
+        return Step::Bad;
+    }
+    Step::Ok(35 + usize::from(sid))
+}
+
+fn client_hello(b: &[u8]) -> Step {
+    let off = match preamble(b) {
+        Step::Ok(o) => o,
+        other => return other,
+    };
+    let Some(cs) = be16(b, off) else {
+        return Step::Short;
+    };
+    if cs < 2 || cs % 2 != 0 {
+        return Step::Bad;
+    }
+    let off = off + 2 + cs;
+    let Some(&comp) = b.get(off) else {
+        // The cipher suites are judged: the rest may sit in the next segment.
+        return Step::Ok(off);
+    };
+    if comp == 0 {
+        return Step::Bad;
+    }
+    extensions(b, off + 1 + usize::from(comp))
+}
+
+fn server_hello(b: &[u8]) -> Step {
+    let off = match preamble(b) {
+        Step::Ok(o) => o,
+        other => return other,
+    };
+    // Cipher suite (2) and compression method (1, null in every TLS version still in use).
+    match b.get(off + 2) {
+        None => Step::Short,
+        Some(0) => extensions(b, off + 3),
+        Some(_) => Step::Bad,
+    }
+}
+
+/// The optional extension block must add up exactly to the end of the hello when present.
+fn extensions(b: &[u8], off: usize) -> Step {
+    if off == b.len() {
+        return Step::Ok(off);
+    }
+    let Some(total) = be16(b, off) else {
+        return Step::Ok(off);
+    };
+    let mut i = off + 2;
+    let end = i + total;
+    while i + 4 <= end.min(b.len()) {
+        i += 4 + be16(b, i + 2).unwrap_or(0);
+    }
+    if b.len() < end {
+        // Cut short by the segment boundary: everything seen so far was consistent.
+        Step::Ok(i)
+    } else if i == end && end == b.len() {
+        Step::Ok(end)
+    } else {
+        Step::Bad
+    }
+}
