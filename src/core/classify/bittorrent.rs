@@ -43,6 +43,7 @@ pub(crate) struct Utp {
     pub conn_id: u16,
     pub timestamp: u32,
     pub seq: u16,
+    pub ack: u16,
     /// Bytes after the header and its extensions.
     pub data_len: usize,
 }
@@ -50,12 +51,15 @@ pub(crate) struct Utp {
 const ST_DATA: u8 = 0;
 const ST_STATE: u8 = 2;
 const ST_SYN: u8 = 4;
+/// RFC 8489: STUN puts this constant where uTP has its timestamp; STUN's 0x0101 (binding
+/// success) would otherwise read as a uTP data packet.
+const STUN_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
 
 /// Parses a uTP header (BEP 29): version 1, type 0..=4, a well-formed extension chain.
 pub(crate) fn utp(d: &[u8]) -> Option<Utp> {
     let h = d.get(..20)?;
     let (kind, version) = (h[0] >> 4, h[0] & 0x0f);
-    if version != 1 || kind > ST_SYN {
+    if version != 1 || kind > ST_SYN || h[4..8] == STUN_COOKIE {
         return None;
     }
     let mut ext = h[1];
@@ -89,53 +93,55 @@ pub(crate) fn utp(d: &[u8]) -> Option<Utp> {
         conn_id: u16::from_be_bytes([h[2], h[3]]),
         timestamp: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
         seq: u16::from_be_bytes([h[16], h[17]]),
+        ack: u16::from_be_bytes([h[18], h[19]]),
         data_len,
     })
 }
 
 /// Whether a uTP packet carries the peer wire handshake right after its header.
 pub(crate) fn utp_carries_handshake(d: &[u8], u: &Utp) -> bool {
-    u.kind == ST_DATA
-        && d.len() >= HANDSHAKE.len()
-        && d[d.len() - u.data_len..].starts_with(HANDSHAKE)
+    u.kind == ST_DATA && d.len() >= u.data_len && d[d.len() - u.data_len..].starts_with(HANDSHAKE)
 }
 
 /// uTP evidence collected in one direction of a flow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct UtpTrack {
-    conn_id: u16,
-    seq: u16,
-    timestamp: u32,
-    /// Consecutive packets that agreed with each other.
+    last: Option<Utp>,
+    /// Connection id and sequence number of a SYN this direction sent.
+    syn: Option<(u16, u16)>,
+    /// Consecutive packets that continued each other.
     run: u8,
 }
 
-/// How many consistent packets one direction needs when the other is silent.
+/// How many consecutive packets one direction needs when the handshake was not seen.
 const ONE_WAY_RUN: u8 = 3;
 
 impl UtpTrack {
-    /// Records a packet; true when this direction alone is convincing.
+    /// Records a packet; true when this direction alone is convincing: a run of packets of one
+    /// connection whose microsecond timestamps strictly increase, whose sequence numbers step
+    /// by at most one and whose acknowledgements move forward.
     pub(crate) fn push(&mut self, u: &Utp) -> bool {
-        let consistent = self.run > 0
-            && u.conn_id == self.conn_id
-            && u.seq.wrapping_sub(self.seq) <= 16
-            && u.timestamp.wrapping_sub(self.timestamp) < 1 << 31;
-        self.run = if consistent {
+        let continues = self.last.is_some_and(|l| {
+            u.conn_id == l.conn_id
+                && (1..1 << 31).contains(&u.timestamp.wrapping_sub(l.timestamp))
+                && u.seq.wrapping_sub(l.seq) <= 1
+                && u.ack.wrapping_sub(l.ack) < 1024
+        });
+        self.run = if continues {
             self.run.saturating_add(1)
         } else {
             1
         };
-        self.conn_id = u.conn_id;
-        self.seq = u.seq;
-        self.timestamp = u.timestamp;
+        self.last = Some(*u);
+        if u.kind == ST_SYN {
+            self.syn = Some((u.conn_id, u.seq));
+        }
         self.run >= ONE_WAY_RUN
     }
 
-    /// Both directions agree: the initiator sends `id` (SYN) or `id + 1`, the other side `id`.
-    pub(crate) fn pairs_with(&self, other: &UtpTrack) -> bool {
-        self.run > 0 && other.run > 0 && {
-            let d = self.conn_id.wrapping_sub(other.conn_id);
-            d <= 1 || d == u16::MAX
-        }
+    /// The connection handshake: a STATE that acknowledges the SYN of the other direction on
+    /// the same connection id.
+    pub(crate) fn answers(&self, state: &Utp) -> bool {
+        state.kind == ST_STATE && self.syn == Some((state.conn_id, state.ack))
     }
 }

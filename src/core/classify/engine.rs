@@ -29,6 +29,8 @@ struct Reassembly {
 pub struct DetectState {
     inspected: [u8; 2],
     hints: [u8; 2],
+    /// Segments per direction that began with a TLS record header.
+    tls_records: [u8; 2],
     utp: [UtpTrack; 2],
     // Boxed so a flow without reassembly costs one pointer per direction.
     pending: [Option<Box<Reassembly>>; 2],
@@ -74,7 +76,17 @@ impl DetectState {
             pending = None;
         }
         let data = pending.as_ref().map_or(p.payload, |r| r.buf.as_slice());
-        let (found, more) = tcp_verdict(data, dns_port);
+        let (found, more, hint) = tcp_verdict(data, dns_port);
+        if found.is_none() && hint {
+            self.tls_records[dir] += 1;
+            let [a, b] = self.tls_records;
+            if a > 0 && b > 0 || a.max(b) >= 2 {
+                return Some(Found {
+                    protocol: Protocol::Tls,
+                    tracker: false,
+                });
+            }
+        }
         if found.is_none() && more && !p.truncated() && data.len() < MAX_REASSEMBLY {
             let mut r = pending.unwrap_or_else(|| {
                 Box::new(Reassembly {
@@ -114,7 +126,7 @@ impl DetectState {
             if let Some(u) = bittorrent::utp(d) {
                 let one_way = self.utp[dir].push(&u);
                 if one_way
-                    || self.utp[dir].pairs_with(&self.utp[dir ^ 1])
+                    || self.utp[dir ^ 1].answers(&u)
                     || bittorrent::utp_carries_handshake(d, &u)
                 {
                     return match_of(Protocol::Bittorrent);
@@ -138,9 +150,11 @@ impl DetectState {
     }
 }
 
-/// Runs the TCP detectors that the first byte allows; also says whether one wants more bytes.
-fn tcp_verdict(d: &[u8], dns_port: bool) -> (Option<Found>, bool) {
+/// Runs the TCP detectors that the first byte allows; also says whether one wants more bytes
+/// and whether the segment starts with TLS records.
+fn tcp_verdict(d: &[u8], dns_port: bool) -> (Option<Found>, bool, bool) {
     let mut more = false;
+    let mut hint = false;
     let mut judge = |v: Verdict| match v {
         Verdict::Match(protocol) => Some(Found {
             protocol,
@@ -154,11 +168,16 @@ fn tcp_verdict(d: &[u8], dns_port: bool) -> (Option<Found>, bool) {
             more = true;
             None
         }
-        Verdict::No | Verdict::Hint => None,
+        Verdict::Hint => {
+            hint = true;
+            None
+        }
+        Verdict::No => None,
     };
     let found = match d.first() {
         Some(0x13) => judge(bittorrent::handshake(d)),
-        Some(0x16) => judge(tls::detect(d)),
+        Some(0x16) => judge(tls::detect(d)).or_else(|| judge(tls::records(d))),
+        Some(20 | 21 | 23) => judge(tls::records(d)),
         Some(b'S') => judge(text::ssh(d)).or_else(|| judge(text::http(d))),
         Some(b'A'..=b'Z') => judge(text::http(d)),
         _ => None,
@@ -167,5 +186,5 @@ fn tcp_verdict(d: &[u8], dns_port: bool) -> (Option<Found>, bool) {
         None if dns_port => judge(dns::tcp(d)),
         f => f,
     };
-    (found, more)
+    (found, more, hint)
 }

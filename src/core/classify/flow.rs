@@ -15,9 +15,42 @@ impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.ip {
             IpAddr::V4(ip) => write!(f, "{ip}:{}", self.port),
-            IpAddr::V6(ip) => write!(f, "[{ip}]:{}", self.port),
+            IpAddr::V6(ip) => {
+                f.write_str("[")?;
+                write_v6(f, &ip.segments())?;
+                write!(f, "]:{}", self.port)
+            }
         }
     }
+}
+
+/// IPv6 text as nDPI and the classic `inet_ntop` print it: the longest run of zero groups is
+/// compressed even when it is a single group, and embedded IPv4 is not spelled out.
+fn write_v6(f: &mut std::fmt::Formatter<'_>, g: &[u16; 8]) -> std::fmt::Result {
+    let (mut best, mut best_len, mut i) = (0, 0, 0);
+    while i < 8 {
+        let start = i;
+        while i < 8 && g[i] == 0 {
+            i += 1;
+        }
+        if i - start > best_len {
+            (best, best_len) = (start, i - start);
+        }
+        i += 1;
+    }
+    for (j, group) in g.iter().enumerate() {
+        if best_len > 0 && j >= best && j < best + best_len {
+            if j == best {
+                f.write_str(if j == 0 { "::" } else { ":" })?;
+            }
+            continue;
+        }
+        write!(f, "{group:x}")?;
+        if j < 7 {
+            f.write_str(":")?;
+        }
+    }
+    Ok(())
 }
 
 /// The 5-tuple with the smaller endpoint first.

@@ -23,6 +23,9 @@ fn family(version: u32) -> Option<Family> {
         0x6b33_43cf => Some(Family::V2),
         // Drafts 0xff0000xx and Facebook's mvfst versions.
         0xff00_0000..=0xff00_00ff | 0xface_b001..=0xface_b00f => Some(Family::Ietf),
+        // RFC 9000 §15: 0x?a?a?a?a versions are reserved to exercise version negotiation;
+        // clients send them in otherwise ordinary Initials.
+        v if v & 0x0f0f_0f0f == 0x0a0a_0a0a => Some(Family::Ietf),
         _ if b[1] == b'0' && b[2].is_ascii_digit() && b[3].is_ascii_digit() => {
             match (b[0], b[2], b[3]) {
                 (b'Q', b'4', b'6') => Some(Family::Q046),

@@ -95,21 +95,12 @@ fn client_hello(b: &[u8]) -> Step {
         Step::Ok(o) => o,
         other => return other,
     };
-    let Some(cs) = be16(b, off) else {
-        return Step::Short;
-    };
-    if cs < 2 || cs % 2 != 0 {
-        return Step::Bad;
+    // Judged up to the presence of the cipher suites length: hellos with inconsistent later
+    // fields (odd or zero cipher suite lengths) are broken TLS, but TLS all the same.
+    match be16(b, off) {
+        None => Step::Short,
+        Some(_) => Step::Ok(off + 2),
     }
-    let off = off + 2 + cs;
-    let Some(&comp) = b.get(off) else {
-        // The cipher suites are judged: the rest may sit in the next segment.
-        return Step::Ok(off);
-    };
-    if comp == 0 {
-        return Step::Bad;
-    }
-    extensions(b, off + 1 + usize::from(comp))
 }
 
 fn server_hello(b: &[u8]) -> Step {
@@ -120,30 +111,36 @@ fn server_hello(b: &[u8]) -> Step {
     // Cipher suite (2) and compression method (1, null in every TLS version still in use).
     match b.get(off + 2) {
         None => Step::Short,
-        Some(0) => extensions(b, off + 3),
+        Some(0) => Step::Ok(off + 3),
         Some(_) => Step::Bad,
     }
 }
 
-/// The optional extension block must add up exactly to the end of the hello when present.
-fn extensions(b: &[u8], off: usize) -> Step {
-    if off == b.len() {
-        return Step::Ok(off);
+/// A segment that starts with TLS records, as in a flow picked up after its handshake.
+pub(crate) fn records(d: &[u8]) -> Verdict {
+    let mut off = 0;
+    let mut count = 0;
+    while let Some(h) = d.get(off..off + 5) {
+        // change_cipher_spec, alert, handshake, application_data; record versions 3.1 to 3.3.
+        let len = usize::from(u16::from_be_bytes([h[3], h[4]]));
+        if !(20..=23).contains(&h[0])
+            || h[1] != 3
+            || !(1..=3).contains(&h[2])
+            || len == 0
+            || len > MAX_RECORD
+        {
+            return Verdict::No;
+        }
+        count += 1;
+        off += 5 + len;
     }
-    let Some(total) = be16(b, off) else {
-        return Step::Ok(off);
-    };
-    let mut i = off + 2;
-    let end = i + total;
-    while i + 4 <= end.min(b.len()) {
-        i += 4 + be16(b, i + 2).unwrap_or(0);
-    }
-    if b.len() < end {
-        // Cut short by the segment boundary: everything seen so far was consistent.
-        Step::Ok(i)
-    } else if i == end && end == b.len() {
-        Step::Ok(end)
-    } else {
-        Step::Bad
+    match (count, off == d.len()) {
+        (0, _) => Verdict::No,
+        // Records that end exactly with the segment: three fixed header bytes and a length that
+        // lands on the end are as specific as a signature gets.
+        (_, true) => Verdict::Match(Protocol::Tls),
+        // The last record continues in the next segment; a header must not be split mid-way.
+        (_, false) if off >= d.len() => Verdict::Hint,
+        _ => Verdict::No,
     }
 }
