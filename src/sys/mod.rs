@@ -1,1 +1,2 @@
 //! Everything that touches the operating system.
+pub mod capture;

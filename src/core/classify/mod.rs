@@ -8,6 +8,7 @@ mod dns;
 mod engine;
 mod flow;
 pub mod link;
+mod policy;
 mod quic;
 mod table;
 mod text;
@@ -15,8 +16,8 @@ mod tls;
 
 use serde::{Deserialize, Serialize};
 
-pub use engine::DetectState;
 pub use flow::{Endpoint, FlowKey, FxBuildHasher};
+pub use policy::{Action, Policy};
 pub use table::{Classifier, ClassifierConfig, FlowRecord, Step};
 
 /// A protocol the classifier can name.
