@@ -1,9 +1,9 @@
 //! Live capture: libpcap on the WireGuard interface, on its own thread, feeding the classifier.
 //!
 //! Only headers and the first bytes of payload are captured (a small snaplen); nothing of the
-//! payload is kept once a packet has been classified. Per-peer counters and kernel drop counts
-//! are published to a shared [`CaptureStats`] a few times a second; each newly classified flow
-//! is handed to a callback with the policy's decision, for the caller to enforce.
+//! payload is kept once a packet has been classified. Per-peer counters live in a shared
+//! [`CaptureStats`] (kernel drop counts refreshed a few times a second); each newly classified
+//! flow is handed to a callback with the policy's decision, for the caller to enforce.
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,9 +22,10 @@ use crate::core::packet::{self, L4};
 /// Enough for every signature the classifier reads: IPv6 and TCP headers with options, and
 /// the first few hundred bytes of a hello or request.
 pub const DEFAULT_SNAPLEN: i32 = 512;
-/// How long a read waits before the thread publishes counters and looks at the stop flag.
+/// How long a read waits for packets before the thread looks at the stop flag again.
 const READ_TIMEOUT_MS: i32 = 100;
-const PUBLISH_EVERY: Duration = Duration::from_millis(250);
+/// How often the kernel's drop counters are read.
+const DROPS_EVERY: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -72,7 +73,7 @@ impl PeerTraffic {
     }
 }
 
-/// Counters the daemon reads; replaced wholesale a few times a second.
+/// Counters the daemon reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CaptureStats {
     /// By the peer's tunnel address.
@@ -102,9 +103,9 @@ pub struct FlowDecision {
 }
 
 /// A running capture; stop it with [`CaptureHandle::stop`].
-#[derive(Debug)]
 pub struct CaptureHandle {
     stop: Arc<AtomicBool>,
+    breaker: pcap::BreakLoop,
     stats: SharedStats,
     thread: JoinHandle<Result<(), CaptureError>>,
 }
@@ -114,9 +115,10 @@ impl CaptureHandle {
         Arc::clone(&self.stats)
     }
 
-    /// Asks the thread to finish (within one read timeout) and waits for it.
+    /// Wakes the thread out of its read, waits for it to finish.
     pub fn stop(self) -> Result<(), CaptureError> {
         self.stop.store(true, Ordering::Relaxed);
+        self.breaker.breakloop();
         self.thread.join().map_err(|_| CaptureError::Panicked)?
     }
 }
@@ -130,11 +132,10 @@ pub fn start(
         interface: cfg.interface.clone(),
         source,
     };
-    let cap = pcap::Capture::from_device(cfg.interface.as_str())
+    let mut cap = pcap::Capture::from_device(cfg.interface.as_str())
         .map_err(open_err)?
         .snaplen(cfg.snaplen)
         .timeout(READ_TIMEOUT_MS)
-        .immediate_mode(true)
         .open()
         .map_err(open_err)?;
     let dlt = cap.get_datalink().0;
@@ -142,6 +143,7 @@ pub fn start(
         interface: cfg.interface.clone(),
         dlt,
     })?;
+    let breaker = cap.breakloop_handle();
     let stop = Arc::new(AtomicBool::new(false));
     let stats = SharedStats::default();
     let (stop2, stats2) = (Arc::clone(&stop), Arc::clone(&stats));
@@ -151,9 +153,15 @@ pub fn start(
         .map_err(CaptureError::Spawn)?;
     Ok(CaptureHandle {
         stop,
+        breaker,
         stats,
         thread,
     })
+}
+
+fn lock(m: &Mutex<CaptureStats>) -> std::sync::MutexGuard<'_, CaptureStats> {
+    // The counters stay meaningful even if a reader panicked while holding the lock.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn run(
@@ -164,12 +172,9 @@ fn run(
     shared: &Mutex<CaptureStats>,
     mut on_decision: impl FnMut(&FlowDecision),
 ) -> Result<(), CaptureError> {
-    let mut counter = Counter {
-        nets: cfg.tunnel_nets,
-        stats: CaptureStats::default(),
-    };
+    let nets = Peers(cfg.tunnel_nets);
     let mut classifier = Classifier::new(cfg.classifier);
-    let mut last_publish = Instant::now();
+    let mut last_drops = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         match cap.next_packet() {
             Ok(frame) => {
@@ -177,13 +182,17 @@ fn run(
                 let now_us = (ts.tv_sec as u64)
                     .wrapping_mul(1_000_000)
                     .wrapping_add(ts.tv_usec as u64);
-                counter.stats.packets += 1;
+                // Counters are updated under the lock per packet (uncontended, tens of
+                // nanoseconds) so readers never see stale figures when traffic pauses.
+                let mut g = lock(shared);
+                g.packets += 1;
                 let Some(p) =
                     link::ip_payload(link, frame.data).and_then(|ip| packet::parse_ip(ip).ok())
                 else {
                     continue;
                 };
-                let Some(step) = classifier.observe(now_us, &p, &mut |r| counter.flow_ended(&r))
+                let Some(step) =
+                    classifier.observe(now_us, &p, &mut |r| nets.flow_ended(&mut g, &r))
                 else {
                     continue;
                 };
@@ -191,14 +200,18 @@ fn run(
                     continue;
                 };
                 if step.newly_classified {
-                    if let Some(d) = counter.classified(&rec, p.ip_len as u64, &cfg.policy) {
+                    let decision = nets.classified(&mut g, &rec, p.ip_len as u64, &cfg.policy);
+                    drop(g);
+                    if let Some(d) = decision {
                         on_decision(&d);
                     }
                 } else {
-                    counter.add_bytes(&rec, p.ip_len as u64);
+                    nets.add_bytes(&mut g, &rec, p.ip_len as u64);
                 }
             }
             Err(pcap::Error::TimeoutExpired) => {}
+            // pcap_breakloop from `stop`.
+            Err(pcap::Error::NoMorePackets) => break,
             Err(source) => {
                 return Err(CaptureError::Read {
                     interface: cfg.interface,
@@ -206,44 +219,46 @@ fn run(
                 });
             }
         }
-        if last_publish.elapsed() >= PUBLISH_EVERY {
-            last_publish = Instant::now();
-            if let Ok(s) = cap.stats() {
-                counter.stats.kernel_dropped = u64::from(s.dropped);
-                counter.stats.interface_dropped = u64::from(s.if_dropped);
+        if last_drops.elapsed() >= DROPS_EVERY {
+            last_drops = Instant::now();
+            let kernel = cap.stats().ok();
+            let mut g = lock(shared);
+            if let Some(s) = kernel {
+                g.kernel_dropped = u64::from(s.dropped);
+                g.interface_dropped = u64::from(s.if_dropped);
             }
-            counter.stats.untracked = classifier.untracked();
-            if let Ok(mut g) = shared.lock() {
-                g.clone_from(&counter.stats);
-            }
+            g.untracked = classifier.untracked();
         }
     }
     Ok(())
 }
 
-/// Per-peer accounting, kept on the capture thread and copied out when published.
-struct Counter {
-    nets: Vec<IpNet>,
-    stats: CaptureStats,
-}
+/// Attributes flows to peers by their tunnel address.
+struct Peers(Vec<IpNet>);
 
-impl Counter {
+impl Peers {
     fn peer_of(&self, r: &FlowRecord) -> Option<IpAddr> {
         [r.a.ip, r.b.ip]
             .into_iter()
-            .find(|ip| self.nets.iter().any(|n| n.contains(ip)))
+            .find(|ip| self.0.iter().any(|n| n.contains(ip)))
     }
 
-    fn add_bytes(&mut self, r: &FlowRecord, bytes: u64) {
+    fn add_bytes(&self, s: &mut CaptureStats, r: &FlowRecord, bytes: u64) {
         if let Some(peer) = self.peer_of(r) {
-            self.stats.peers.entry(peer).or_default().bytes[r.protocol.index()] += bytes;
+            s.peers.entry(peer).or_default().bytes[r.protocol.index()] += bytes;
         }
     }
 
     /// Moves the bytes counted as unknown so far to the flow's protocol and counts the flow.
-    fn classified(&mut self, r: &FlowRecord, bytes: u64, policy: &Policy) -> Option<FlowDecision> {
+    fn classified(
+        &self,
+        s: &mut CaptureStats,
+        r: &FlowRecord,
+        bytes: u64,
+        policy: &Policy,
+    ) -> Option<FlowDecision> {
         let peer = self.peer_of(r)?;
-        let t = self.stats.peers.entry(peer).or_default();
+        let t = s.peers.entry(peer).or_default();
         let earlier = r.bytes.saturating_sub(bytes);
         let unknown = &mut t.bytes[Protocol::Unknown.index()];
         *unknown = unknown.saturating_sub(earlier);
@@ -261,10 +276,10 @@ impl Counter {
     }
 
     /// A flow that ends without a protocol is counted as an unknown flow.
-    fn flow_ended(&mut self, r: &FlowRecord) {
+    fn flow_ended(&self, s: &mut CaptureStats, r: &FlowRecord) {
         if r.protocol == Protocol::Unknown {
             if let Some(peer) = self.peer_of(r) {
-                self.stats.peers.entry(peer).or_default().flows[Protocol::Unknown.index()] += 1;
+                s.peers.entry(peer).or_default().flows[Protocol::Unknown.index()] += 1;
             }
         }
     }
