@@ -39,7 +39,7 @@ fn bittorrent_handshake_split_over_two_segments() {
     let hs = bt_handshake();
     let first = tcp(C, 40000, S, 6881, 100, 0x18, &hs[..7]);
     let second = tcp(C, 40000, S, 6881, 107, 0x18, &hs[7..]);
-    assert_eq!(proto(&[first.clone()]), Protocol::Unknown);
+    assert_eq!(proto(std::slice::from_ref(&first)), Protocol::Unknown);
     assert_eq!(proto(&[first, second]), Protocol::Bittorrent);
 }
 
@@ -78,7 +78,7 @@ fn udp_tracker_connect_and_local_discovery() {
 fn utp_handshake_syn_and_state() {
     let syn = udp(C, 50000, S, 6881, &utp(4, 0x1234, 1000, 77, 0, b""));
     let state = udp(S, 6881, C, 50000, &utp(2, 0x1234, 5000, 900, 77, b""));
-    assert_eq!(proto(&[syn.clone()]), Protocol::Unknown);
+    assert_eq!(proto(std::slice::from_ref(&syn)), Protocol::Unknown);
     assert_eq!(proto(&[syn, state]), Protocol::Bittorrent);
 }
 
@@ -161,7 +161,7 @@ fn tls_client_hello_whole_and_split() {
     // Split after 3 bytes: too little to judge until the next segment arrives.
     let a = tcp(C, 40008, S, 443, 1, 0x18, &hello[..3]);
     let b = tcp(C, 40008, S, 443, 4, 0x18, &hello[3..]);
-    assert_eq!(proto(&[a.clone()]), Protocol::Unknown);
+    assert_eq!(proto(std::slice::from_ref(&a)), Protocol::Unknown);
     assert_eq!(proto(&[a, b]), Protocol::Tls);
 }
 

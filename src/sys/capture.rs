@@ -277,10 +277,10 @@ impl Peers {
 
     /// A flow that ends without a protocol is counted as an unknown flow.
     fn flow_ended(&self, s: &mut CaptureStats, r: &FlowRecord) {
-        if r.protocol == Protocol::Unknown {
-            if let Some(peer) = self.peer_of(r) {
-                s.peers.entry(peer).or_default().flows[Protocol::Unknown.index()] += 1;
-            }
+        if r.protocol == Protocol::Unknown
+            && let Some(peer) = self.peer_of(r)
+        {
+            s.peers.entry(peer).or_default().flows[Protocol::Unknown.index()] += 1;
         }
     }
 }

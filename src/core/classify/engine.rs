@@ -108,10 +108,10 @@ impl DetectState {
                 tracker: false,
             })
         };
-        if p.sport == dns::PORT || p.dport == dns::PORT {
-            if let Verdict::Match(proto) = dns::udp(d, p.truncated()) {
-                return match_of(proto);
-            }
+        if (p.sport == dns::PORT || p.dport == dns::PORT)
+            && let Verdict::Match(proto) = dns::udp(d, p.truncated())
+        {
+            return match_of(proto);
         }
         let first = d[0];
         let mut hint = 0;
@@ -122,15 +122,14 @@ impl DetectState {
                 _ => {}
             }
         }
-        if first & 0x0f == 1 && first >> 4 <= 4 {
-            if let Some(u) = bittorrent::utp(d) {
-                let one_way = self.utp[dir].push(&u);
-                if one_way
-                    || self.utp[dir ^ 1].answers(&u)
-                    || bittorrent::utp_carries_handshake(d, &u)
-                {
-                    return match_of(Protocol::Bittorrent);
-                }
+        if first & 0x0f == 1
+            && first >> 4 <= 4
+            && let Some(u) = bittorrent::utp(d)
+        {
+            let one_way = self.utp[dir].push(&u);
+            if one_way || self.utp[dir ^ 1].answers(&u) || bittorrent::utp_carries_handshake(d, &u)
+            {
+                return match_of(Protocol::Bittorrent);
             }
         }
         match quic::detect(d, p.payload_len) {

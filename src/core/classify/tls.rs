@@ -38,7 +38,7 @@ pub(crate) fn detect(d: &[u8]) -> Verdict {
     let Some(rec_len) = be16(d, 3) else {
         return Verdict::NeedMore;
     };
-    if rec_len < 4 || rec_len > MAX_RECORD {
+    if !(4..=MAX_RECORD).contains(&rec_len) {
         return Verdict::No;
     }
     let hs = &d[5..];
