@@ -45,8 +45,11 @@ fn message(d: &[u8], truncated: bool) -> Verdict {
     }
     let (qd, an, ns, ar) = (be16(h, 4), be16(h, 6), be16(h, 8), be16(h, 10));
     // A query asks one question and carries no answers; counts beyond what fits are garbage.
+    // An UPDATE (opcode 5) has one zone and any number of prerequisites and updates.
     let counts_ok = if response {
         qd <= 1 && an + ns + ar <= 512
+    } else if opcode == 5 {
+        qd == 1 && an + ns + ar <= 512
     } else {
         (qd == 1 || opcode == 6 && qd == 0) && an <= 1 && ns <= 16 && ar <= 4
     };

@@ -135,64 +135,44 @@ impl Classifier {
         }
         let (key, src_is_lo) = FlowKey::of(p);
         let idle = self.idle_us(p.l4);
-        let fresh = match self.flows.get(&key) {
-            Some(e) => now_us.saturating_sub(e.last_us) > idle,
-            None => true,
-        };
-        if fresh {
-            if let Some(e) = self.flows.remove(&key) {
-                ended(record(&key, &e));
+        let budget = self.cfg.budget;
+        // Fast path, one lookup: a packet of a live flow.
+        if let Some(e) = self.flows.get_mut(&key)
+            && now_us.saturating_sub(e.last_us) <= idle
+        {
+            return Some(account(e, key, src_is_lo, now_us, p, budget));
+        }
+        if let Some(e) = self.flows.remove(&key) {
+            ended(record(&key, &e));
+        }
+        if self.flows.len() >= self.cfg.max_flows {
+            // A full sweep per new flow would let a flood of new flows stall the capture.
+            if now_us.saturating_sub(self.last_sweep_us) >= FULL_SWEEP_MIN_US {
+                self.expire(now_us, ended);
             }
             if self.flows.len() >= self.cfg.max_flows {
-                // A full sweep per new flow would let a flood of new flows stall the capture.
-                if now_us.saturating_sub(self.last_sweep_us) >= FULL_SWEEP_MIN_US {
-                    self.expire(now_us, ended);
-                }
-                if self.flows.len() >= self.cfg.max_flows {
-                    self.untracked += 1;
-                    return None;
-                }
-            }
-            let e = Entry {
-                id: self.next_id,
-                a_is_lo: src_is_lo,
-                decided: false,
-                found: Found {
-                    protocol: Protocol::Unknown,
-                    tracker: false,
-                },
-                packets: 0,
-                bytes: 0,
-                first_us: now_us,
-                last_us: now_us,
-                detect: DetectState::default(),
-            };
-            self.next_id += 1;
-            self.flows.insert(key, e);
-        }
-        let budget = self.cfg.budget;
-        let e = self.flows.get_mut(&key)?;
-        e.packets += 1;
-        e.bytes += p.ip_len as u64;
-        e.last_us = e.last_us.max(now_us);
-        let from_a = src_is_lo == e.a_is_lo;
-        let mut newly = false;
-        if !e.decided {
-            if let Some(found) = e.detect.inspect(p, usize::from(!from_a), budget) {
-                e.found = found;
-                e.decided = true;
-                newly = true;
-            } else if e.detect.exhausted(budget) {
-                e.decided = true;
+                self.untracked += 1;
+                return None;
             }
         }
-        Some(Step {
-            key,
-            from_a,
-            protocol: e.found.protocol,
-            tracker: e.found.tracker,
-            newly_classified: newly,
-        })
+        let mut e = Entry {
+            id: self.next_id,
+            a_is_lo: src_is_lo,
+            decided: false,
+            found: Found {
+                protocol: Protocol::Unknown,
+                tracker: false,
+            },
+            packets: 0,
+            bytes: 0,
+            first_us: now_us,
+            last_us: now_us,
+            detect: DetectState::default(),
+        };
+        self.next_id += 1;
+        let step = account(&mut e, key, src_is_lo, now_us, p, budget);
+        self.flows.insert(key, e);
+        Some(step)
     }
 
     /// Ends every flow idle for longer than its timeout.
@@ -219,6 +199,38 @@ impl Classifier {
     /// The current state of one flow.
     pub fn get(&self, key: &FlowKey) -> Option<FlowRecord> {
         self.flows.get(key).map(|e| record(key, e))
+    }
+}
+
+/// Counts a packet to its flow and runs detection while the flow is undecided.
+fn account(
+    e: &mut Entry,
+    key: FlowKey,
+    src_is_lo: bool,
+    now_us: u64,
+    p: &Packet<'_>,
+    budget: u8,
+) -> Step {
+    e.packets += 1;
+    e.bytes += p.ip_len as u64;
+    e.last_us = e.last_us.max(now_us);
+    let from_a = src_is_lo == e.a_is_lo;
+    let mut newly = false;
+    if !e.decided {
+        if let Some(found) = e.detect.inspect(p, usize::from(!from_a), budget) {
+            e.found = found;
+            e.decided = true;
+            newly = true;
+        } else if e.detect.exhausted(budget) {
+            e.decided = true;
+        }
+    }
+    Step {
+        key,
+        from_a,
+        protocol: e.found.protocol,
+        tracker: e.found.tracker,
+        newly_classified: newly,
     }
 }
 
