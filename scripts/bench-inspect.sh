@@ -54,7 +54,7 @@ now() { date +%s.%N; }
 t0=$(now)
 taskset -c "$core" "$bin" inspect --pcap "$tmp/big.pcap" --json >"$tmp/ours.json"
 t1=$(now)
-taskset -c "$core" ndpiReader -q -i "$tmp/big.pcap" >"$tmp/ndpi.txt" 2>&1
+taskset -c "$core" ndpiReader -i "$tmp/big.pcap" >"$tmp/ndpi.txt" 2>&1
 t2=$(now)
 
 calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
@@ -64,5 +64,5 @@ ours_pps=$(calc "$packets / $ours_s")
 ndpi_pps=$(calc "$packets / $ndpi_s")
 printf 'waylume-server inspect: %8.3f s  %12.0f packets/s  (%d flows)\n' "$ours_s" "$ours_pps" "$(wc -l <"$tmp/ours.json")"
 printf 'ndpiReader:             %8.3f s  %12.0f packets/s\n' "$ndpi_s" "$ndpi_pps"
-grep -m1 'nDPI throughput' "$tmp/ndpi.txt" | sed 's/^ */ndpiReader own figure:  /' || true
+grep -m1 'nDPI throughput' "$tmp/ndpi.txt" | sed 's/^[[:space:]]*/ndpiReader reports:     /' || true
 printf 'ratio (waylume/nDPI):   %8.2f\n' "$(calc "$ours_pps / $ndpi_pps")"
