@@ -173,7 +173,12 @@ fn run(
     mut on_decision: impl FnMut(&FlowDecision),
 ) -> Result<(), CaptureError> {
     let nets = Peers(cfg.tunnel_nets);
-    let mut classifier = Classifier::new(cfg.classifier);
+    // Peers choose their own 5-tuples: a fresh hash seed per capture keeps them from
+    // preparing keys that collide in the flow table.
+    let mut classifier = Classifier::new(ClassifierConfig {
+        hash_seed: rand::random(),
+        ..cfg.classifier
+    });
     let mut last_drops = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         match cap.next_packet() {

@@ -1,5 +1,5 @@
 //! Flow keys: the 5-tuple in a canonical order so both directions find the same entry.
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 use std::net::IpAddr;
 
 use crate::core::packet::{L4, Packet};
@@ -96,7 +96,7 @@ impl FlowKey {
 
 /// A multiply-rotate hasher (the Fx hash): a few cycles per word, which matters at millions of
 /// lookups per second. Seeded per table so colliding keys cannot be prepared in advance.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct FxHasher(u64);
 
 const SEED: u64 = 0xf135_7aea_2e62_a9c5;
@@ -154,9 +154,6 @@ impl Hasher for FxHasher {
         self.0.rotate_left(26)
     }
 }
-
-/// Default-constructed Fx hashers, for callers that do not need a seed.
-pub type FxBuildHasher = BuildHasherDefault<FxHasher>;
 
 /// A seeded builder of Fx hashers.
 #[derive(Debug, Clone, Copy)]

@@ -16,7 +16,7 @@ mod tls;
 
 use serde::{Deserialize, Serialize};
 
-pub use flow::{Endpoint, FlowKey, FxBuildHasher};
+pub use flow::{Endpoint, FlowKey};
 pub use policy::{Action, Policy};
 pub use table::{Classifier, ClassifierConfig, FlowRecord, Step};
 
