@@ -283,3 +283,12 @@ fn ipv6_flows_classify_too() {
     );
     assert_eq!(proto(&[get]), Protocol::Http);
 }
+
+#[test]
+fn http_request_line_split_over_segments() {
+    let a = tcp(C, 40015, S, 80, 1, 0x18, b"GE");
+    let b = tcp(C, 40015, S, 80, 3, 0x18, b"T /x HT");
+    let c = tcp(C, 40015, S, 80, 10, 0x18, b"TP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(proto(&[a.clone(), b.clone()]), Protocol::Unknown);
+    assert_eq!(classify(&[a, b, c]), (Protocol::Http, false, 3));
+}

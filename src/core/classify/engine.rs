@@ -4,8 +4,10 @@ use super::bittorrent::{self, UtpTrack};
 use super::{Protocol, Verdict, dns, quic, text, tls};
 use crate::core::packet::{L4, Packet};
 
-/// Cap on a reassembled TCP prefix: enough for any ClientHello seen in practice.
-const MAX_REASSEMBLY: usize = 16 * 1024;
+/// Cap on a reassembled TCP prefix. Every detector decides within its first 80 bytes (TLS
+/// judges a hello up to its cipher suites), so a small cap keeps the table's memory bounded:
+/// at most this much per direction per flow.
+const MAX_REASSEMBLY: usize = 160;
 
 const HINT_QUIC: u8 = 1;
 const HINT_BITTORRENT: u8 = 2;

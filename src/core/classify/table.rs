@@ -1,4 +1,6 @@
 //! The flow table: one entry per 5-tuple, idle timeouts, and a hard bound on the entry count.
+//! Memory is bounded with it: an entry is fixed-size apart from at most two reassembly buffers
+//! of `MAX_REASSEMBLY` bytes, alive only while a detector waits for a split prefix.
 //!
 //! Time is an argument (microseconds on any monotonic scale), so the same code serves a live
 //! capture and a capture file.
