@@ -165,3 +165,31 @@ fn garbage_frames_are_skipped() {
     assert!(ok, "{err}");
     check_sample_json(&out);
 }
+
+#[test]
+fn cisco_hdlc_and_ppp() {
+    let hdlc: Vec<_> = sample_packets()
+        .iter()
+        .map(|p| {
+            let mut f = vec![0x0f, 0x00];
+            f.extend_from_slice(&if p[0] >> 4 == 6 { 0x86ddu16 } else { 0x0800 }.to_be_bytes());
+            f.extend_from_slice(p);
+            f
+        })
+        .collect();
+    let (ok, out, err) = run_inspect(104, &hdlc, true);
+    assert!(ok, "{err}");
+    check_sample_json(&out);
+    let ppp: Vec<_> = sample_packets()
+        .iter()
+        .map(|p| {
+            let mut f = vec![0xff, 0x03];
+            f.extend_from_slice(&if p[0] >> 4 == 6 { 0x0057u16 } else { 0x0021 }.to_be_bytes());
+            f.extend_from_slice(p);
+            f
+        })
+        .collect();
+    let (ok, out, err) = run_inspect(9, &ppp, true);
+    assert!(ok, "{err}");
+    check_sample_json(&out);
+}

@@ -9,13 +9,16 @@ use waylume::core::classify::link::{self, LinkType};
 use waylume::core::classify::{Classifier, ClassifierConfig, Endpoint};
 use waylume::core::packet;
 
-const LINKS: [LinkType; 6] = [
+const LINKS: [LinkType; 9] = [
     LinkType::RawIp,
     LinkType::Ethernet,
     LinkType::LinuxSll,
     LinkType::LinuxSll2,
     LinkType::Null,
     LinkType::Loop,
+    LinkType::CiscoHdlc,
+    LinkType::Ppp,
+    LinkType::Ppi,
 ];
 
 /// Valid TCP/UDP packets with arbitrary payloads between a few hosts and ports.

@@ -11,13 +11,16 @@ use waylume::core::classify::link::{self, LinkType};
 use waylume::core::classify::{Classifier, ClassifierConfig};
 use waylume::core::packet;
 
-const LINKS: [LinkType; 6] = [
+const LINKS: [LinkType; 9] = [
     LinkType::RawIp,
     LinkType::Ethernet,
     LinkType::LinuxSll,
     LinkType::LinuxSll2,
     LinkType::Null,
     LinkType::Loop,
+    LinkType::CiscoHdlc,
+    LinkType::Ppp,
+    LinkType::Ppi,
 ];
 
 fuzz_target!(|data: &[u8]| {

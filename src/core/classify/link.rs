@@ -1,7 +1,8 @@
 //! Link-layer framing of capture files: from a frame to the IP packet it carries.
 //!
 //! Covers the link types of the captures `inspect` reads: Ethernet (with 802.1Q/802.1ad tags,
-//! MPLS and PPPoE sessions), raw IP, Linux cooked capture v1 and v2, BSD null and loopback.
+//! MPLS and PPPoE sessions), raw IP, Linux cooked capture v1 and v2, BSD null and loopback, and
+//! a few cheap extras: Cisco HDLC, PPP, and PPI-wrapped Ethernet.
 
 /// Link types by their `LINKTYPE_`/`DLT_` numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,6 +15,12 @@ pub enum LinkType {
     Null,
     /// OpenBSD loopback: the same family in network byte order.
     Loop,
+    /// Cisco HDLC: address, control, then an Ethertype.
+    CiscoHdlc,
+    /// PPP, with or without the address/control bytes.
+    Ppp,
+    /// Per-Packet Information: a little-endian header naming the inner link type.
+    Ppi,
 }
 
 impl LinkType {
@@ -27,6 +34,9 @@ impl LinkType {
             108 => Some(LinkType::Loop),
             113 => Some(LinkType::LinuxSll),
             276 => Some(LinkType::LinuxSll2),
+            104 => Some(LinkType::CiscoHdlc),
+            9 => Some(LinkType::Ppp),
+            192 => Some(LinkType::Ppi),
             _ => None,
         }
     }
@@ -49,6 +59,29 @@ pub fn ip_payload(link: LinkType, frame: &[u8]) -> Option<&[u8]> {
         LinkType::Ethernet => by_ethertype(frame, be16(frame, 12)?, 14),
         LinkType::LinuxSll => by_ethertype(frame, be16(frame, 14)?, 16),
         LinkType::LinuxSll2 => by_ethertype(frame, be16(frame, 0)?, 20),
+        LinkType::CiscoHdlc => by_ethertype(frame, be16(frame, 2)?, 4),
+        LinkType::Ppp => {
+            let off = if frame.starts_with(&[0xff, 0x03]) {
+                2
+            } else {
+                0
+            };
+            match be16(frame, off)? {
+                0x0021 => frame.get(off + 2..),
+                0x0057 => frame.get(off + 2..),
+                _ => None,
+            }
+        }
+        LinkType::Ppi => {
+            let h = frame.get(..8)?;
+            let len = usize::from(u16::from_le_bytes([h[2], h[3]]));
+            // Only Ethernet inside; 802.11 frames carry no IP this classifier could use.
+            if u32::from_le_bytes([h[4], h[5], h[6], h[7]]) != 1 || len < 8 {
+                return None;
+            }
+            let inner = frame.get(len..)?;
+            by_ethertype(inner, be16(inner, 12)?, 14)
+        }
         LinkType::Null | LinkType::Loop => {
             let f = frame.get(..4)?;
             let family = if link == LinkType::Loop {
