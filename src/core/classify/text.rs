@@ -64,29 +64,30 @@ fn request(d: &[u8]) -> Verdict {
         return Verdict::NeedMore;
     }
     let target = &d[m.len()..];
-    // Origin form, absolute form, asterisk form, or (CONNECT) authority form.
+    let scan = &target[..target.len().min(LINE_SCAN)];
+    if let Some(eol) = scan.iter().position(|&c| c == b'\r' || c == b'\n') {
+        // A whole request line ending in the version is HTTP whatever its target looks like
+        // (scanners send targets such as `.`).
+        let line = &target[..eol];
+        let versioned = line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0");
+        return if versioned && line.len() > 9 {
+            verdict_for(line)
+        } else {
+            Verdict::No
+        };
+    }
+    // No line end yet: judge the target's form (origin, absolute, asterisk, or authority for
+    // CONNECT); a long target that fills the segment is taken on that evidence.
     let form_ok = match target[0] {
         b'/' | b'*' => true,
         b'h' => target.starts_with(b"http") || b"http".starts_with(target),
         c => m == b"CONNECT " && c.is_ascii_alphanumeric(),
     };
-    if !form_ok {
-        return Verdict::No;
+    match (form_ok, scan.len() >= 64) {
+        (false, _) => Verdict::No,
+        (true, true) => verdict_for(target),
+        (true, false) => Verdict::NeedMore,
     }
-    let scan = &target[..target.len().min(LINE_SCAN)];
-    let Some(eol) = scan.iter().position(|&c| c == b'\r' || c == b'\n') else {
-        // A long target fills the segment; the method and target form are enough.
-        return if scan.len() >= 64 {
-            verdict_for(target)
-        } else {
-            Verdict::NeedMore
-        };
-    };
-    let line = &target[..eol];
-    if !(line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0")) {
-        return Verdict::No;
-    }
-    verdict_for(line)
 }
 
 /// Tracker requests (BEP 3 announce, BEP 48 scrape) carry the torrent's `info_hash` in the query.
