@@ -5,8 +5,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
 use crate::core::classify::link::{self, LinkType};
 use crate::core::classify::{Classifier, ClassifierConfig, FlowRecord};
 use crate::core::packet;
@@ -95,35 +93,27 @@ pub fn classify_file(path: &Path) -> Result<(Vec<FlowRecord>, Summary), InspectE
     Ok((flows, summary))
 }
 
-#[derive(Serialize)]
-struct JsonFlow {
-    l4: &'static str,
-    a: String,
-    b: String,
-    protocol: &'static str,
-    /// Set when an HTTP flow is a BitTorrent tracker request.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    app: Option<&'static str>,
-    packets_inspected: u32,
-    packets: u64,
-    bytes: u64,
-}
-
-/// Writes one JSON object per flow per line.
+/// Writes one JSON object per flow per line. Every value comes from a fixed alphabet (digits,
+/// hex, dots, colons, brackets, protocol names), so it is written directly without escaping.
 pub fn write_json(out: &mut impl Write, flows: &[FlowRecord]) -> Result<(), InspectError> {
     for f in flows {
-        let j = JsonFlow {
-            l4: f.l4.as_str(),
-            a: f.a.to_string(),
-            b: f.b.to_string(),
-            protocol: f.protocol.as_str(),
-            app: f.tracker.then_some("bittorrent"),
-            packets_inspected: f.packets_inspected,
-            packets: f.packets,
-            bytes: f.bytes,
-        };
-        serde_json::to_writer(&mut *out, &j).map_err(std::io::Error::from)?;
-        out.write_all(b"\n")?;
+        write!(
+            out,
+            r#"{{"l4":"{}","a":"{}","b":"{}","protocol":"{}","#,
+            f.l4.as_str(),
+            f.a,
+            f.b,
+            f.protocol.as_str()
+        )?;
+        if f.tracker {
+            // An HTTP flow that is a BitTorrent tracker request.
+            out.write_all(br#""app":"bittorrent","#)?;
+        }
+        writeln!(
+            out,
+            r#""packets_inspected":{},"packets":{},"bytes":{}}}"#,
+            f.packets_inspected, f.packets, f.bytes
+        )?;
     }
     Ok(())
 }

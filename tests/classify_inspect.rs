@@ -193,3 +193,21 @@ fn cisco_hdlc_and_ppp() {
     assert!(ok, "{err}");
     check_sample_json(&out);
 }
+
+#[test]
+fn tracker_requests_are_http_with_the_bittorrent_app() {
+    let announce = tcp(
+        "10.0.0.2",
+        40100,
+        "192.0.2.7",
+        6969,
+        1,
+        0x18,
+        b"GET /announce?info_hash=%aa%bb&peer_id=-XX-&port=6881 HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    let (ok, out, err) = run_inspect(101, &[announce], true);
+    assert!(ok, "{err}");
+    let flow: Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(flow["protocol"], "http");
+    assert_eq!(flow["app"], "bittorrent");
+}
