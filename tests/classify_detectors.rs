@@ -292,3 +292,27 @@ fn http_request_line_split_over_segments() {
     assert_eq!(proto(&[a.clone(), b.clone()]), Protocol::Unknown);
     assert_eq!(classify(&[a, b, c]), (Protocol::Http, false, 3));
 }
+
+#[test]
+fn a_new_syn_after_fin_starts_a_new_flow() {
+    let mut c = Classifier::new(ClassifierConfig::default());
+    let mut ended = Vec::new();
+    let pkts = [
+        tcp(C, 40016, S, 80, 1, TCP_SYN, b""),
+        tcp(C, 40016, S, 80, 2, 0x18, b"GET / HTTP/1.1\r\n\r\n"),
+        tcp(C, 40016, S, 80, 20, 0x11, b""),
+        tcp(C, 40016, S, 80, 5000, TCP_SYN, b""),
+        tcp(C, 40016, S, 80, 5001, 0x18, &bt_handshake()),
+    ];
+    for (i, p) in pkts.iter().enumerate() {
+        let p = packet::parse_ip(p).expect("parses");
+        c.observe(i as u64, &p, &mut |r| ended.push(r));
+    }
+    assert_eq!(ended.len(), 1);
+    assert_eq!((ended[0].protocol, ended[0].packets), (Protocol::Http, 3));
+    c.drain(&mut |r| ended.push(r));
+    assert_eq!(
+        (ended[1].protocol, ended[1].packets),
+        (Protocol::Bittorrent, 2)
+    );
+}

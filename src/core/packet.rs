@@ -28,6 +28,7 @@ impl L4 {
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
 
 /// One parsed TCP or UDP packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use super::Protocol;
 use super::engine::{DetectState, Found};
 use super::flow::{Endpoint, FlowKey, SeededFx};
-use crate::core::packet::{L4, Packet};
+use crate::core::packet::{L4, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClassifierConfig {
@@ -76,6 +76,8 @@ struct Entry {
     bytes: u64,
     first_us: u64,
     last_us: u64,
+    /// A FIN or RST was seen: a fresh SYN on the same 5-tuple starts a new connection.
+    closed: bool,
     detect: DetectState,
 }
 
@@ -141,6 +143,7 @@ impl Classifier {
         // Fast path, one lookup: a packet of a live flow.
         if let Some(e) = self.flows.get_mut(&key)
             && now_us.saturating_sub(e.last_us) <= idle
+            && !(e.closed && p.flags & (TCP_SYN | TCP_ACK) == TCP_SYN)
         {
             return Some(account(e, key, src_is_lo, now_us, p, budget));
         }
@@ -169,6 +172,7 @@ impl Classifier {
             bytes: 0,
             first_us: now_us,
             last_us: now_us,
+            closed: false,
             detect: DetectState::default(),
         };
         self.next_id += 1;
@@ -216,6 +220,7 @@ fn account(
     e.packets += 1;
     e.bytes += p.ip_len as u64;
     e.last_us = e.last_us.max(now_us);
+    e.closed |= p.l4 == L4::Tcp && p.flags & (TCP_FIN | TCP_RST) != 0;
     let from_a = src_is_lo == e.a_is_lo;
     let mut newly = false;
     if !e.decided {
