@@ -82,11 +82,11 @@ pub(crate) fn utp(d: &[u8]) -> Option<Utp> {
         off += 2 + len;
     }
     let data_len = d.len().checked_sub(off)?;
-    // SYN and STATE packets carry no data; DATA packets do.
-    let sane = match kind {
-        ST_SYN | ST_STATE => data_len == 0,
-        ST_DATA => data_len > 0,
-        _ => true,
+    // Only DATA packets carry data (SYN, STATE, FIN and RESET are bare headers).
+    let sane = if kind == ST_DATA {
+        data_len > 0
+    } else {
+        data_len == 0
     };
     sane.then(|| Utp {
         kind,
