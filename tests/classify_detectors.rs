@@ -316,3 +316,21 @@ fn a_new_syn_after_fin_starts_a_new_flow() {
         (Protocol::Bittorrent, 2)
     );
 }
+
+#[test]
+fn policy_applies_the_stricter_action_to_tracker_requests() {
+    use waylume::core::classify::{Action, Policy};
+    let policy: Policy = [
+        (Protocol::Bittorrent, Action::Block),
+        (Protocol::Quic, Action::Throttle),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(policy.decide(Protocol::Http, false), Action::Report);
+    assert_eq!(policy.decide(Protocol::Http, true), Action::Block);
+    assert_eq!(policy.decide(Protocol::Quic, false), Action::Throttle);
+    let action: Action = serde_json::from_str("\"throttle\"").expect("lowercase names");
+    assert_eq!(action, Action::Throttle);
+    let proto: Protocol = serde_json::from_str("\"bittorrent\"").expect("lowercase names");
+    assert_eq!(proto, Protocol::Bittorrent);
+}

@@ -71,6 +71,13 @@ impl PeerTraffic {
     pub fn flows_of(&self, p: Protocol) -> u64 {
         self.flows[p.index()]
     }
+
+    /// `(protocol, bytes, flows)` for every protocol, in [`Protocol::ALL`] order.
+    pub fn by_protocol(&self) -> impl Iterator<Item = (Protocol, u64, u64)> + '_ {
+        Protocol::ALL
+            .into_iter()
+            .map(|p| (p, self.bytes_of(p), self.flows_of(p)))
+    }
 }
 
 /// Counters the daemon reads.

@@ -44,3 +44,14 @@ impl Policy {
         }
     }
 }
+
+impl FromIterator<(Protocol, Action)> for Policy {
+    /// From configuration entries such as `bittorrent = "block"`; later entries win.
+    fn from_iter<I: IntoIterator<Item = (Protocol, Action)>>(iter: I) -> Self {
+        let mut p = Policy::default();
+        for (protocol, action) in iter {
+            p.set(protocol, action);
+        }
+        p
+    }
+}
