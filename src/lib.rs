@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod control_source;
 pub mod core;
+pub mod inspect;
 pub mod logging;
 pub mod metrics;
 pub mod node;

@@ -37,6 +37,15 @@ enum Command {
         #[command(subcommand)]
         cmd: PeersCmd,
     },
+    /// Classify the flows of a capture file (pcap or pcapng) and print one line per flow.
+    Inspect {
+        /// The capture file.
+        #[arg(long)]
+        pcap: PathBuf,
+        /// One JSON object per flow per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a new WireGuard private key, or with --api-secret a random API secret.
     Keygen {
         #[arg(long)]
@@ -122,6 +131,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 cfg.server_id,
                 cfg.wireguard.interface
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect { pcap, json } => {
+            use std::io::Write;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            waylume::inspect::run(&pcap, json, &mut out)?;
+            out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Keygen { api_secret } => {

@@ -1,7 +1,9 @@
 //! The pure core: values and decisions, no effects.
 pub mod auth;
 pub mod backoff;
+pub mod classify;
 pub mod clientconf;
+pub mod packet;
 pub mod peer;
 pub mod pool;
 pub mod registry;

@@ -1,4 +1,5 @@
 //! Everything that touches the operating system.
+pub mod capture;
 pub mod fake;
 pub mod link;
 pub mod wg;

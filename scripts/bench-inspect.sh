@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Compares `waylume-server inspect` with nDPI's reader on one large capture, in one run.
+#
+# The capture is built in a temporary directory from a folder of test captures: every file of
+# one link type (Ethernet by default) concatenated, then repeated with shifted timestamps until
+# it holds about a million packets. Both readers run pinned to the same single core.
+#
+# Usage: scripts/bench-inspect.sh PCAP_DIR [BINARY] [TARGET_PACKETS]
+# Needs: ndpiReader (Debian libndpi-bin), mergecap, editcap, capinfos (wireshark-common).
+set -euo pipefail
+
+pcap_dir=${1:?usage: bench-inspect.sh PCAP_DIR [BINARY] [TARGET_PACKETS]}
+bin=${2:-target/release/waylume-server}
+target=${3:-1000000}
+encap=${ENCAP:-ether}
+core=${CORE:-0}
+
+for tool in ndpiReader mergecap editcap capinfos taskset; do
+    command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
+done
+[ -x "$bin" ] || { echo "missing $bin (cargo build --release)" >&2; exit 1; }
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# Files of the chosen link type; pcapng files with one interface are converted to pcap.
+inputs=()
+for f in "$pcap_dir"/*; do
+    [ -f "$f" ] || continue
+    if [ "$(capinfos -T -E "$f" 2>/dev/null | tail -n 1 | cut -f 2)" = "$encap" ]; then
+        inputs+=("$f")
+    fi
+done
+[ ${#inputs[@]} -gt 0 ] || { echo "no $encap captures in $pcap_dir" >&2; exit 1; }
+mergecap -F pcap -a -w "$tmp/base.pcap" "${inputs[@]}"
+base=$(capinfos -c -M "$tmp/base.pcap" | awk '/Number of packets/ {print $NF}')
+copies=$(( (target + base - 1) / base ))
+
+# Each copy is shifted by a day so flows of one copy end before the next copy starts.
+parts=()
+for i in $(seq 0 $((copies - 1))); do
+    editcap -t $((i * 86400)) "$tmp/base.pcap" "$tmp/part$i.pcap"
+    parts+=("$tmp/part$i.pcap")
+done
+mergecap -F pcap -a -w "$tmp/big.pcap" "${parts[@]}"
+rm -f "${parts[@]}"
+packets=$(capinfos -c -M "$tmp/big.pcap" | awk '/Number of packets/ {print $NF}')
+echo "capture: ${#inputs[@]} $encap files, $base packets, x$copies = $packets packets"
+
+# Warm the page cache so both readers start from memory.
+cat "$tmp/big.pcap" >/dev/null
+
+now() { date +%s.%N; }
+t0=$(now)
+taskset -c "$core" "$bin" inspect --pcap "$tmp/big.pcap" --json >"$tmp/ours.json"
+t1=$(now)
+taskset -c "$core" ndpiReader -i "$tmp/big.pcap" >"$tmp/ndpi.txt" 2>&1
+t2=$(now)
+
+calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
+ours_s=$(calc "$t1 - $t0")
+ndpi_s=$(calc "$t2 - $t1")
+ours_pps=$(calc "$packets / $ours_s")
+ndpi_pps=$(calc "$packets / $ndpi_s")
+printf 'waylume-server inspect: %8.3f s  %12.0f packets/s  (%d flows)\n' "$ours_s" "$ours_pps" "$(wc -l <"$tmp/ours.json")"
+printf 'ndpiReader:             %8.3f s  %12.0f packets/s\n' "$ndpi_s" "$ndpi_pps"
+grep -m1 'nDPI throughput' "$tmp/ndpi.txt" | sed 's/^[[:space:]]*/ndpiReader reports:     /' || true
+printf 'ratio (waylume/nDPI):   %8.2f\n' "$(calc "$ours_pps / $ndpi_pps")"
