@@ -14,6 +14,7 @@ use crate::api::{self, Api, ControlHealth};
 use crate::config::{Config, Endpoint, check_subnet_overlap};
 use crate::core::clientconf::ServerSide;
 use crate::core::registry::{Registry, Selector};
+use crate::inspection::Inspection;
 use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::store::{self, Store};
@@ -130,6 +131,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
         }
     );
     metrics.dataplane_ok.store(true, Ordering::Relaxed);
+    let inspection = start_inspection(&cfg, &metrics);
 
     let secret = cfg
         .api
@@ -145,11 +147,15 @@ pub async fn serve(cfg: Config) -> Result<()> {
     // The control plane: None in standalone mode, and then nothing is sent anywhere.
     let control = crate::control::ControlPlane::from_config(&cfg)?;
     let control_health = control.as_ref().map(|cp| cp.health());
-    let source = Arc::new(crate::control_source::ControlSource::new(
+    let source = crate::control_source::ControlSource::new(
         node.clone(),
         metrics.clone(),
         cfg.node.max_capacity,
-    ));
+    );
+    let source = Arc::new(match &inspection {
+        Some(i) => source.with_inspection(i.clone()),
+        None => source,
+    });
     let weak = Arc::downgrade(&source);
     node.on_removed(move |status, why| {
         if let Some(src) = weak.upgrade() {
@@ -165,7 +171,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
             ));
         });
     }
-    let api = Arc::new(Api::new(
+    let api = Api::new(
         node.clone(),
         metrics.clone(),
         cfg.node.max_capacity,
@@ -184,7 +190,11 @@ pub async fn serve(cfg: Config) -> Result<()> {
                 }
             }
         },
-    ));
+    );
+    let api = Arc::new(match &inspection {
+        Some(i) => api.with_inspection(i.clone()),
+        None => api,
+    });
     let addr = SocketAddr::new(cfg.api.bind, cfg.api.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -212,6 +222,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let reconciler = tokio::spawn(reconcile_loop(
         node.clone(),
         metrics.clone(),
+        inspection.clone(),
         cfg.dataplane.reconcile_interval,
         stop_rx.clone(),
     ));
@@ -223,6 +234,9 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let _ = stop_rx.changed().await;
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
     let _ = reconciler.await;
+    if let Some(i) = &inspection {
+        i.stop();
+    }
     let n = node.clone();
     let teardown = cfg.teardown_on_stop;
     tokio::task::spawn_blocking(move || {
@@ -243,6 +257,26 @@ pub async fn serve(cfg: Config) -> Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
     }
     Ok(())
+}
+
+/// Starts the capture on the WireGuard interface when inspection is on.
+fn start_inspection(cfg: &Config, metrics: &Arc<Metrics>) -> Option<Arc<Inspection>> {
+    if !cfg.inspection.enabled {
+        return None;
+    }
+    let wgc = &cfg.wireguard;
+    let mut nets = vec![ipnet::IpNet::V4(wgc.subnet)];
+    nets.extend(wgc.subnet_v6.map(ipnet::IpNet::V6));
+    let i = Arc::new(Inspection::new(
+        wgc.interface.as_str(),
+        nets,
+        cfg.inspection.policy.clone(),
+        crate::inspection::log_decision,
+    ));
+    i.restart();
+    let m = i.clone();
+    metrics.add_source(move |out| m.render_metrics(out));
+    Some(i)
 }
 
 async fn shutdown_signal() {
@@ -268,6 +302,7 @@ async fn shutdown_signal() {
 async fn reconcile_loop(
     node: Arc<Node>,
     metrics: Arc<Metrics>,
+    inspection: Option<Arc<Inspection>>,
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -301,6 +336,11 @@ async fn reconcile_loop(
                 if failing {
                     log::info!("reconcile recovered");
                     failing = false;
+                }
+                if repairs.interface_created
+                    && let Some(i) = &inspection
+                {
+                    i.restart();
                 }
                 if repairs.any() {
                     metrics.reconcile_repairs.fetch_add(1, Ordering::Relaxed);

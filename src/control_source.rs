@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::control::{NodeSnapshot, NodeSource, NodeStatus, SessionStatus, SessionUsage};
+use crate::core::classify::Protocol;
+use crate::inspection::Inspection;
 use crate::metrics::Metrics;
 use crate::node::{Node, PeerStatus, Removal};
 
@@ -18,6 +20,7 @@ pub struct ControlSource {
     pub max_capacity: u16,
     /// Final rows of removed peers, kept until Supabase has them.
     finals: Mutex<Vec<SessionUsage>>,
+    inspection: Option<Arc<Inspection>>,
 }
 
 impl ControlSource {
@@ -27,12 +30,33 @@ impl ControlSource {
             metrics,
             max_capacity,
             finals: Mutex::new(Vec::new()),
+            inspection: None,
         }
+    }
+
+    /// Reports each session's bytes per protocol from live inspection.
+    pub fn with_inspection(mut self, inspection: Arc<Inspection>) -> ControlSource {
+        self.inspection = Some(inspection);
+        self
+    }
+
+    fn session(&self, s: &PeerStatus) -> SessionUsage {
+        let mut row = session(s);
+        if let Some(i) = &self.inspection {
+            let t = i.traffic(s.peer.address.into());
+            row.protocol_bytes = t
+                .by_protocol()
+                .filter(|(_, bytes, _)| *bytes > 0)
+                .map(|(p, bytes, _)| (p.to_string(), bytes))
+                .collect();
+            row.bittorrent = t.flows_of(Protocol::Bittorrent) > 0;
+        }
+        row
     }
 
     /// Call after a peer was deleted (API) or removed (expired, idle) with its final status.
     pub fn removed(&self, status: &PeerStatus, why: SessionStatus) {
-        let mut row = session(status);
+        let mut row = self.session(status);
         row.status = why;
         self.finals
             .lock()
@@ -105,7 +129,8 @@ impl NodeSource for ControlSource {
     }
 
     fn usage(&self) -> Vec<SessionUsage> {
-        let mut rows: Vec<SessionUsage> = self.node.list().iter().map(session).collect();
+        let mut rows: Vec<SessionUsage> =
+            self.node.list().iter().map(|s| self.session(s)).collect();
         rows.extend(
             self.finals
                 .lock()

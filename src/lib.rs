@@ -10,6 +10,7 @@ pub mod control;
 pub mod control_source;
 pub mod core;
 pub mod inspect;
+pub mod inspection;
 pub mod logging;
 pub mod metrics;
 pub mod node;

@@ -201,7 +201,12 @@ pub struct PeerView {
 
 impl PeerView {
     /// `secrets`: include the private key and config (the answer to a create only).
-    pub fn new(node: &Node, s: &PeerStatus, secrets: bool) -> PeerView {
+    pub fn new(
+        node: &Node,
+        s: &PeerStatus,
+        secrets: bool,
+        protocols: serde_json::Map<String, serde_json::Value>,
+    ) -> PeerView {
         let p = &s.peer;
         let server = node.server();
         let usage = s.usage();
@@ -237,7 +242,7 @@ impl PeerView {
                 cap_used_bytes: s.counters.cap_used,
                 cap_remaining_bytes: p.data_cap.map(|c| c.saturating_sub(s.counters.cap_used)),
                 capped: s.capped(),
-                protocols: serde_json::Map::new(),
+                protocols,
             },
         }
     }

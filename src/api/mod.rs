@@ -19,6 +19,7 @@ pub use error::ApiError;
 
 use crate::core::auth::{self, Headers, Request, Verifier};
 use crate::core::registry::{Fresh, Selector};
+use crate::inspection::Inspection;
 use crate::metrics::{Metrics, PeerCounts};
 use crate::node::{Node, PeerStatus};
 
@@ -39,6 +40,7 @@ pub struct Api {
     verifier: Option<Mutex<Verifier>>,
     clock: Box<dyn Fn() -> u64 + Send + Sync>,
     control: Box<dyn Fn() -> ControlHealth + Send + Sync>,
+    inspection: Option<Arc<Inspection>>,
 }
 
 impl Api {
@@ -58,7 +60,22 @@ impl Api {
             verifier: secret.map(|(s, id)| Mutex::new(Verifier::new(s, id))),
             clock: Box::new(clock),
             control: Box::new(control),
+            inspection: None,
         }
+    }
+
+    /// Adds each peer's per-protocol breakdown to the peers the API shows.
+    pub fn with_inspection(mut self, inspection: Arc<Inspection>) -> Api {
+        self.inspection = Some(inspection);
+        self
+    }
+
+    fn view(&self, s: &PeerStatus, secrets: bool) -> PeerView {
+        let protocols = match &self.inspection {
+            Some(i) => crate::inspection::protocols_json(&i.traffic(s.peer.address.into())),
+            None => serde_json::Map::new(),
+        };
+        PeerView::new(&self.node, s, secrets, protocols)
     }
 }
 
@@ -241,10 +258,7 @@ impl Api {
             }
             (&Method::GET, ["peers"]) => {
                 let all = self.blocking(|n| Ok(n.list())).await?;
-                let views: Vec<PeerView> = all
-                    .iter()
-                    .map(|s| PeerView::new(&self.node, s, false))
-                    .collect();
+                let views: Vec<PeerView> = all.iter().map(|s| self.view(s, false)).collect();
                 Ok(json_response(StatusCode::OK, &json!({ "peers": views })))
             }
             (&Method::GET, ["peers", id]) => {
@@ -280,7 +294,7 @@ impl Api {
     }
 
     fn peer_response(&self, status: StatusCode, s: &PeerStatus, secrets: bool) -> Response {
-        json_response(status, &PeerView::new(&self.node, s, secrets))
+        json_response(status, &self.view(s, secrets))
     }
 
     async fn blocking<T: Send + 'static>(

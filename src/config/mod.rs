@@ -11,7 +11,7 @@ use std::time::Duration;
 use ipnet::{Ipv4Net, Ipv6Net};
 
 pub use raw::RawConfig;
-pub use types::{Action, Backend, Endpoint, IfName, Secret, ServerId};
+pub use types::{Backend, Endpoint, IfName, Secret, ServerId};
 
 /// One bad key and why. Displayed as a single line, the way an operator reads it in the journal.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -109,7 +109,7 @@ pub struct PeerLifetimes {
 pub struct InspectionConfig {
     pub enabled: bool,
     pub log_hostnames: bool,
-    pub policy: BTreeMap<String, Action>,
+    pub policy: crate::core::classify::Policy,
 }
 
 /// Where the process's outside inputs come from; a value so tests can hand in their own.
@@ -164,7 +164,7 @@ fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
 }
 
 mod validate;
-pub use validate::{PROTOCOLS, check_subnet_overlap};
+pub use validate::check_subnet_overlap;
 
 #[cfg(test)]
 mod tests;

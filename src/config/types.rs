@@ -2,7 +2,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// A secret string. Never printed: `Debug` and `Display` show `***`.
 #[derive(Clone, PartialEq, Eq)]
@@ -141,26 +141,5 @@ impl FromStr for Endpoint {
             return Err(format!("{s:?} has no valid host"));
         }
         Ok(Endpoint::from_parts(host, port))
-    }
-}
-
-/// What the node does with a flow once its protocol is known.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    Report,
-    Block,
-    Throttle,
-}
-
-impl FromStr for Action {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "report" => Ok(Action::Report),
-            "block" => Ok(Action::Block),
-            "throttle" => Ok(Action::Throttle),
-            _ => Err(format!("{s:?} is not one of report, block, throttle")),
-        }
     }
 }

@@ -1,5 +1,4 @@
 //! Raw → typed, with the defaults. Each check names the key it is about.
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,8 +8,19 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use super::raw::RawConfig;
 use super::*;
 
-/// Protocol names the inspection policy may name.
-pub const PROTOCOLS: &[&str] = &["bittorrent", "http", "tls", "ssh", "quic", "dns", "unknown"];
+use crate::core::classify::{Action, Policy, Protocol};
+
+fn action(key: &str, v: &str) -> Result<Action, ConfigError> {
+    match v {
+        "report" => Ok(Action::Report),
+        "throttle" => Ok(Action::Throttle),
+        "block" => Ok(Action::Block),
+        _ => Err(bad(
+            key,
+            format!("{v:?} is not one of report, throttle, block"),
+        )),
+    }
+}
 
 fn ranged<T: TryFrom<i64>>(
     key: &str,
@@ -265,18 +275,17 @@ pub fn validate(raw: RawConfig, src: &Sources) -> Result<Config, ConfigError> {
         )?,
     };
 
-    let mut policy = BTreeMap::new();
-    for (proto, action) in raw.inspection.policy.unwrap_or_default() {
-        if !PROTOCOLS.contains(&proto.as_str()) {
+    let mut policy = Policy::default();
+    for (name, act) in raw.inspection.policy.unwrap_or_default() {
+        let key = format!("inspection.policy.{name}");
+        let Some(proto) = Protocol::ALL.into_iter().find(|p| p.as_str() == name) else {
+            let names: Vec<&str> = Protocol::ALL.iter().map(|p| p.as_str()).collect();
             return Err(bad(
-                &format!("inspection.policy.{proto}"),
-                format!("unknown protocol (one of {})", PROTOCOLS.join(", ")),
+                &key,
+                format!("unknown protocol (one of {})", names.join(", ")),
             ));
-        }
-        policy.insert(
-            proto.clone(),
-            parsed(&format!("inspection.policy.{proto}"), &action)?,
-        );
+        };
+        policy.set(proto, action(&key, &act)?);
     }
     let inspection = InspectionConfig {
         enabled: raw.inspection.enabled.unwrap_or(true),
