@@ -7,148 +7,23 @@
 
 mod lab;
 
-use std::path::Path;
 use std::time::Duration;
 
-use lab::{Lab, Notify, sh, wait_for};
-use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_waylume-server");
-const SECRET: &str = "lab-secret-for-signing-0123456789";
-
-struct Daemon<'a> {
-    ns: String,
-    env: Vec<(&'a str, String)>,
-}
-
-impl Daemon<'_> {
-    fn env(&self) -> Vec<(&str, &str)> {
-        self.env.iter().map(|(k, v)| (*k, v.as_str())).collect()
-    }
-
-    fn start(&self, lab: &mut Lab, log: &Path) -> (u32, Notify) {
-        let name = format!("notify-{}", log.file_name().unwrap().to_string_lossy());
-        let mut notify = Notify::new(lab.dir.path(), &name);
-        let mut env = self.env();
-        let sock = notify.path.display().to_string();
-        env.push(("NOTIFY_SOCKET", &sock));
-        let pid = lab.spawn(&self.ns, &[BIN, "serve"], &env, log);
-        let ready = notify.wait("READY=1", Duration::from_secs(30));
-        assert!(
-            ready,
-            "daemon not READY: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        (pid, notify)
-    }
-
-    /// `waylume-server peers ...` in the server namespace; the parsed JSON and the exit status.
-    fn cli(&self, args: &[&str]) -> (bool, Value) {
-        let mut c = std::process::Command::new("ip");
-        c.args(["netns", "exec", &self.ns, BIN, "peers"]).args(args);
-        for (k, v) in self.env() {
-            c.env(k, v);
-        }
-        let out = c.output().unwrap();
-        let v = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
-        (out.status.success(), v)
-    }
-}
-
-/// Brings a client interface up from a wg-quick file with the real tools.
-fn client_up(lab: &Lab, ns: &str, ifname: &str, config: &str, address: &str, route: &str) {
-    let conf = lab.dir.path().join(format!("{ifname}.conf"));
-    std::fs::write(&conf, config).unwrap();
-    let stripped = sh(&["wg-quick", "strip", conf.to_str().unwrap()]);
-    let plain = lab.dir.path().join(format!("{ifname}.plain"));
-    std::fs::write(&plain, stripped).unwrap();
-    let log = lab.dir.path().join(format!("wggo-{ifname}.log"));
-    let out = lab.exec(ns, &["wireguard-go", ifname]);
-    assert!(
-        out.status.success(),
-        "wireguard-go: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let _ = log;
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        ns,
-        "wg",
-        "setconf",
-        ifname,
-        plain.to_str().unwrap(),
-    ]);
-    sh(&[
-        "ip",
-        "-n",
-        ns,
-        "addr",
-        "add",
-        &format!("{address}/32"),
-        "dev",
-        ifname,
-    ]);
-    sh(&["ip", "-n", ns, "link", "set", ifname, "up"]);
-    sh(&["ip", "-n", ns, "route", "add", route, "dev", ifname]);
-}
+use lab::{BIN, Lab, NodeLab, client_up, sh, wait_for};
 
 #[test]
 #[ignore = "needs root"]
 fn peer_lifecycle_and_restart_with_real_clients() {
     let started = std::time::Instant::now();
-    let mut lab = Lab::new("d");
-    let srv = lab.netns("srv");
-    let cli = lab.netns("cli");
-    let net = lab.netns("net");
-    lab.link(&cli, "100.64.1.2/24", &srv, "100.64.1.1/24");
-    lab.link(&srv, "100.64.2.1/24", &net, "100.64.2.2/24");
-    sh(&[
-        "ip",
-        "-n",
-        &srv,
-        "route",
-        "add",
-        "default",
-        "via",
-        "100.64.2.2",
-    ]);
-    sh(&[
-        "ip",
-        "-n",
-        &net,
-        "route",
-        "add",
-        "10.77.0.0/16",
-        "via",
-        "100.64.2.1",
-    ]); // TEMP until NAT
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &srv,
-        "sysctl",
-        "-qw",
-        "net.ipv4.ip_forward=1",
-    ]); // TEMP
-    let wg_srv = lab.ifname("s");
-    let state = lab.dir.path().join("state");
-    let d = Daemon {
-        ns: srv.clone(),
-        env: vec![
-            ("SERVER_ID", "lab-node".into()),
-            ("WAYLUME_API_SECRET", SECRET.into()),
-            ("WAYLUME_API_BIND", "127.0.0.1".into()),
-            ("WAYLUME_INTERFACE", wg_srv.clone()),
-            ("WAYLUME_WG_BACKEND", "userspace".into()),
-            ("WAYLUME_SUBNET", "10.77.0.0/16".into()),
-            ("WAYLUME_STATE_DIR", state.display().to_string()),
-            ("WAYLUME_RECONCILE_INTERVAL_SECS", "1".into()),
-        ],
-    };
+    let nl = NodeLab::new("d");
+    let d = nl.daemon(&[]);
+    let NodeLab {
+        mut lab,
+        srv,
+        cli,
+        wg_srv,
+        ..
+    } = nl;
     let log1 = lab.dir.path().join("daemon1.log");
     let (pid, _n) = d.start(&mut lab, &log1);
 

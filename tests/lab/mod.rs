@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 /// Runs argv, panicking with its stderr when it fails.
 pub fn sh(argv: &[&str]) -> String {
     let out = run(argv);
@@ -216,5 +218,184 @@ impl Notify {
             }
         }
         false
+    }
+}
+
+// The daemon under test and its clients.
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_waylume-server");
+pub const SECRET: &str = "lab-secret-for-signing-0123456789";
+
+pub struct Daemon<'a> {
+    pub ns: String,
+    pub env: Vec<(&'a str, String)>,
+}
+
+impl Daemon<'_> {
+    pub fn env(&self) -> Vec<(&str, &str)> {
+        self.env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+    }
+
+    pub fn start(&self, lab: &mut Lab, log: &Path) -> (u32, Notify) {
+        let name = format!("notify-{}", log.file_name().unwrap().to_string_lossy());
+        let mut notify = Notify::new(lab.dir.path(), &name);
+        let mut env = self.env();
+        let sock = notify.path.display().to_string();
+        env.push(("NOTIFY_SOCKET", &sock));
+        let pid = lab.spawn(&self.ns, &[BIN, "serve"], &env, log);
+        let ready = notify.wait("READY=1", Duration::from_secs(30));
+        assert!(
+            ready,
+            "daemon not READY: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        (pid, notify)
+    }
+
+    /// `waylume-server peers ...` in the server namespace; the parsed JSON and the exit status.
+    pub fn cli(&self, args: &[&str]) -> (bool, Value) {
+        let mut c = std::process::Command::new("ip");
+        c.args(["netns", "exec", &self.ns, BIN, "peers"]).args(args);
+        for (k, v) in self.env() {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        let v = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.success(), v)
+    }
+}
+
+/// Brings a client interface up from a wg-quick file with the real tools.
+pub fn client_up(lab: &Lab, ns: &str, ifname: &str, config: &str, address: &str, route: &str) {
+    let conf = lab.dir.path().join(format!("{ifname}.conf"));
+    std::fs::write(&conf, config).unwrap();
+    let stripped = sh(&["wg-quick", "strip", conf.to_str().unwrap()]);
+    let plain = lab.dir.path().join(format!("{ifname}.plain"));
+    std::fs::write(&plain, stripped).unwrap();
+    let log = lab.dir.path().join(format!("wggo-{ifname}.log"));
+    let out = lab.exec(ns, &["wireguard-go", ifname]);
+    assert!(
+        out.status.success(),
+        "wireguard-go: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = log;
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "wg",
+        "setconf",
+        ifname,
+        plain.to_str().unwrap(),
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        ns,
+        "addr",
+        "add",
+        &format!("{address}/32"),
+        "dev",
+        ifname,
+    ]);
+    sh(&["ip", "-n", ns, "link", "set", ifname, "up"]);
+    sh(&["ip", "-n", ns, "route", "add", route, "dev", ifname]);
+}
+
+/// The usual lab: a client namespace and an "internet" namespace on either side of the server
+/// namespace, where the daemon runs with the userspace backend. Underlay addresses:
+/// client 100.64.1.2 — 100.64.1.1 server 100.64.2.1 — 100.64.2.2 internet.
+pub struct NodeLab {
+    pub lab: Lab,
+    pub srv: String,
+    pub cli: String,
+    pub net: String,
+    pub wg_srv: String,
+}
+
+pub const INTERNET: &str = "100.64.2.2";
+
+impl NodeLab {
+    pub fn new(tag: &str) -> NodeLab {
+        let mut lab = Lab::new(tag);
+        let srv = lab.netns("srv");
+        let cli = lab.netns("cli");
+        let net = lab.netns("net");
+        lab.link(&cli, "100.64.1.2/24", &srv, "100.64.1.1/24");
+        lab.link(&srv, "100.64.2.1/24", &net, "100.64.2.2/24");
+        sh(&["ip", "-n", &srv, "route", "add", "default", "via", INTERNET]);
+        sh(&[
+            "ip",
+            "-n",
+            &net,
+            "route",
+            "add",
+            "10.77.0.0/16",
+            "via",
+            "100.64.2.1",
+        ]); // TEMP until NAT
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &srv,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]); // TEMP
+        let wg_srv = lab.ifname("s");
+        NodeLab {
+            lab,
+            srv,
+            cli,
+            net,
+            wg_srv,
+        }
+    }
+
+    /// The daemon's environment; `extra` adds or overrides variables.
+    pub fn daemon<'a>(&self, extra: &[(&'a str, &str)]) -> Daemon<'a> {
+        let state = self.lab.dir.path().join("state");
+        let mut env: Vec<(&'a str, String)> = vec![
+            ("SERVER_ID", "lab-node".into()),
+            ("WAYLUME_API_SECRET", SECRET.into()),
+            ("WAYLUME_API_BIND", "127.0.0.1".into()),
+            ("WAYLUME_INTERFACE", self.wg_srv.clone()),
+            ("WAYLUME_WG_BACKEND", "userspace".into()),
+            ("WAYLUME_SUBNET", "10.77.0.0/16".into()),
+            ("WAYLUME_STATE_DIR", state.display().to_string()),
+            ("WAYLUME_RECONCILE_INTERVAL_SECS", "1".into()),
+        ];
+        for (k, v) in extra {
+            env.retain(|(key, _)| key != k);
+            env.push((k, v.to_string()));
+        }
+        Daemon {
+            ns: self.srv.clone(),
+            env,
+        }
+    }
+
+    /// Brings up a client for a created peer, reaching the server over the underlay link and
+    /// the internet namespace through the tunnel.
+    pub fn client(&self, peer: &Value, tag: &str) -> String {
+        let config = peer["config"]
+            .as_str()
+            .unwrap()
+            .replace(peer["endpoint"].as_str().unwrap(), "100.64.1.1:51820");
+        let ifname = self.lab.ifname(tag);
+        let addr = peer["address"].as_str().unwrap();
+        client_up(
+            &self.lab,
+            &self.cli,
+            &ifname,
+            &config,
+            addr,
+            "100.64.2.0/24",
+        );
+        ifname
     }
 }

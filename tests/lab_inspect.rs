@@ -1,0 +1,132 @@
+//! Live inspection through the daemon: a client sends a BitTorrent handshake, an HTTP request,
+//! a TLS ClientHello and an SSH banner through the tunnel to a host behind the node, and the
+//! peer's breakdown names each protocol. Needs root: `cargo test -- --ignored`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod lab;
+
+use std::time::Duration;
+
+use lab::{INTERNET, NodeLab, wait_for};
+
+/// Listens on the four ports and answers each connection once; stops after `count` connections.
+const SERVER: &str = r#"
+import socket, sys, threading
+def serve(port):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port)); s.listen(8)
+    while True:
+        c, _ = s.accept(); c.settimeout(3)
+        try:
+            data = c.recv(4096)
+            if data.startswith(b"GET"):
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            elif data.startswith(b"SSH-"):
+                c.sendall(b"SSH-2.0-LabServer\r\n")
+            elif data.startswith(b"\x13BitTorrent protocol"):
+                c.sendall(data[:68])
+        except OSError:
+            pass
+        c.close()
+for p in (6881, 8080, 8443, 2222):
+    threading.Thread(target=serve, args=(p,), daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"#;
+
+/// Sends one flow of the named protocol; prints `ok` when the server answered.
+const CLIENT: &str = r#"
+import socket, ssl, sys
+host, what = sys.argv[1], sys.argv[2]
+ports = {"bittorrent": 6881, "http": 8080, "tls": 8443, "ssh": 2222}
+s = socket.create_connection((host, ports[what]), timeout=3)
+if what == "tls":
+    ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+    try:
+        ctx.wrap_socket(s, server_hostname="lab.example").close()
+    except (ssl.SSLError, OSError):
+        pass
+    print("ok"); sys.exit(0)
+payload = {
+    "bittorrent": b"\x13BitTorrent protocol" + bytes(8) + b"\x11" * 20 + b"-LB0001-abcdefghijkl",
+    "http": b"GET /index.html HTTP/1.1\r\nHost: lab.example\r\nUser-Agent: lab\r\n\r\n",
+    "ssh": b"SSH-2.0-LabClient_1.0\r\n",
+}[what]
+s.sendall(payload)
+print("ok" if s.recv(4096) else "closed")
+"#;
+
+#[test]
+#[ignore = "needs root"]
+fn peer_breakdown_names_each_protocol() {
+    let mut nl = NodeLab::new("i");
+    let d = nl.daemon(&[]);
+    let dir = nl.lab.dir.path().to_path_buf();
+    std::fs::write(dir.join("server.py"), SERVER).unwrap();
+    std::fs::write(dir.join("client.py"), CLIENT).unwrap();
+    let server_log = dir.join("server.log");
+    let net = nl.net.clone();
+    nl.lab.spawn(
+        &net,
+        &["python3", dir.join("server.py").to_str().unwrap()],
+        &[],
+        &server_log,
+    );
+    wait_for("the test server", Duration::from_secs(10), || {
+        std::fs::read_to_string(&server_log)
+            .unwrap_or_default()
+            .contains("ready")
+    });
+    let (_pid, _notify) = d.start(&mut nl.lab, &dir.join("daemon.log"));
+    let (ok, peer) = d.cli(&["create"]);
+    assert!(ok, "{peer}");
+    nl.client(&peer, "c");
+    wait_for("the tunnel", Duration::from_secs(15), || {
+        nl.lab.ping(&nl.cli, INTERNET)
+    });
+
+    for what in ["bittorrent", "http", "tls", "ssh"] {
+        let out = nl.lab.exec(
+            &nl.cli,
+            &[
+                "python3",
+                dir.join("client.py").to_str().unwrap(),
+                INTERNET,
+                what,
+            ],
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("ok"),
+            "{what}: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let id = peer["peer_id"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let last = loop {
+        let (_, p) = d.cli(&["get", id]);
+        let protos = &p["stats"]["protocols"];
+        let all = ["bittorrent", "http", "tls", "ssh"]
+            .iter()
+            .all(|k| protos[k]["flows"].as_u64() >= Some(1));
+        if all {
+            break p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "breakdown incomplete: {}",
+            p["stats"]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let protos = &last["stats"]["protocols"];
+    assert!(
+        protos["bittorrent"]["bytes"].as_u64().unwrap() >= 68,
+        "{protos}"
+    );
+    assert!(
+        protos.get("quic").is_none(),
+        "nothing was misnamed: {protos}"
+    );
+}
