@@ -3,8 +3,9 @@
 # Usage: scripts/deps.sh run|test
 set -euo pipefail
 
-run_pkgs=(pkg-config libpcap-dev iproute2 nftables wireguard-tools wireguard-go ca-certificates)
-test_pkgs=(iperf3 iputils-ping curl postgresql procps nodejs npm)
+# A package, or package:command when the command may come from elsewhere (e.g. a newer Node.js).
+run_pkgs=(pkg-config libpcap-dev iproute2:ip nftables:nft wireguard-tools:wg wireguard-go:wireguard-go ca-certificates)
+test_pkgs=(iperf3:iperf3 iputils-ping:ping curl:curl postgresql procps:pgrep npm:npm)
 
 case "${1:-run}" in
   run) want=("${run_pkgs[@]}") ;;
@@ -13,8 +14,14 @@ case "${1:-run}" in
 esac
 
 missing=()
-for p in "${want[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+for entry in "${want[@]}"; do
+  pkg=${entry%%:*} cmd=${entry#*:}
+  if [ "$cmd" != "$entry" ]; then
+    command -v "$cmd" >/dev/null && continue
+  else
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" && continue
+  fi
+  missing+=("$pkg")
 done
 if ((${#missing[@]})); then
   if [ "$(id -u)" != 0 ]; then
