@@ -9,7 +9,6 @@
 mod support;
 
 use std::convert::Infallible;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -20,17 +19,13 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::harness::PATIENCE;
 use support::node::key;
 use support::pg::PgCluster;
-use support::rest::{FakeRest, SERVICE_KEY, USER_ID, USER_TOKEN};
-use support::wait_for;
+use support::rest::{FakeRest, USER_ID, USER_TOKEN};
 
 const API_SECRET: &str = "edge-function-test-secret";
 
-fn example_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/edge-functions/connection-request")
-}
+use support::edge::example_dir;
 
 /// A node API that checks signatures for one server id, as the node does, and creates peers.
 struct NodeApi {
@@ -169,12 +164,6 @@ async fn call(port: u16, token: Option<&str>, body: Value) -> (u16, Value) {
 #[tokio::test]
 #[ignore = "needs Deno and supabase-js: npm ci --prefix examples/edge-functions/connection-request"]
 async fn connection_request_picks_a_server_and_returns_its_config() {
-    let deno = example_dir().join("node_modules/.bin/deno");
-    assert!(
-        deno.exists(),
-        "{} missing: run npm ci in the example",
-        deno.display()
-    );
     let pg = PgCluster::start().await.unwrap();
     let rest = FakeRest::start(&pg).await.unwrap();
     let db = pg.connect().await.unwrap();
@@ -195,40 +184,8 @@ async fn connection_request_picks_a_server_and_returns_its_config() {
     server(&db, "ef-busy", ("online", "DE"), (90, 100), 5, best.port).await;
     server(&db, "ef-fr", ("online", "FR"), (50, 100), 5, fr.port).await;
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let deno_dir = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(&deno)
-        .args([
-            "run",
-            "--node-modules-dir=manual",
-            "--allow-net",
-            "--allow-env",
-            "--allow-read",
-        ])
-        .arg("index.ts")
-        .current_dir(example_dir())
-        .env("SUPABASE_URL", rest.url())
-        .env("SUPABASE_SERVICE_ROLE_KEY", SERVICE_KEY)
-        .env("WAYLUME_API_SECRET", API_SECRET)
-        .env("PORT", port.to_string())
-        .env("DENO_DIR", deno_dir.path())
-        .env("DENO_NO_UPDATE_CHECK", "1")
-        .env("NO_COLOR", "1")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    wait_for("the function to listen", PATIENCE, || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-    })
-    .await
-    .unwrap();
-
+    let mut function = support::edge::start(&rest.url(), API_SECRET).await.unwrap();
+    let port = function.port;
     let (status, out) = call(port, Some(USER_TOKEN), json!({})).await;
     assert_eq!(status, 200, "{out}");
     assert_eq!(out["server_id"], "ef-best", "{out}");
@@ -281,7 +238,7 @@ async fn connection_request_picks_a_server_and_returns_its_config() {
         .collect();
     assert!(!reads.is_empty());
     assert!(reads.iter().all(|r| r.status == 200));
-    child.kill().await.unwrap();
+    function.child.kill().await.unwrap();
 }
 
 #[test]

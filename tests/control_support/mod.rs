@@ -1,6 +1,7 @@
 //! Test support for the control plane tests (`tests/control_*.rs`): a real PostgreSQL, a
 //! PostgREST-compatible server in front of it, a stand-in node, log capture, and a harness that
 //! wires them to a `ControlPlane`.
+pub mod edge;
 pub mod harness;
 pub mod logcap;
 pub mod node;

@@ -399,3 +399,22 @@ impl NodeLab {
         ifname
     }
 }
+
+impl Lab {
+    /// A veth between the host and `ns`, for a test that serves something to the namespace from
+    /// the host (or reaches it from there). Removed with the namespace.
+    pub fn host_link(&self, ns: &str, host_addr: &str, ns_addr: &str) {
+        let (eh, en) = (format!("{}h", self.prefix), format!("{}n", self.prefix));
+        let (eh, en) = (
+            eh.chars().take(15).collect::<String>(),
+            en.chars().take(15).collect::<String>(),
+        );
+        sh(&[
+            "ip", "link", "add", &eh, "type", "veth", "peer", "name", &en, "netns", ns,
+        ]);
+        sh(&["ip", "addr", "add", host_addr, "dev", &eh]);
+        sh(&["ip", "-n", ns, "addr", "add", ns_addr, "dev", &en]);
+        sh(&["ip", "link", "set", &eh, "up"]);
+        sh(&["ip", "-n", ns, "link", "set", &en, "up"]);
+    }
+}

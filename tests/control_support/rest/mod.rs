@@ -82,8 +82,13 @@ pub struct FakeRest {
 impl FakeRest {
     /// Serves `pg` on 127.0.0.1 and a free port.
     pub async fn start(pg: &PgCluster) -> Result<FakeRest> {
+        FakeRest::start_on(pg, "127.0.0.1".parse()?).await
+    }
+
+    /// Serves `pg` on `ip` and a free port (e.g. the host end of a veth into a lab namespace).
+    pub async fn start_on(pg: &PgCluster, ip: std::net::IpAddr) -> Result<FakeRest> {
         let db = pg.connect().await?;
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listener = TcpListener::bind((ip, 0)).await?;
         let addr = listener.local_addr()?;
         let (fault, _) = watch::channel(Fault::None);
         let shared = Arc::new(Shared {
