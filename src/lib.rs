@@ -4,4 +4,5 @@
 //! `app` wires the real adapters together.
 pub mod config;
 pub mod core;
+pub mod reconcile;
 pub mod sys;

@@ -1,1 +1,2 @@
 //! The pure core: values and decisions, no effects.
+pub mod plan;
