@@ -6,8 +6,8 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
 use crate::core::plan::{
-    self, NftDiff, ObservedDev, ObservedNft, PeerChange, Plan, PlanError, PlanInput, TABLE,
-    quota_name, quota_owner,
+    self, NftDiff, ObservedDev, ObservedNft, ObservedQuota, PeerChange, Plan, PlanError, PlanInput,
+    TABLE, quota_name, quota_owner,
 };
 use crate::sys::runner::{Cmd, RunError, Runner};
 use crate::sys::{nft, tc};
@@ -220,7 +220,13 @@ impl Dataplane {
     /// state the change assumes), falls back to a full apply of `input`, which must already
     /// include the change.
     pub fn apply_change(&self, input: &PlanInput, change: &PeerChange) -> Result<Applied> {
-        let batch = plan::peer_batch(input, change)?;
+        let current = match change {
+            PeerChange::Update { before, after } if before.cap_bytes != after.cap_bytes => {
+                self.peer_quota(after.addr)?
+            }
+            _ => None,
+        };
+        let batch = plan::peer_batch(input, change, current.as_ref())?;
         if let PeerChange::Remove(p) = change {
             remember(&self.remembered).remove(&quota_name(p.addr));
         }
@@ -264,9 +270,13 @@ impl Dataplane {
 
     /// One peer's bytes used, reading only its own quota (e.g. final usage before a delete).
     pub fn peer_usage(&self, addr: Ipv4Addr) -> Result<Option<u64>> {
+        Ok(self.peer_quota(addr)?.map(|q| q.used))
+    }
+
+    fn peer_quota(&self, addr: Ipv4Addr) -> Result<Option<ObservedQuota>> {
         let name = quota_name(addr);
         match self.run(&["nft", "-j", "list", "quota", "inet", TABLE, &name]) {
-            Ok(out) => Ok(nft::parse_table(&out)?.quotas.get(&name).map(|q| q.used)),
+            Ok(out) => Ok(nft::parse_table(&out)?.quotas.get(&name).copied()),
             Err(e) if nft::is_missing_table(e.stderr()) => Ok(None),
             Err(e) => Err(e.into()),
         }

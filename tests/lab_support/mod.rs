@@ -286,6 +286,9 @@ impl Lab {
     /// interface was deleted).
     pub fn server_wg(&mut self) {
         let (srv, wg_s) = (self.srv.clone(), self.wg_s.clone());
+        let restart = self.keys.len() == 3
+            && !self.s(&["wg", "show", "interfaces"]).contains(&wg_s)
+            && self.children.len() > 2;
         self.start_wg(&srv, &wg_s);
         self.s(&[
             "wg",
@@ -316,6 +319,28 @@ impl Lab {
             &wg_s,
         ]);
         must(&["ip", "-n", &srv, "link", "set", &wg_s, "up"]);
+        if restart {
+            // The daemon knows its peers' last endpoints; a keepalive to each makes the node
+            // start the handshake instead of waiting for the clients' 15-second rekey timer.
+            for (ns, wg, key, ip) in [
+                (&self.a, &self.wg_a, 1, "10.100.1.2"),
+                (&self.b, &self.wg_b, 2, "10.100.2.2"),
+            ] {
+                let port = self.ns(ns, &["wg", "show", wg, "listen-port"]).unwrap();
+                let ep = format!("{ip}:{}", port.trim());
+                self.s(&[
+                    "wg",
+                    "set",
+                    &wg_s,
+                    "peer",
+                    &self.keys[key].1,
+                    "endpoint",
+                    &ep,
+                    "persistent-keepalive",
+                    "25",
+                ]);
+            }
+        }
     }
 
     pub fn dataplane(&self) -> Dataplane {

@@ -1,7 +1,7 @@
 //! Desired vs observed nftables table: one `nft -f` script (one transaction) that makes the table
 //! match the plan, or an empty script when it already does. Per-peer objects are diffed one by
 //! one; the few fixed chains are rewritten whole when any rule differs.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use super::ids::TABLE;
@@ -102,14 +102,28 @@ fn peers(plan: &NftPlan, obs: &ObservedNft, d: &mut NftDiff) {
     let empty6 = BTreeMap::new();
     let have4 = obs.maps4.get(MAP4).unwrap_or(&empty4);
     let have6 = obs.maps6.get(MAP6).unwrap_or(&empty6);
+    // A depleted quota whose limit changes is re-created rather than updated: the kernel keeps
+    // counting the packets it drops, and those must not eat into the new allowance.
+    let recreate: BTreeSet<&String> = plan
+        .quotas
+        .iter()
+        .filter(|(n, q)| {
+            obs.quotas
+                .get(*n)
+                .is_some_and(|o| (o.bytes != q.limit || o.inv) && o.used >= o.bytes)
+        })
+        .map(|(n, _)| n)
+        .collect();
+    let keep =
+        |want: Option<&String>, have: &String| want == Some(have) && !recreate.contains(have);
     let stale4: Vec<_> = have4
         .iter()
-        .filter(|(k, v)| plan.peers4.get(k) != Some(v))
+        .filter(|(k, v)| !keep(plan.peers4.get(k), v))
         .map(|(k, _)| k.to_string())
         .collect();
     let stale6: Vec<_> = have6
         .iter()
-        .filter(|(k, v)| plan.peers6.get(k) != Some(v))
+        .filter(|(k, v)| !keep(plan.peers6.get(k), v))
         .map(|(k, _)| k.to_string())
         .collect();
     for (map, stale) in [(MAP4, &stale4), (MAP6, &stale6)] {
@@ -117,7 +131,7 @@ fn peers(plan: &NftPlan, obs: &ObservedNft, d: &mut NftDiff) {
             let keys = stale.join(", ");
             line(d, format!("delete element inet {TABLE} {map} {{ {keys} }}"));
             d.changes
-                .push(format!("{} stale {map} entries removed", stale.len()));
+                .push(format!("{} {map} entries removed", stale.len()));
         }
     }
     for name in obs.quotas.keys().filter(|n| !plan.quotas.contains_key(*n)) {
@@ -130,10 +144,14 @@ fn peers(plan: &NftPlan, obs: &ObservedNft, d: &mut NftDiff) {
                 line(d, quota_line(name, q));
                 d.changes.push(format!("quota {name} created"));
             }
+            Some(o) if recreate.contains(name) => {
+                line(d, format!("delete quota inet {TABLE} {name}"));
+                line(d, quota_line(name, &QuotaSpec { used: o.used, ..*q }));
+                d.changes.push(format!("quota {name} limit set"));
+            }
             Some(o) if o.bytes != q.limit || o.inv => {
                 // Changes the limit in place; the kernel keeps the bytes used.
-                let upd = QuotaSpec { used: o.used, ..*q };
-                line(d, quota_line(name, &upd));
+                line(d, quota_line(name, &QuotaSpec { used: o.used, ..*q }));
                 d.changes.push(format!("quota {name} limit set"));
             }
             Some(_) => {}
@@ -142,13 +160,13 @@ fn peers(plan: &NftPlan, obs: &ObservedNft, d: &mut NftDiff) {
     let add4: BTreeMap<_, _> = plan
         .peers4
         .iter()
-        .filter(|(k, v)| have4.get(k) != Some(v))
+        .filter(|(k, v)| have4.get(k) != Some(v) || recreate.contains(v))
         .map(|(k, v)| (*k, v.clone()))
         .collect();
     let add6: BTreeMap<_, _> = plan
         .peers6
         .iter()
-        .filter(|(k, v)| have6.get(k) != Some(v))
+        .filter(|(k, v)| have6.get(k) != Some(v) || recreate.contains(v))
         .map(|(k, v)| (*k, v.clone()))
         .collect();
     if let Some(e) = map_elems(&add4) {

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use super::ids::{Layout, Slot, TABLE, UNLIMITED_QUOTA, quota_name};
 use super::nft::{MAP4, MAP6, QuotaSpec, quota_line};
+use super::observed::ObservedQuota;
 use super::tc::{Dir, TcDevPlan, class_del_line, class_line, filter_del_line, leaf_line};
 use super::{PeerPolicy, PlanError, PlanInput, validate_peer};
 
@@ -32,7 +33,13 @@ impl Batch {
     }
 }
 
-pub fn peer_batch(input: &PlanInput, change: &PeerChange) -> Result<Batch, PlanError> {
+/// `current`: the peer's quota as the kernel holds it, needed when a cap changes (a depleted
+/// quota is re-created so the packets dropped while capped do not count against the new cap).
+pub fn peer_batch(
+    input: &PlanInput,
+    change: &PeerChange,
+    current: Option<&ObservedQuota>,
+) -> Result<Batch, PlanError> {
     let mut b = Batch::default();
     let (before, after) = match change {
         PeerChange::Add(p) => (None, Some(p)),
@@ -68,15 +75,26 @@ pub fn peer_batch(input: &PlanInput, change: &PeerChange) -> Result<Batch, PlanE
             map_add(nft, after, &name);
         }
         (Some(a), Some(p)) => {
-            if a.cap_bytes != p.cap_bytes {
-                // An existing quota keeps its `used`; `used 0` here is ignored by the kernel.
+            let limit = p.cap_bytes.unwrap_or(UNLIMITED_QUOTA);
+            let depleted = current.filter(|o| o.used >= o.bytes && o.bytes != limit);
+            if let Some(o) = depleted {
+                map_del(nft, before);
+                let _ = writeln!(nft, "delete quota inet {TABLE} {name}");
                 let q = QuotaSpec {
-                    limit: p.cap_bytes.unwrap_or(UNLIMITED_QUOTA),
-                    used: 0,
+                    limit,
+                    used: o.used,
+                };
+                let _ = writeln!(nft, "{}", quota_line(&name, &q));
+                map_add(nft, after, &name);
+            } else if a.cap_bytes != p.cap_bytes {
+                // Changes the limit in place: the kernel keeps `used` and ignores the one given.
+                let q = QuotaSpec {
+                    limit,
+                    used: current.map(|o| o.used).unwrap_or(0),
                 };
                 let _ = writeln!(nft, "{}", quota_line(&name, &q));
             }
-            if a.addr_v6 != p.addr_v6 {
+            if depleted.is_none() && a.addr_v6 != p.addr_v6 {
                 if let Some(v6) = a.addr_v6 {
                     let _ = writeln!(nft, "delete element inet {TABLE} {MAP6} {{ {v6} }}");
                 }

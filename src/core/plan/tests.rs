@@ -185,6 +185,7 @@ fn peer_batches_touch_one_peer() {
     let add = peer_batch(
         &i,
         &PeerChange::Add(peer(201, Some(2000), Some(3000), Some(10))),
+        None,
     )
     .unwrap();
     assert_eq!(add.nft.lines().count(), 2, "{}", add.nft);
@@ -210,6 +211,7 @@ fn peer_batches_touch_one_peer() {
             before: before.clone(),
             after,
         },
+        None,
     )
     .unwrap();
     assert_eq!(
@@ -222,7 +224,7 @@ fn peer_batches_touch_one_peer() {
     assert!(upd.tc[2].starts_with("filter del dev wl0-ifb parent 1: prio 1 handle 100:c9:1"));
     assert!(upd.tc[3].starts_with("class del dev wl0-ifb classid 1:c9"));
 
-    let rm = peer_batch(&i, &PeerChange::Remove(before)).unwrap();
+    let rm = peer_batch(&i, &PeerChange::Remove(before), None).unwrap();
     let lines: Vec<_> = rm.nft.lines().collect();
     assert_eq!(
         lines,
@@ -240,7 +242,8 @@ fn peer_batches_touch_one_peer() {
             &PeerChange::Update {
                 before: same.clone(),
                 after: same
-            }
+            },
+            None
         )
         .unwrap()
         .is_empty()
