@@ -14,5 +14,6 @@ pub mod inspection;
 pub mod logging;
 pub mod metrics;
 pub mod node;
+pub mod reconcile;
 pub mod store;
 pub mod sys;

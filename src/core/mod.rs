@@ -5,5 +5,6 @@ pub mod classify;
 pub mod clientconf;
 pub mod packet;
 pub mod peer;
+pub mod plan;
 pub mod pool;
 pub mod registry;

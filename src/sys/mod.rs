@@ -1,5 +1,9 @@
 //! Everything that touches the operating system.
 pub mod capture;
+pub mod dataplane;
 pub mod fake;
 pub mod link;
+pub mod nft;
+pub mod runner;
+pub mod tc;
 pub mod wg;

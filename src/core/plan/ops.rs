@@ -1,0 +1,196 @@
+//! One peer's change as a small batch that touches only that peer's objects: its quota, its map
+//! entries, and per shaped direction one class, one leaf and one filter. The cost does not
+//! depend on how many peers exist.
+use std::fmt::Write as _;
+
+use super::ids::{Layout, Slot, TABLE, UNLIMITED_QUOTA, quota_name};
+use super::nft::{MAP4, MAP6, QuotaSpec, quota_line};
+use super::observed::ObservedQuota;
+use super::tc::{Dir, TcDevPlan, class_del_line, class_line, filter_del_line, leaf_line};
+use super::{PeerPolicy, PlanError, PlanInput, validate_peer};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerChange {
+    Add(PeerPolicy),
+    Remove(PeerPolicy),
+    /// Same address; limits, cap or IPv6 address changed.
+    Update {
+        before: PeerPolicy,
+        after: PeerPolicy,
+    },
+}
+
+/// An `nft -f` script (one transaction) and `tc -batch` lines; either may be empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    pub nft: String,
+    pub tc: Vec<String>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.nft.is_empty() && self.tc.is_empty()
+    }
+}
+
+/// `current`: the peer's quota as the kernel holds it, needed when a cap changes (a depleted
+/// quota is re-created so the packets dropped while capped do not count against the new cap).
+pub fn peer_batch(
+    input: &PlanInput,
+    change: &PeerChange,
+    current: Option<&ObservedQuota>,
+) -> Result<Batch, PlanError> {
+    let mut b = Batch::default();
+    let (before, after) = match change {
+        PeerChange::Add(p) => (None, Some(p)),
+        PeerChange::Remove(p) => (Some(p), None),
+        PeerChange::Update { before, after } => (Some(before), Some(after)),
+    };
+    if let Some(p) = after {
+        validate_peer(input, p)?;
+    }
+    let addr = after.or(before).map(|p| p.addr);
+    if let (Some(a), Some(b)) = (before, after)
+        && a.addr != b.addr
+    {
+        return Err(PlanError::AddressChanged(a.addr));
+    }
+    let Some(addr) = addr else {
+        return Ok(b);
+    };
+    let name = quota_name(addr);
+    let nft = &mut b.nft;
+    // Map entries go before the quota is deleted and after it is created.
+    match (before, after) {
+        (Some(_), None) => {
+            map_del(nft, before);
+            let _ = writeln!(nft, "delete quota inet {TABLE} {name}");
+        }
+        (None, Some(p)) => {
+            let q = QuotaSpec {
+                limit: p.cap_bytes.unwrap_or(UNLIMITED_QUOTA),
+                used: p.used_bytes,
+            };
+            let _ = writeln!(nft, "{}", quota_line(&name, &q));
+            map_add(nft, after, &name);
+        }
+        (Some(a), Some(p)) => {
+            let limit = p.cap_bytes.unwrap_or(UNLIMITED_QUOTA);
+            let depleted = current.filter(|o| o.used >= o.bytes && o.bytes != limit);
+            if let Some(o) = depleted {
+                map_del(nft, before);
+                let _ = writeln!(nft, "delete quota inet {TABLE} {name}");
+                let q = QuotaSpec {
+                    limit,
+                    used: o.used,
+                };
+                let _ = writeln!(nft, "{}", quota_line(&name, &q));
+                map_add(nft, after, &name);
+            } else if a.cap_bytes != p.cap_bytes {
+                // Changes the limit in place: the kernel keeps `used` and ignores the one given.
+                let q = QuotaSpec {
+                    limit,
+                    used: current.map(|o| o.used).unwrap_or(0),
+                };
+                let _ = writeln!(nft, "{}", quota_line(&name, &q));
+            }
+            if depleted.is_none() && a.addr_v6 != p.addr_v6 {
+                if let Some(v6) = a.addr_v6 {
+                    let _ = writeln!(nft, "delete element inet {TABLE} {MAP6} {{ {v6} }}");
+                }
+                if let Some(v6) = p.addr_v6 {
+                    let _ = writeln!(
+                        nft,
+                        "add element inet {TABLE} {MAP6} {{ {v6} : \"{name}\" }}"
+                    );
+                }
+            }
+        }
+        (None, None) => {}
+    }
+    if input.shaping {
+        let layout = Layout::of(input.subnet);
+        let dl = |p: &PeerPolicy| p.download_kbps;
+        let ul = |p: &PeerPolicy| p.upload_kbps;
+        for (dev, dir, get) in [
+            (
+                &input.iface,
+                Dir::Down,
+                &dl as &dyn Fn(&PeerPolicy) -> Option<u32>,
+            ),
+            (&input.ifb, Dir::Up, &ul),
+        ] {
+            let old = before.and_then(get);
+            let new = after.and_then(get);
+            shape_ops(&mut b.tc, input, dev, dir, &layout, addr, old, new);
+        }
+    }
+    Ok(b)
+}
+
+fn map_add(nft: &mut String, p: Option<&PeerPolicy>, name: &str) {
+    if let Some(p) = p {
+        let _ = writeln!(
+            nft,
+            "add element inet {TABLE} {MAP4} {{ {} : \"{name}\" }}",
+            p.addr
+        );
+        if let Some(v6) = p.addr_v6 {
+            let _ = writeln!(
+                nft,
+                "add element inet {TABLE} {MAP6} {{ {v6} : \"{name}\" }}"
+            );
+        }
+    }
+}
+
+fn map_del(nft: &mut String, p: Option<&PeerPolicy>) {
+    if let Some(p) = p {
+        let _ = writeln!(nft, "delete element inet {TABLE} {MAP4} {{ {} }}", p.addr);
+        if let Some(v6) = p.addr_v6 {
+            let _ = writeln!(nft, "delete element inet {TABLE} {MAP6} {{ {v6} }}");
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn shape_ops(
+    tc: &mut Vec<String>,
+    input: &PlanInput,
+    dev: &str,
+    dir: Dir,
+    layout: &Layout,
+    addr: std::net::Ipv4Addr,
+    old: Option<u32>,
+    new: Option<u32>,
+) {
+    let Some(slot) = Slot::of(input.subnet, addr) else {
+        return;
+    };
+    let plan = TcDevPlan {
+        dev: dev.to_string(),
+        dir,
+        enabled: true,
+        layout: layout.clone(),
+        classes: Default::default(),
+        redirect_to: None,
+    };
+    let filter = plan.peer_filter(&slot, addr);
+    match (old, new) {
+        (None, Some(k)) => {
+            tc.push(class_line("add", dev, &slot, k));
+            tc.push(leaf_line(dev, &slot, k));
+            tc.push(filter.line(dev, dir));
+        }
+        (Some(o), Some(k)) if o != k => {
+            // Live: the class keeps its queue and the peer's flows; only the rate changes.
+            tc.push(class_line("change", dev, &slot, k));
+            tc.push(leaf_line(dev, &slot, k));
+        }
+        (Some(_), None) => {
+            tc.push(filter_del_line(dev, filter.handle));
+            tc.push(class_del_line(dev, slot.minor));
+        }
+        _ => {}
+    }
+}
