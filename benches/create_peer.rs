@@ -11,7 +11,7 @@ use waylume::core::clientconf::ServerSide;
 use waylume::core::registry::{Fresh, NewPeer, Registry, Selector};
 use waylume::node::{Node, Removal};
 use waylume::store::Store;
-use waylume::sys::fake::FakeWireGuard;
+use waylume::sys::fake::{FakePolicy, FakeWireGuard};
 use wireguard_control::Key;
 
 fn fresh(i: u64) -> Fresh {
@@ -45,6 +45,7 @@ fn node_with(n: u64, dir: &std::path::Path) -> Node {
         store,
         server,
         Arc::new(FakeWireGuard::default()),
+        Arc::new(FakePolicy::default()),
         lifetimes,
     )
     .expect("node");

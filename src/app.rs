@@ -69,15 +69,18 @@ pub async fn check_host(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
-async fn endpoint(cfg: &Config) -> Result<Endpoint> {
-    if let Some(e) = &cfg.wireguard.endpoint {
-        return Ok(e.clone());
-    }
+/// The endpoint for client configs and the outward (default-route) interface.
+async fn endpoint(cfg: &Config) -> Result<(Endpoint, Option<String>)> {
     let nl = Netlink::connect()?;
-    match nl.default_route().await? {
-        Some((_, Some(addr))) => Ok(Endpoint::from_parts(
-            &addr.to_string(),
-            cfg.wireguard.listen_port,
+    let route = nl.default_route().await?;
+    let outward = route.as_ref().map(|(dev, _)| dev.clone());
+    if let Some(e) = &cfg.wireguard.endpoint {
+        return Ok((e.clone(), outward));
+    }
+    match route {
+        Some((_, Some(addr))) => Ok((
+            Endpoint::from_parts(&addr.to_string(), cfg.wireguard.listen_port),
+            outward,
         )),
         _ => bail!(
             "wireguard.endpoint: not set, and the host has no default route with an IPv4 address to derive it from"
@@ -85,12 +88,47 @@ async fn endpoint(cfg: &Config) -> Result<Endpoint> {
     }
 }
 
+/// The IFB that carries a WireGuard interface's upload traffic: `ifb-<iface>`, cut to 15 bytes.
+pub fn ifb_name(iface: &str) -> String {
+    format!("ifb-{iface}").chars().take(15).collect()
+}
+
+/// Isolation, speed limits and caps through `nft` and `tc`.
+fn kernel_policy(
+    cfg: &Config,
+    outward: Option<&str>,
+) -> Result<Arc<dyn crate::sys::policy::Policy>> {
+    use crate::sys::runner::SystemRunner;
+    let runner: Arc<dyn crate::sys::runner::Runner> = Arc::new(SystemRunner::new());
+    let wgc = &cfg.wireguard;
+    let (blocked_v4, blocked_v6) = if cfg.dataplane.block_private_networks {
+        crate::sys::dataplane::blocked_defaults(runner.as_ref(), wgc.subnet, wgc.subnet_v6)?
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let base = crate::core::plan::PlanInput {
+        iface: wgc.interface.to_string(),
+        ifb: ifb_name(wgc.interface.as_str()),
+        subnet: wgc.subnet,
+        subnet_v6: wgc.subnet_v6,
+        server_addr: wgc.server_address(),
+        outward: outward.map(str::to_string),
+        isolate: cfg.dataplane.isolation,
+        blocked_v4,
+        blocked_v6,
+        shaping: cfg.dataplane.shaping,
+        peers: Vec::new(),
+    };
+    let dp = crate::sys::dataplane::Dataplane::new(runner);
+    Ok(Arc::new(crate::sys::policy::KernelPolicy::new(dp, base)))
+}
+
 pub async fn serve(cfg: Config) -> Result<()> {
     let store = Store::open(&cfg.state_dir)?;
     let private_key =
         store::load_or_create_key(&cfg.state_dir, wireguard_control::Key::generate_private)?;
     check_host(&cfg).await?;
-    let endpoint = endpoint(&cfg).await?;
+    let (endpoint, outward) = endpoint(&cfg).await?;
     let wgc = &cfg.wireguard;
     let mut addresses = vec![(IpAddr::V4(wgc.server_address()), wgc.subnet.prefix_len())];
     if let Some(v6) = wgc.subnet_v6 {
@@ -114,7 +152,15 @@ pub async fn serve(cfg: Config) -> Result<()> {
         persistent_keepalive: wgc.persistent_keepalive,
     };
     let registry = Registry::new(wgc.subnet, wgc.subnet_v6, cfg.node.max_capacity);
-    let node = Arc::new(Node::open(registry, store, server, wg, cfg.peers.clone())?);
+    let policy = kernel_policy(&cfg, outward.as_deref())?;
+    let node = Arc::new(Node::open(
+        registry,
+        store,
+        server,
+        wg,
+        policy,
+        cfg.peers.clone(),
+    )?);
     let metrics = Arc::new(Metrics::default());
 
     let n = node.clone();

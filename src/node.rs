@@ -13,8 +13,11 @@ use crate::config::PeerLifetimes;
 use crate::core::clientconf::{self, ServerSide};
 use crate::core::peer::LiveStats;
 use crate::core::peer::{Accounting, Peer, PeerId, SpeedLimit, Usage};
+use crate::core::plan::{PeerChange, PeerPolicy};
 use crate::core::registry::{CreateError, Fresh, NewPeer, Prepared, Registry, Selector};
 use crate::store::{Store, StoreError, StoredPeer, UsageRow};
+use crate::sys::dataplane::DataplaneError;
+use crate::sys::policy::Policy;
 use crate::sys::wg::{PeerSpec, WgError, WireGuard};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +30,8 @@ pub enum NodeError {
     Store(#[from] StoreError),
     #[error(transparent)]
     WireGuard(#[from] WgError),
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
 }
 
 /// What the node has counted for a peer.
@@ -64,6 +69,8 @@ pub struct Repairs {
     pub identity_reset: bool,
     pub peers_added: usize,
     pub peers_removed: usize,
+    /// What the data plane lacked and was given back.
+    pub dataplane: Vec<String>,
 }
 
 impl Repairs {
@@ -72,6 +79,7 @@ impl Repairs {
             || self.identity_reset
             || self.peers_added > 0
             || self.peers_removed > 0
+            || !self.dataplane.is_empty()
     }
 }
 
@@ -91,14 +99,30 @@ struct Inner {
     counters: HashMap<PeerId, Counters>,
     /// Peers whose counters moved since they were last written to the store.
     dirty: HashSet<PeerId>,
+    /// Bumped by every change to the peer set or a peer's policy, so that a full data-plane
+    /// check made outside the lock is only applied if nothing changed meanwhile.
+    generation: u64,
 }
 
 pub struct Node {
     server: ServerSide,
     wg: Arc<dyn WireGuard>,
+    policy: Arc<dyn Policy>,
     lifetimes: PeerLifetimes,
     inner: Mutex<Inner>,
     removal_hook: OnceLock<RemovalHook>,
+}
+
+/// A peer's policy for the data plane; `used` only matters when its quota is (re)created.
+fn policy_of(p: &Peer, used: u64) -> PeerPolicy {
+    PeerPolicy {
+        addr: p.address,
+        addr_v6: p.address_v6,
+        download_kbps: p.limit.download_kbps,
+        upload_kbps: p.limit.upload_kbps,
+        cap_bytes: p.data_cap,
+        used_bytes: used,
+    }
 }
 
 fn spec(p: &Peer) -> PeerSpec {
@@ -118,6 +142,7 @@ impl Node {
         store: Store,
         server: ServerSide,
         wg: Arc<dyn WireGuard>,
+        policy: Arc<dyn Policy>,
         lifetimes: PeerLifetimes,
     ) -> Result<Node, NodeError> {
         let mut counters = HashMap::new();
@@ -146,12 +171,14 @@ impl Node {
         Ok(Node {
             server,
             wg,
+            policy,
             lifetimes,
             inner: Mutex::new(Inner {
                 registry,
                 store,
                 counters,
                 dirty: HashSet::new(),
+                generation: 0,
             }),
             removal_hook: OnceLock::new(),
         })
@@ -197,13 +224,25 @@ impl Node {
             inner.registry.abort(&peer);
             return Err(e.into());
         }
-        if let Err(e) = self.wg.upsert_peer(&spec(&peer)) {
+        // Policy first: the peer's quota and map entries exist before its first packet.
+        let added = self
+            .policy
+            .change(&PeerChange::Add(policy_of(&peer, 0)))
+            .map_err(NodeError::from)
+            .and_then(|()| {
+                self.wg.upsert_peer(&spec(&peer)).map_err(|e| {
+                    self.undo_policy(&PeerChange::Remove(policy_of(&peer, 0)), &peer.id);
+                    NodeError::from(e)
+                })
+            });
+        if let Err(e) = added {
             inner.registry.abort(&peer);
             if let Err(undo) = inner.store.delete_peer(&peer.id) {
                 log::error!("peer {}: could not undo the stored row: {undo}", peer.id);
             }
-            return Err(e.into());
+            return Err(e);
         }
+        inner.generation += 1;
         inner.registry.commit(peer.clone());
         inner.counters.insert(peer.id.clone(), Counters::default());
         log::info!(target: "peer", "peer {} created at {}", peer.id, peer.address);
@@ -228,8 +267,19 @@ impl Node {
             .cloned()
             .ok_or(NodeError::NotFound)?;
         Self::fold(&mut inner, &live);
+        let used = inner.counters.get(&peer.id).map_or(0, |c| c.cap_used);
         self.wg.remove_peer(&peer.public_key)?;
-        if let Err(e) = inner.store.delete_peer(&peer.id) {
+        let removed = self
+            .policy
+            .change(&PeerChange::Remove(policy_of(&peer, used)))
+            .map_err(NodeError::from)
+            .and_then(|()| {
+                inner.store.delete_peer(&peer.id).map_err(|e| {
+                    self.undo_policy(&PeerChange::Add(policy_of(&peer, used)), &peer.id);
+                    NodeError::from(e)
+                })
+            });
+        if let Err(e) = removed {
             // Put it back in WireGuard so that nothing changed.
             if let Err(undo) = self.wg.upsert_peer(&spec(&peer)) {
                 log::error!(
@@ -237,8 +287,9 @@ impl Node {
                     peer.id
                 );
             }
-            return Err(e.into());
+            return Err(e);
         }
+        inner.generation += 1;
         let status = Self::status(&inner, &peer);
         inner.registry.remove(&peer.id);
         inner.counters.remove(&peer.id);
@@ -252,27 +303,58 @@ impl Node {
     }
 
     pub fn set_limit(&self, id: &PeerId, limit: SpeedLimit) -> Result<PeerStatus, NodeError> {
-        let mut inner = self.lock();
-        if inner.registry.find(&Selector::Id(id.clone())).is_none() {
-            return Err(NodeError::NotFound);
-        }
-        inner.store.set_limit(id, limit)?;
-        let peer = inner.registry.get_mut(id).ok_or(NodeError::NotFound)?;
-        peer.limit = limit;
-        let peer = peer.clone();
-        Ok(Self::status(&inner, &peer))
+        self.update(id, |p| p.limit = limit, |store| store.set_limit(id, limit))
     }
 
+    /// A cap below what is already used takes effect at once: the peer is capped.
     pub fn set_cap(&self, id: &PeerId, cap: Option<u64>) -> Result<PeerStatus, NodeError> {
+        self.update(id, |p| p.data_cap = cap, |store| store.set_cap(id, cap))
+    }
+
+    /// Changes one peer's policy: kernel first, then the store; undone in the kernel if the
+    /// store refuses. The peer keeps its WireGuard session throughout.
+    fn update(
+        &self,
+        id: &PeerId,
+        edit: impl FnOnce(&mut Peer),
+        save: impl FnOnce(&mut Store) -> Result<(), StoreError>,
+    ) -> Result<PeerStatus, NodeError> {
         let mut inner = self.lock();
-        if inner.registry.find(&Selector::Id(id.clone())).is_none() {
-            return Err(NodeError::NotFound);
+        let before = inner
+            .registry
+            .find(&Selector::Id(id.clone()))
+            .cloned()
+            .ok_or(NodeError::NotFound)?;
+        let mut after = before.clone();
+        edit(&mut after);
+        let used = inner.counters.get(id).map_or(0, |c| c.cap_used);
+        let change = PeerChange::Update {
+            before: policy_of(&before, used),
+            after: policy_of(&after, used),
+        };
+        self.policy.change(&change)?;
+        if let Err(e) = save(&mut inner.store) {
+            let back = PeerChange::Update {
+                before: policy_of(&after, used),
+                after: policy_of(&before, used),
+            };
+            self.undo_policy(&back, id);
+            return Err(e.into());
         }
-        inner.store.set_cap(id, cap)?;
+        inner.generation += 1;
         let peer = inner.registry.get_mut(id).ok_or(NodeError::NotFound)?;
-        peer.data_cap = cap;
-        let peer = peer.clone();
-        Ok(Self::status(&inner, &peer))
+        *peer = after.clone();
+        Ok(Self::status(&inner, &after))
+    }
+
+    /// Reverts a policy change after a later step failed; the full reconcile repairs whatever
+    /// this cannot.
+    fn undo_policy(&self, change: &PeerChange, id: &PeerId) {
+        if let Err(e) = self.policy.change(change) {
+            log::error!(
+                "peer {id}: could not undo a policy change ({e}); the next reconcile repairs it"
+            );
+        }
     }
 
     pub fn get(&self, sel: &Selector) -> Option<PeerStatus> {
@@ -384,10 +466,55 @@ impl Node {
                 r.peers_removed += 1;
             }
         }
+        let generation = inner.generation;
+        let peers: Vec<PeerPolicy> = inner
+            .registry
+            .iter()
+            .map(|p| policy_of(p, inner.counters.get(&p.id).map_or(0, |c| c.cap_used)))
+            .collect();
+        drop(inner);
+
+        // The data plane: read and compared outside the lock (O(peers)); a repair is written
+        // only if no API change came in between, else the next pass redoes the check.
+        let used = self.policy.usage()?;
+        if let Some(repair) = self.policy.check(peers)? {
+            let inner = self.lock();
+            if inner.generation == generation {
+                self.policy.repair(&repair)?;
+                r.dataplane = repair.what;
+            }
+        }
+        let mut inner = self.lock();
+        Self::fold_cap_usage(&mut inner, &used);
         if persist {
             Self::persist(&mut inner)?;
         }
         Ok(r)
+    }
+
+    /// Takes the kernel's per-quota counts as the peers' cap usage. Past the cap the kernel also
+    /// counts what it dropped, so the figure is clamped to the cap.
+    fn fold_cap_usage(
+        inner: &mut Inner,
+        used: &std::collections::BTreeMap<std::net::Ipv4Addr, u64>,
+    ) {
+        let Inner {
+            registry,
+            counters,
+            dirty,
+            ..
+        } = inner;
+        for p in registry.iter() {
+            let Some(&n) = used.get(&p.address) else {
+                continue;
+            };
+            let n = p.data_cap.map_or(n, |cap| n.min(cap));
+            let c = counters.entry(p.id.clone()).or_default();
+            if c.cap_used != n {
+                c.cap_used = n;
+                dirty.insert(p.id.clone());
+            }
+        }
     }
 
     /// Peers past `expires_at`, idle past the idle timeout, or never seen within the grace period.
@@ -446,6 +573,7 @@ impl Node {
     }
 
     pub fn teardown(&self) -> Result<(), NodeError> {
+        self.policy.teardown()?;
         Ok(self.wg.teardown()?)
     }
 }

@@ -83,6 +83,13 @@ impl From<NodeError> for ApiError {
                 log::error!("request failed: {e}");
                 ApiError::Internal
             }
+            NodeError::Dataplane(crate::sys::dataplane::DataplaneError::Plan(p)) => {
+                ApiError::Invalid(p.to_string())
+            }
+            NodeError::Dataplane(_) => {
+                log::error!("request failed: {e}");
+                ApiError::Unavailable("data plane unavailable; the node retries on its own".into())
+            }
             NodeError::WireGuard(_) => {
                 log::error!("request failed: {e}");
                 ApiError::Unavailable("data plane unavailable".into())

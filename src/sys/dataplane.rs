@@ -79,9 +79,16 @@ impl Dataplane {
 
     /// Forwarding on, and the IFB present and up when shaping is on.
     pub fn prepare(&self, input: &PlanInput) -> Result<()> {
-        self.run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        // Written only when off: under a hardened unit /proc/sys is read-only and the system
+        // configuration has turned forwarding on already.
+        let mut knobs = vec!["net.ipv4.ip_forward"];
         if input.subnet_v6.is_some() {
-            self.run(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
+            knobs.push("net.ipv6.conf.all.forwarding");
+        }
+        for knob in knobs {
+            if self.run(&["sysctl", "-n", knob])?.trim() != "1" {
+                self.run(&["sysctl", "-qw", &format!("{knob}=1")])?;
+            }
         }
         if input.shaping
             && self
@@ -164,7 +171,7 @@ impl Dataplane {
         (nft, lines, missing)
     }
 
-    fn apply_nft(&self, script: &str) -> Result<()> {
+    pub fn apply_nft(&self, script: &str) -> Result<()> {
         if !script.is_empty() {
             self.runner
                 .run(&Cmd::new(["nft", "-f", "-"]).stdin(script))?;
@@ -172,7 +179,7 @@ impl Dataplane {
         Ok(())
     }
 
-    fn apply_tc(&self, lines: &[String]) -> Result<()> {
+    pub fn apply_tc(&self, lines: &[String]) -> Result<()> {
         if !lines.is_empty() {
             let mut batch = lines.join("\n");
             batch.push('\n');
@@ -216,9 +223,9 @@ impl Dataplane {
         Ok(applied)
     }
 
-    /// One peer's change in O(1) kernel work. If the fast path fails (the kernel was not in the
-    /// state the change assumes), falls back to a full apply of `input`, which must already
-    /// include the change.
+    /// One peer's change in O(1) kernel work; `input` needs the node's settings, not its peers.
+    /// If it fails (the kernel was not in the state the change assumes), the error goes back to
+    /// the caller, whose full reconcile (`apply` with every peer) repairs the rest.
     pub fn apply_change(&self, input: &PlanInput, change: &PeerChange) -> Result<Applied> {
         let current = match change {
             PeerChange::Update { before, after } if before.cap_bytes != after.cap_bytes => {
@@ -230,22 +237,15 @@ impl Dataplane {
         if let PeerChange::Remove(p) = change {
             remember(&self.remembered).remove(&quota_name(p.addr));
         }
-        let fast = self
-            .apply_nft(&batch.nft)
-            .and_then(|()| self.apply_tc(&batch.tc));
-        match fast {
-            Ok(()) => Ok(Applied {
-                changes: vec![format!(
-                    "{} nft lines, {} tc lines",
-                    batch.nft.lines().count(),
-                    batch.tc.len()
-                )],
-            }),
-            Err(e) => {
-                log::warn!(target: "dataplane", "peer change did not apply ({e}); reconciling in full");
-                self.apply(input)
-            }
-        }
+        self.apply_nft(&batch.nft)?;
+        self.apply_tc(&batch.tc)?;
+        Ok(Applied {
+            changes: vec![format!(
+                "{} nft lines, {} tc lines",
+                batch.nft.lines().count(),
+                batch.tc.len()
+            )],
+        })
     }
 
     /// Bytes used per peer (rx + tx since creation) as the kernel counts them. After a cap is

@@ -106,3 +106,57 @@ impl WireGuard for FakeWireGuard {
         "fake"
     }
 }
+
+/// A policy that only records: the changes asked for, a usage map tests set, and an optional
+/// injected failure.
+#[derive(Default)]
+pub struct FakePolicy {
+    pub changes: Mutex<Vec<crate::core::plan::PeerChange>>,
+    pub used: Mutex<std::collections::BTreeMap<std::net::Ipv4Addr, u64>>,
+    pub fail_next: AtomicBool,
+}
+
+impl super::policy::Policy for FakePolicy {
+    fn change(
+        &self,
+        c: &crate::core::plan::PeerChange,
+    ) -> Result<(), crate::sys::dataplane::DataplaneError> {
+        if self.fail_next.swap(false, Ordering::SeqCst) {
+            return Err(crate::sys::dataplane::DataplaneError::NoDevice(
+                "fake0".into(),
+            ));
+        }
+        self.changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(c.clone());
+        Ok(())
+    }
+
+    fn check(
+        &self,
+        _: Vec<crate::core::plan::PeerPolicy>,
+    ) -> Result<Option<super::policy::Repair>, crate::sys::dataplane::DataplaneError> {
+        Ok(None)
+    }
+
+    fn repair(
+        &self,
+        _: &super::policy::Repair,
+    ) -> Result<(), crate::sys::dataplane::DataplaneError> {
+        Ok(())
+    }
+
+    fn usage(
+        &self,
+    ) -> Result<
+        std::collections::BTreeMap<std::net::Ipv4Addr, u64>,
+        crate::sys::dataplane::DataplaneError,
+    > {
+        Ok(self.used.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    fn teardown(&self) -> Result<(), crate::sys::dataplane::DataplaneError> {
+        Ok(())
+    }
+}

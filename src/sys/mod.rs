@@ -4,6 +4,7 @@ pub mod dataplane;
 pub mod fake;
 pub mod link;
 pub mod nft;
+pub mod policy;
 pub mod runner;
 pub mod tc;
 pub mod wg;

@@ -13,7 +13,7 @@ use waylume::core::registry::Registry;
 use waylume::metrics::Metrics;
 use waylume::node::Node;
 use waylume::store::Store;
-use waylume::sys::fake::FakeWireGuard;
+use waylume::sys::fake::{FakePolicy, FakeWireGuard};
 use waylume::sys::wg::WireGuard;
 use wireguard_control::Key;
 
@@ -23,6 +23,7 @@ pub const SERVER_ID: &str = "test-node";
 pub struct TestNode {
     pub dir: tempfile::TempDir,
     pub wg: Arc<FakeWireGuard>,
+    pub policy: Arc<FakePolicy>,
     pub node: Arc<Node>,
     pub api: Arc<Api>,
     pub clock: Arc<AtomicU64>,
@@ -62,7 +63,19 @@ impl TestNode {
             handshake_grace: std::time::Duration::from_secs(600),
         };
         let dyn_wg: Arc<dyn WireGuard> = wg.clone();
-        let node = Arc::new(Node::open(registry, store, server_side(), dyn_wg, lifetimes).unwrap());
+        let policy = Arc::new(FakePolicy::default());
+        let dyn_policy: Arc<dyn waylume::sys::policy::Policy> = policy.clone();
+        let node = Arc::new(
+            Node::open(
+                registry,
+                store,
+                server_side(),
+                dyn_wg,
+                dyn_policy,
+                lifetimes,
+            )
+            .unwrap(),
+        );
         node.reconcile(false).unwrap();
         let clock = Arc::new(AtomicU64::new(1_800_000_000));
         let c = clock.clone();
@@ -80,6 +93,7 @@ impl TestNode {
         TestNode {
             dir,
             wg,
+            policy,
             node,
             api,
             clock,

@@ -1,0 +1,85 @@
+//! The seam between the node and its per-peer policy in the kernel (isolation, speed limits,
+//! data caps), and the real implementation over `nft` and `tc`.
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use crate::core::plan::{PeerChange, PeerPolicy, Plan, PlanInput};
+use crate::sys::dataplane::{Dataplane, DataplaneError};
+
+/// What a full check found different from the plan: one `nft -f` script and `tc -batch` lines.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Repair {
+    pub nft: String,
+    pub tc: Vec<String>,
+    /// One line per change, for the log.
+    pub what: Vec<String>,
+}
+
+pub trait Policy: Send + Sync + 'static {
+    /// One peer's change, in O(1) kernel work.
+    fn change(&self, change: &PeerChange) -> Result<(), DataplaneError>;
+    /// Compares the kernel with the plan for `peers`; writes nothing.
+    fn check(&self, peers: Vec<PeerPolicy>) -> Result<Option<Repair>, DataplaneError>;
+    fn repair(&self, repair: &Repair) -> Result<(), DataplaneError>;
+    /// Bytes each peer has used of its cap, as the kernel counts them.
+    fn usage(&self) -> Result<BTreeMap<Ipv4Addr, u64>, DataplaneError>;
+    /// Removes everything the node put into the kernel (`teardown_on_stop`).
+    fn teardown(&self) -> Result<(), DataplaneError>;
+}
+
+/// `nft` and `tc` through the data plane's renderer; `base` is the node's settings (no peers).
+pub struct KernelPolicy {
+    dp: Dataplane,
+    base: PlanInput,
+}
+
+impl KernelPolicy {
+    pub fn new(dp: Dataplane, base: PlanInput) -> KernelPolicy {
+        KernelPolicy { dp, base }
+    }
+}
+
+impl Policy for KernelPolicy {
+    fn change(&self, change: &PeerChange) -> Result<(), DataplaneError> {
+        self.dp.apply_change(&self.base, change).map(|_| ())
+    }
+
+    fn check(&self, peers: Vec<PeerPolicy>) -> Result<Option<Repair>, DataplaneError> {
+        let input = PlanInput {
+            peers,
+            ..self.base.clone()
+        };
+        let plan = Plan::build(&input)?;
+        self.dp.prepare(&input)?;
+        let observed = self.dp.observe(&plan)?;
+        let (nft, tc, missing) = self.dp.diff(&plan, &observed);
+        if let Some(dev) = missing.first() {
+            return Err(DataplaneError::NoDevice(dev.clone()));
+        }
+        if nft.is_empty() && tc.is_empty() {
+            return Ok(None);
+        }
+        let mut what: Vec<String> = nft.changes.iter().map(|c| format!("nft: {c}")).collect();
+        if !tc.is_empty() {
+            what.push(format!("tc: {} objects", tc.len()));
+        }
+        Ok(Some(Repair {
+            nft: nft.script,
+            tc,
+            what,
+        }))
+    }
+
+    fn repair(&self, r: &Repair) -> Result<(), DataplaneError> {
+        self.dp.apply_nft(&r.nft)?;
+        self.dp.apply_tc(&r.tc)
+    }
+
+    fn usage(&self) -> Result<BTreeMap<Ipv4Addr, u64>, DataplaneError> {
+        self.dp.usage()
+    }
+
+    fn teardown(&self) -> Result<(), DataplaneError> {
+        self.dp.teardown(&self.base)
+    }
+}
