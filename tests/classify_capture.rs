@@ -34,12 +34,15 @@ fn loopback_flows_are_classified_per_peer() {
         interface: "lo".to_owned(),
         snaplen: DEFAULT_SNAPLEN,
         tunnel_nets: vec![format!("{peer}/32").parse().expect("net")],
-        classifier: ClassifierConfig::default(),
+        classifier: ClassifierConfig {
+            keep_hostnames: true,
+            ..ClassifierConfig::default()
+        },
         policy,
     };
     let (tx, rx) = mpsc::channel();
     let handle = capture::start(cfg, move |d| {
-        let _ = tx.send(*d);
+        let _ = tx.send(d.clone());
     })
     .expect("capture starts");
 
@@ -87,5 +90,6 @@ fn loopback_flows_are_classified_per_peer() {
         .find(|d| d.protocol == Protocol::Http)
         .expect("an HTTP decision");
     assert_eq!(http.action, Action::Report);
+    assert_eq!(http.hostname.as_deref(), Some("t"));
     handle.stop().expect("capture stops cleanly");
 }

@@ -334,3 +334,59 @@ fn policy_applies_the_stricter_action_to_tracker_requests() {
     let proto: Protocol = serde_json::from_str("\"bittorrent\"").expect("lowercase names");
     assert_eq!(proto, Protocol::Bittorrent);
 }
+
+/// The hostname kept for the flow of `packets`, with hostnames on or off.
+fn hostname(packets: &[Vec<u8>], keep: bool) -> Option<String> {
+    let mut c = Classifier::new(ClassifierConfig {
+        keep_hostnames: keep,
+        ..Default::default()
+    });
+    let first = packet::parse_ip(&packets[0]).expect("parses");
+    for (i, p) in packets.iter().enumerate() {
+        let p = packet::parse_ip(p).expect("parses");
+        c.observe(i as u64, &p, &mut |_| {});
+    }
+    c.hostname(&FlowKey::of(&first).0).map(str::to_owned)
+}
+
+#[test]
+fn hostnames_only_when_asked_for() {
+    let hello = tcp(
+        C,
+        40017,
+        S,
+        443,
+        1,
+        0x18,
+        &client_hello("video.example.org", 200),
+    );
+    assert_eq!(
+        hostname(std::slice::from_ref(&hello), true).as_deref(),
+        Some("video.example.org")
+    );
+    assert_eq!(hostname(&[hello], false), None);
+    let get = tcp(
+        C,
+        40018,
+        S,
+        80,
+        1,
+        0x18,
+        b"GET / HTTP/1.1\r\nUser-Agent: x\r\nhOsT: www.example.net:8080\r\n\r\n",
+    );
+    assert_eq!(
+        hostname(&[get], true).as_deref(),
+        Some("www.example.net:8080")
+    );
+    // A header value that is not a hostname is not kept.
+    let odd = tcp(
+        C,
+        40019,
+        S,
+        80,
+        1,
+        0x18,
+        b"GET / HTTP/1.1\r\nHost: <script>\r\n\r\n",
+    );
+    assert_eq!(hostname(&[odd], true), None);
+}

@@ -69,7 +69,7 @@ proptest! {
         let mut m = p.clone();
         let i = at.index(m.len());
         m[i] = byte;
-        let mut c = Classifier::new(ClassifierConfig::default());
+        let mut c = Classifier::new(ClassifierConfig { keep_hostnames: true, ..Default::default() });
         if let Ok(pk) = packet::parse_ip(&m) {
             c.observe(0, &pk, &mut |_| {});
         }
@@ -82,7 +82,7 @@ proptest! {
         m.extend_from_slice(&extra);
         if let Ok(pk) = packet::parse_ip(&m) {
             prop_assert!(pk.payload.len() <= m.len());
-            let mut c = Classifier::new(ClassifierConfig::default());
+            let mut c = Classifier::new(ClassifierConfig { keep_hostnames: true, ..Default::default() });
             c.observe(0, &pk, &mut |_| {});
         }
     }
@@ -109,7 +109,7 @@ proptest! {
 
     #[test]
     fn random_streams_of_payloads_never_panic(payloads in prop::collection::vec(prop::collection::vec(any::<u8>(), 1..300), 1..30), tcp_flow in any::<bool>()) {
-        let mut c = Classifier::new(ClassifierConfig::default());
+        let mut c = Classifier::new(ClassifierConfig { keep_hostnames: true, ..Default::default() });
         let mut seq = 1u32;
         for (i, pl) in payloads.iter().enumerate() {
             let fwd = i % 3 != 2;

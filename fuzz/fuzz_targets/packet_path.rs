@@ -28,8 +28,14 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let link = LINKS[usize::from(sel) % LINKS.len()];
-    // A tiny table and budget so eviction and budget exhaustion are reached quickly.
-    let mut c = Classifier::new(ClassifierConfig { max_flows: 4, budget: 3, ..Default::default() });
+    // A tiny table and budget so eviction and budget exhaustion are reached quickly; hostnames
+    // on so their parsers run too.
+    let mut c = Classifier::new(ClassifierConfig {
+        max_flows: 4,
+        budget: 3,
+        keep_hostnames: true,
+        ..Default::default()
+    });
     let mut now = 0u64;
     let mut ended = 0usize;
     while rest.len() >= 2 {

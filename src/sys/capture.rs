@@ -97,7 +97,7 @@ pub struct CaptureStats {
 pub type SharedStats = Arc<Mutex<CaptureStats>>;
 
 /// A flow whose protocol just became known.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowDecision {
     pub peer: IpAddr,
     pub l4: L4,
@@ -107,6 +107,8 @@ pub struct FlowDecision {
     pub protocol: Protocol,
     pub tracker: bool,
     pub action: Action,
+    /// TLS server name or HTTP host; only with `keep_hostnames` in the classifier config.
+    pub hostname: Option<String>,
 }
 
 /// A running capture; stop it with [`CaptureHandle::stop`].
@@ -214,7 +216,8 @@ fn run(
                 if step.newly_classified {
                     let decision = nets.classified(&mut g, &rec, p.ip_len as u64, &cfg.policy);
                     drop(g);
-                    if let Some(d) = decision {
+                    if let Some(mut d) = decision {
+                        d.hostname = classifier.hostname(&step.key).map(str::to_owned);
                         on_decision(&d);
                     }
                 } else {
@@ -284,6 +287,7 @@ impl Peers {
             protocol: r.protocol,
             tracker: r.tracker,
             action: policy.decide(r.protocol, r.tracker),
+            hostname: None,
         })
     }
 

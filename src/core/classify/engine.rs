@@ -36,6 +36,8 @@ pub struct DetectState {
     utp: [UtpTrack; 2],
     // Boxed so a flow without reassembly costs one pointer per direction.
     pending: [Option<Box<Reassembly>>; 2],
+    /// TLS server name or HTTP host, kept only when asked for (privacy by default).
+    hostname: Option<Box<str>>,
 }
 
 impl DetectState {
@@ -49,15 +51,27 @@ impl DetectState {
         self.inspected[0] >= budget && self.inspected[1] >= budget
     }
 
+    /// The TLS server name or HTTP host of the packet that settled the flow, if kept.
+    pub fn hostname(&self) -> Option<&str> {
+        self.hostname.as_deref()
+    }
+
     /// Inspects one packet of direction `dir`; packets beyond the budget are not looked at.
-    pub fn inspect(&mut self, p: &Packet<'_>, dir: usize, budget: u8) -> Option<Found> {
+    /// With `keep_hostname`, the server name or host is read from the bytes that settled it.
+    pub fn inspect(
+        &mut self,
+        p: &Packet<'_>,
+        dir: usize,
+        budget: u8,
+        keep_hostname: bool,
+    ) -> Option<Found> {
         let dir = dir & 1;
         if p.payload.is_empty() || self.inspected[dir] >= budget {
             return None;
         }
         self.inspected[dir] += 1;
         let found = match p.l4 {
-            L4::Tcp => self.tcp(p, dir),
+            L4::Tcp => self.tcp(p, dir, keep_hostname),
             L4::Udp => self.udp(p, dir),
         };
         if found.is_some() {
@@ -66,7 +80,7 @@ impl DetectState {
         found
     }
 
-    fn tcp(&mut self, p: &Packet<'_>, dir: usize) -> Option<Found> {
+    fn tcp(&mut self, p: &Packet<'_>, dir: usize, keep_hostname: bool) -> Option<Found> {
         let dns_port = p.sport == dns::PORT || p.dport == dns::PORT;
         let mut pending = self.pending[dir].take();
         // Continue a prefix only with the next in-order segment; anything else restarts.
@@ -79,6 +93,14 @@ impl DetectState {
         }
         let data = pending.as_ref().map_or(p.payload, |r| r.buf.as_slice());
         let (found, more, hint) = tcp_verdict(data, dns_port);
+        if keep_hostname && let Some(f) = found {
+            let name = match f.protocol {
+                Protocol::Tls => tls::server_name(data),
+                Protocol::Http => text::host(data),
+                _ => None,
+            };
+            self.hostname = name.and_then(hostname);
+        }
         if found.is_none() && hint {
             self.tls_records[dir] += 1;
             let [a, b] = self.tls_records;
@@ -91,10 +113,9 @@ impl DetectState {
         }
         if found.is_none() && more && !p.truncated() && data.len() < MAX_REASSEMBLY {
             let mut r = pending.unwrap_or_else(|| {
-                Box::new(Reassembly {
-                    buf: p.payload.to_vec(),
-                    next_seq: 0,
-                })
+                let mut buf = Vec::with_capacity(MAX_REASSEMBLY);
+                buf.extend_from_slice(p.payload);
+                Box::new(Reassembly { buf, next_seq: 0 })
             });
             r.next_seq = p.seq.wrapping_add(p.payload.len() as u32);
             self.pending[dir] = Some(r);
@@ -188,4 +209,18 @@ fn tcp_verdict(d: &[u8], dns_port: bool) -> (Option<Found>, bool, bool) {
         f => f,
     };
     (found, more, hint)
+}
+
+/// A hostname as text, if it looks like one: DNS characters, an optional port, at most 255.
+fn hostname(raw: &[u8]) -> Option<Box<str>> {
+    let ok = !raw.is_empty()
+        && raw.len() <= 255
+        && raw.iter().all(|&c| {
+            c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_' | b':' | b'[' | b']')
+        });
+    if ok {
+        std::str::from_utf8(raw).ok().map(Box::from)
+    } else {
+        None
+    }
 }

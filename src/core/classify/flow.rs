@@ -1,5 +1,5 @@
 //! Flow keys: the 5-tuple in a canonical order so both directions find the same entry.
-use std::hash::Hasher;
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
 use crate::core::packet::{L4, Packet};
@@ -54,7 +54,7 @@ fn write_v6(f: &mut std::fmt::Formatter<'_>, g: &[u16; 8]) -> std::fmt::Result {
 }
 
 /// The 5-tuple with the smaller endpoint first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlowKey {
     pub l4: L4,
     pub lo: Endpoint,
@@ -90,6 +90,31 @@ impl FlowKey {
                 },
                 false,
             )
+        }
+    }
+}
+
+impl Hash for FlowKey {
+    /// Packs the tuple into as few words as possible: two for IPv4, five for IPv6. Equal keys
+    /// write equal words, as `Eq` requires.
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        let ports = u64::from(self.lo.port) << 32 | u64::from(self.hi.port) << 16 | self.l4 as u64;
+        match (self.lo.ip, self.hi.ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                h.write_u64(u64::from(a.to_bits()) << 32 | u64::from(b.to_bits()));
+                h.write_u64(ports);
+            }
+            (a, b) => {
+                for ip in [a, b] {
+                    let bits = match ip {
+                        IpAddr::V4(v4) => u128::from(v4.to_bits()),
+                        IpAddr::V6(v6) => v6.to_bits(),
+                    };
+                    h.write_u64(bits as u64);
+                    h.write_u64((bits >> 64) as u64);
+                }
+                h.write_u64(ports | 1 << 63);
+            }
         }
     }
 }

@@ -21,6 +21,8 @@ pub struct ClassifierConfig {
     pub udp_idle_us: u64,
     /// Seed of the table's hash, so colliding keys cannot be prepared in advance.
     pub hash_seed: u64,
+    /// Keep the TLS server name or HTTP host of each flow (off: privacy by default).
+    pub keep_hostnames: bool,
 }
 
 impl Default for ClassifierConfig {
@@ -31,6 +33,7 @@ impl Default for ClassifierConfig {
             tcp_idle_us: 300_000_000,
             udp_idle_us: 120_000_000,
             hash_seed: 0x9e37_79b9_7f4a_7c15,
+            keep_hostnames: false,
         }
     }
 }
@@ -139,13 +142,13 @@ impl Classifier {
         }
         let (key, src_is_lo) = FlowKey::of(p);
         let idle = self.idle_us(p.l4);
-        let budget = self.cfg.budget;
+        let (budget, keep) = (self.cfg.budget, self.cfg.keep_hostnames);
         // Fast path, one lookup: a packet of a live flow.
         if let Some(e) = self.flows.get_mut(&key)
             && now_us.saturating_sub(e.last_us) <= idle
             && !(e.closed && p.flags & (TCP_SYN | TCP_ACK) == TCP_SYN)
         {
-            return Some(account(e, key, src_is_lo, now_us, p, budget));
+            return Some(account(e, key, src_is_lo, now_us, p, budget, keep));
         }
         if let Some(e) = self.flows.remove(&key) {
             ended(record(&key, &e));
@@ -176,7 +179,7 @@ impl Classifier {
             detect: DetectState::default(),
         };
         self.next_id += 1;
-        let step = account(&mut e, key, src_is_lo, now_us, p, budget);
+        let step = account(&mut e, key, src_is_lo, now_us, p, budget, keep);
         self.flows.insert(key, e);
         Some(step)
     }
@@ -202,6 +205,11 @@ impl Classifier {
         }
     }
 
+    /// The TLS server name or HTTP host of a flow, when the configuration keeps them.
+    pub fn hostname(&self, key: &FlowKey) -> Option<&str> {
+        self.flows.get(key).and_then(|e| e.detect.hostname())
+    }
+
     /// The current state of one flow.
     pub fn get(&self, key: &FlowKey) -> Option<FlowRecord> {
         self.flows.get(key).map(|e| record(key, e))
@@ -216,6 +224,7 @@ fn account(
     now_us: u64,
     p: &Packet<'_>,
     budget: u8,
+    keep: bool,
 ) -> Step {
     e.packets += 1;
     e.bytes += p.ip_len as u64;
@@ -224,7 +233,7 @@ fn account(
     let from_a = src_is_lo == e.a_is_lo;
     let mut newly = false;
     if !e.decided {
-        if let Some(found) = e.detect.inspect(p, usize::from(!from_a), budget) {
+        if let Some(found) = e.detect.inspect(p, usize::from(!from_a), budget, keep) {
             e.found = found;
             e.decided = true;
             newly = true;

@@ -132,3 +132,20 @@ pub(crate) fn ssh(d: &[u8]) -> Verdict {
         Verdict::No
     }
 }
+
+/// The `Host` header of an HTTP request in the bytes at hand (header names ignore case).
+pub(crate) fn host(d: &[u8]) -> Option<&[u8]> {
+    let head_end = d
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(d.len());
+    d[..head_end]
+        .split(|&c| c == b'\n')
+        .skip(1)
+        .find_map(|line| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let (name, value) = line.split_at(line.iter().position(|&c| c == b':')?);
+            name.eq_ignore_ascii_case(b"host")
+                .then(|| value[1..].trim_ascii())
+        })
+}

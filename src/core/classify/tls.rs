@@ -144,3 +144,31 @@ pub(crate) fn records(d: &[u8]) -> Verdict {
         _ => Verdict::No,
     }
 }
+
+/// The server name (RFC 6066 §3) of a ClientHello record at the start of `d`, if the bytes at
+/// hand reach it.
+pub(crate) fn server_name(d: &[u8]) -> Option<&[u8]> {
+    if d.first() != Some(&HANDSHAKE) || d.get(5) != Some(&CLIENT_HELLO) {
+        return None;
+    }
+    let b = d.get(9..)?;
+    let mut off = 35 + usize::from(*b.get(34)?);
+    off += 2 + be16(b, off)?;
+    off += 1 + usize::from(*b.get(off)?);
+    let end = (off + 2 + be16(b, off)?).min(b.len());
+    off += 2;
+    while off + 4 <= end {
+        let (kind, len) = (be16(b, off)?, be16(b, off + 2)?);
+        if kind == 0 {
+            // server_name_list: list length, then name type 0 (host_name), length, name.
+            let e = b.get(off + 4..off + 4 + len)?;
+            if e.get(2) != Some(&0) {
+                return None;
+            }
+            let n = be16(e, 3)?;
+            return e.get(5..5 + n);
+        }
+        off += 4 + len;
+    }
+    None
+}
