@@ -317,6 +317,7 @@ fn start_inspection(cfg: &Config, metrics: &Arc<Metrics>) -> Option<Arc<Inspecti
         wgc.interface.as_str(),
         nets,
         cfg.inspection.policy.clone(),
+        cfg.inspection.log_hostnames,
         crate::inspection::log_decision,
     ));
     i.restart();

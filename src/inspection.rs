@@ -41,6 +41,7 @@ impl Inspection {
         interface: &str,
         tunnel_nets: Vec<ipnet::IpNet>,
         policy: crate::core::classify::Policy,
+        keep_hostnames: bool,
         on_decision: impl Fn(&FlowDecision) + Send + Sync + 'static,
     ) -> Inspection {
         Inspection {
@@ -48,7 +49,10 @@ impl Inspection {
                 interface: interface.to_string(),
                 snaplen: capture::DEFAULT_SNAPLEN,
                 tunnel_nets,
-                classifier: ClassifierConfig::default(),
+                classifier: ClassifierConfig {
+                    keep_hostnames,
+                    ..ClassifierConfig::default()
+                },
                 policy,
             },
             on_decision: Arc::new(on_decision),
@@ -160,8 +164,12 @@ pub fn protocols_json(t: &PeerTraffic) -> serde_json::Map<String, serde_json::Va
         .collect()
 }
 
-/// Logs what the policy decided for a flow: the peer's tunnel address only at debug.
+/// Logs what the policy decided for a flow: the peer's tunnel address only at debug; the
+/// host name (present only with `log_hostnames = true`) at info.
 pub fn log_decision(d: &FlowDecision) {
+    if let Some(host) = &d.hostname {
+        log::info!("{} flow to {host}: {:?}", d.protocol, d.action);
+    }
     match d.action {
         Action::Report => log::debug!("{} flow of {} classified", d.protocol, d.peer),
         a => log::debug!("{} flow of {}: {a:?}", d.protocol, d.peer),

@@ -9,7 +9,7 @@ mod lab;
 
 use std::time::Duration;
 
-use lab::{BIN, Lab, NodeLab, client_up, sh, wait_for};
+use lab::{BIN, INTERNET, Lab, NodeLab, client_up, sh, wait_for};
 
 #[test]
 #[ignore = "needs root"]
@@ -30,17 +30,17 @@ fn peer_lifecycle_and_restart_with_real_clients() {
     // The endpoint comes from the server's default-route address.
     let (ok, p1) = d.cli(&["create", "--session-id", "lab-1"]);
     assert!(ok, "{p1}");
-    assert_eq!(p1["endpoint"], "100.64.2.1:51820");
+    assert_eq!(p1["endpoint"], "198.18.2.1:51820");
     assert_eq!(p1["address"], "10.77.0.2");
     // The client reaches the server over the underlay link, not the default route.
     let config = p1["config"]
         .as_str()
         .unwrap()
-        .replace("100.64.2.1:51820", "100.64.1.1:51820");
+        .replace("198.18.2.1:51820", "100.64.1.1:51820");
     let wg_cli = lab.ifname("c");
-    client_up(&lab, &cli, &wg_cli, &config, "10.77.0.2", "100.64.2.0/24");
+    client_up(&lab, &cli, &wg_cli, &config, "10.77.0.2", "198.18.2.0/24");
     wait_for("ping through the tunnel", Duration::from_secs(15), || {
-        lab.ping(&cli, "100.64.2.2")
+        lab.ping(&cli, INTERNET)
     });
     // The server's source-NAT makes the internet host answer to the server, not to 10.77/16.
     let hs = sh(&[
@@ -69,7 +69,7 @@ fn peer_lifecycle_and_restart_with_real_clients() {
         std::fs::read_to_string(&log1).unwrap()
     );
     assert!(
-        lab.ping(&cli, "100.64.2.2"),
+        lab.ping(&cli, INTERNET),
         "traffic passes while the daemon is stopped"
     );
     let log2 = lab.dir.path().join("daemon2.log");
@@ -78,7 +78,7 @@ fn peer_lifecycle_and_restart_with_real_clients() {
     assert!(ok);
     assert_eq!(list["peers"].as_array().unwrap().len(), 2, "{list}");
     wait_for("ping after restart", Duration::from_secs(10), || {
-        lab.ping(&cli, "100.64.2.2")
+        lab.ping(&cli, INTERNET)
     });
     let (ok, got) = d.cli(&["get", p1["peer_id"].as_str().unwrap()]);
     assert!(ok);
@@ -95,7 +95,7 @@ fn peer_lifecycle_and_restart_with_real_clients() {
         !peers.contains(p1["public_key"].as_str().unwrap()),
         "{peers}"
     );
-    assert!(!lab.ping(&cli, "100.64.2.2"), "no traffic after delete");
+    assert!(!lab.ping(&cli, INTERNET), "no traffic after delete");
     let (ok, missing) = d.cli(&["get", p1["peer_id"].as_str().unwrap()]);
     assert!(!ok);
     assert_eq!(missing["error"]["code"], "not_found");

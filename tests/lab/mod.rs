@@ -307,7 +307,9 @@ pub fn client_up(lab: &Lab, ns: &str, ifname: &str, config: &str, address: &str,
 
 /// The usual lab: a client namespace and an "internet" namespace on either side of the server
 /// namespace, where the daemon runs with the userspace backend. Underlay addresses:
-/// client 100.64.1.2 — 100.64.1.1 server 100.64.2.1 — 100.64.2.2 internet.
+/// client 100.64.1.2 — 100.64.1.1 server 198.18.2.1 — 198.18.2.2 internet. The internet side
+/// uses the benchmarking range (198.18.0.0/15), so the node does not count it among the host's
+/// private networks that peers must not reach; it exists only inside these namespaces.
 pub struct NodeLab {
     pub lab: Lab,
     pub srv: String,
@@ -316,7 +318,7 @@ pub struct NodeLab {
     pub wg_srv: String,
 }
 
-pub const INTERNET: &str = "100.64.2.2";
+pub const INTERNET: &str = "198.18.2.2";
 
 impl NodeLab {
     pub fn new(tag: &str) -> NodeLab {
@@ -325,27 +327,8 @@ impl NodeLab {
         let cli = lab.netns("cli");
         let net = lab.netns("net");
         lab.link(&cli, "100.64.1.2/24", &srv, "100.64.1.1/24");
-        lab.link(&srv, "100.64.2.1/24", &net, "100.64.2.2/24");
+        lab.link(&srv, "198.18.2.1/24", &net, "198.18.2.2/24");
         sh(&["ip", "-n", &srv, "route", "add", "default", "via", INTERNET]);
-        sh(&[
-            "ip",
-            "-n",
-            &net,
-            "route",
-            "add",
-            "10.77.0.0/16",
-            "via",
-            "100.64.2.1",
-        ]); // TEMP until NAT
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &srv,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
-        ]); // TEMP
         let wg_srv = lab.ifname("s");
         NodeLab {
             lab,
@@ -394,7 +377,7 @@ impl NodeLab {
             &ifname,
             &config,
             addr,
-            "100.64.2.0/24",
+            "198.18.2.0/24",
         );
         ifname
     }
