@@ -102,6 +102,8 @@ struct Inner {
     /// Bumped by every change to the peer set or a peer's policy, so that a full data-plane
     /// check made outside the lock is only applied if nothing changed meanwhile.
     generation: u64,
+    /// Where each peer was last seen, to resume its session on a re-created interface.
+    endpoints: HashMap<PeerId, std::net::SocketAddr>,
 }
 
 pub struct Node {
@@ -132,6 +134,7 @@ fn spec(p: &Peer) -> PeerSpec {
         public_key: p.public_key.clone(),
         preshared_key: p.preshared_key.clone(),
         allowed_ips: allowed,
+        resume: None,
     }
 }
 
@@ -179,6 +182,7 @@ impl Node {
                 counters,
                 dirty: HashSet::new(),
                 generation: 0,
+                endpoints: HashMap::new(),
             }),
             removal_hook: OnceLock::new(),
         })
@@ -294,6 +298,7 @@ impl Node {
         inner.registry.remove(&peer.id);
         inner.counters.remove(&peer.id);
         inner.dirty.remove(&peer.id);
+        inner.endpoints.remove(&peer.id);
         drop(inner);
         log::info!(target: "peer", "peer {} removed ({why:?})", peer.id);
         if let Some(f) = self.removal_hook.get() {
@@ -400,7 +405,10 @@ impl Node {
             });
             c.last_handshake = stats.last_handshake.or(c.last_handshake);
             if *c != before {
-                inner.dirty.insert(id);
+                inner.dirty.insert(id.clone());
+            }
+            if let Some(e) = stats.endpoint {
+                inner.endpoints.insert(id, e);
             }
         }
     }
@@ -452,7 +460,10 @@ impl Node {
         let present: HashSet<&Key> = dev.peers.iter().map(|(k, _)| k).collect();
         for p in inner.registry.iter() {
             if !present.contains(&p.public_key) {
-                self.wg.upsert_peer(&spec(p))?;
+                let mut s = spec(p);
+                let keepalive = self.server.persistent_keepalive.max(1);
+                s.resume = inner.endpoints.get(&p.id).map(|e| (*e, keepalive));
+                self.wg.upsert_peer(&s)?;
                 r.peers_added += 1;
             }
         }

@@ -25,7 +25,7 @@ fn peer_lifecycle_and_restart_with_real_clients() {
         ..
     } = nl;
     let log1 = lab.dir.path().join("daemon1.log");
-    let (pid, _n) = d.start(&mut lab, &log1);
+    let (pid, _n) = d.start(&mut lab, "daemon1");
 
     // The endpoint comes from the server's default-route address.
     let (ok, p1) = d.cli(&["create", "--session-id", "lab-1"]);
@@ -72,8 +72,7 @@ fn peer_lifecycle_and_restart_with_real_clients() {
         lab.ping(&cli, INTERNET),
         "traffic passes while the daemon is stopped"
     );
-    let log2 = lab.dir.path().join("daemon2.log");
-    let (pid2, _n2) = d.start(&mut lab, &log2);
+    let (pid2, _n2) = d.start(&mut lab, "daemon2");
     let (ok, list) = d.cli(&["list"]);
     assert!(ok);
     assert_eq!(list["peers"].as_array().unwrap().len(), 2, "{list}");

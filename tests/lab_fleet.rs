@@ -70,8 +70,7 @@ async fn edge_function_to_client_traffic_and_back_to_the_fleet_table() {
         ("WAYLUME_HEARTBEAT_INTERVAL_SECS", "1"),
         ("WAYLUME_USAGE_INTERVAL_SECS", "1"),
     ]);
-    let log = nl.lab.dir.path().join("daemon.log");
-    let (pid, _notify) = d.start(&mut nl.lab, &log);
+    let (pid, _notify) = d.start(&mut nl.lab, "daemon");
     let server_sql = "SELECT to_jsonb(s)::text FROM waylume_servers s WHERE id = 'lab-fleet-1'";
     let server = wait_row(&db, "registration", server_sql, |v| v["status"] == "online").await;
     assert_eq!(server["country"], "DE");

@@ -77,7 +77,7 @@ fn peer_breakdown_names_each_protocol() {
             .unwrap_or_default()
             .contains("ready")
     });
-    let (_pid, _notify) = d.start(&mut nl.lab, &dir.join("daemon.log"));
+    let (_pid, _notify) = d.start(&mut nl.lab, "daemon");
     let (ok, peer) = d.cli(&["create"]);
     assert!(ok, "{peer}");
     nl.client(&peer, "c");

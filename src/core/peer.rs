@@ -103,6 +103,8 @@ pub struct LiveStats {
     pub tx: u64,
     /// Unix seconds of the last handshake, if any.
     pub last_handshake: Option<u64>,
+    /// Where the peer's packets last came from.
+    pub endpoint: Option<std::net::SocketAddr>,
 }
 
 /// Folds kernel counters, which reset when a peer or interface is re-created, into totals that

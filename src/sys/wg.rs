@@ -43,6 +43,9 @@ pub struct PeerSpec {
     pub public_key: Key,
     pub preshared_key: Key,
     pub allowed_ips: Vec<(IpAddr, u8)>,
+    /// Set when restoring a peer onto a re-created interface: with an endpoint and a keepalive
+    /// the node starts the handshake itself, so the client need not wait out its own timers.
+    pub resume: Option<(std::net::SocketAddr, u16)>,
 }
 
 /// One reading of the device: its identity and every peer with its counters.
@@ -257,6 +260,11 @@ impl WireGuard for RealDevice {
         for (ip, len) in &p.allowed_ips {
             b = b.add_allowed_ip(*ip, *len);
         }
+        if let Some((endpoint, keepalive)) = p.resume {
+            b = b
+                .set_endpoint(endpoint)
+                .set_persistent_keepalive_interval(keepalive);
+        }
         DeviceUpdate::new()
             .add_peer(b)
             .apply(&self.iface, self.backend())
@@ -286,6 +294,7 @@ impl WireGuard for RealDevice {
                     rx: p.stats.rx_bytes,
                     tx: p.stats.tx_bytes,
                     last_handshake: hs.map(|d| d.as_secs()).filter(|s| *s > 0),
+                    endpoint: p.config.endpoint,
                 };
                 (p.config.public_key, stats)
             })

@@ -27,15 +27,23 @@ pub fn run(argv: &[&str]) -> Output {
 }
 
 /// Waits until `f` holds, checking every 50 ms; panics with `what` after `limit`.
-pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, limit: Duration, f: impl FnMut() -> bool) {
+    assert!(
+        poll(limit, f),
+        "timed out after {limit:?} waiting for {what}"
+    );
+}
+
+/// Whether `f` comes to hold within `limit`, checking every 50 ms.
+pub fn poll(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if f() {
-            return;
+            return true;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("timed out after {limit:?} waiting for {what}");
+    false
 }
 
 /// A set of namespaces with a common, machine-unique prefix; removed on drop.
@@ -236,8 +244,11 @@ impl Daemon<'_> {
         self.env.iter().map(|(k, v)| (*k, v.as_str())).collect()
     }
 
-    pub fn start(&self, lab: &mut Lab, log: &Path) -> (u32, Notify) {
-        let name = format!("notify-{}", log.file_name().unwrap().to_string_lossy());
+    /// Starts the daemon with its output in `<lab dir>/<name>.log`; returns once it is READY.
+    pub fn start(&self, lab: &mut Lab, name: &str) -> (u32, Notify) {
+        let log = lab.dir.path().join(format!("{name}.log"));
+        let log = log.as_path();
+        let name = format!("notify-{name}");
         let mut notify = Notify::new(lab.dir.path(), &name);
         let mut env = self.env();
         let sock = notify.path.display().to_string();
