@@ -1,7 +1,7 @@
 //! A network-namespace lab: a server, two clients and an "internet" host, joined by veths, with
 //! wireguard-go tunnels. Everything lives in namespaces the lab creates and is removed by PID
 //! and by name when the lab is dropped.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
