@@ -265,4 +265,15 @@ fn a_daemon_restart_keeps_traffic_flowing() {
     assert!(lab.runner.writes.lock().unwrap().is_empty());
     let out = pinger.join().unwrap();
     assert!(out.contains("300 received"), "{out}");
+
+    // `teardown_on_stop = true`: everything the plan made is gone, and a second teardown is fine.
+    restarted.teardown(&input).unwrap();
+    assert!(
+        lab.ns(&lab.srv, &["nft", "list", "table", "inet", "waylume"])
+            .is_err()
+    );
+    assert!(lab.ns(&lab.srv, &["ip", "link", "show", "wlifb0"]).is_err());
+    let qd = lab.s(&["tc", "qdisc", "show", "dev", &lab.wg_s]);
+    assert!(!qd.contains("htb") && !qd.contains("ingress"), "{qd}");
+    restarted.teardown(&input).unwrap();
 }
