@@ -441,6 +441,7 @@ async fn restart_restores_peers_into_a_wiped_interface_and_keeps_usage() {
             rx: 1000,
             tx: 2000,
             last_handshake: Some(5),
+            endpoint: None,
         },
     );
     t.node.reconcile(true).unwrap();
@@ -456,6 +457,7 @@ async fn restart_restores_peers_into_a_wiped_interface_and_keeps_usage() {
             rx: 10,
             tx: 20,
             last_handshake: Some(6),
+            endpoint: None,
         },
     );
     t.node.flush().unwrap();

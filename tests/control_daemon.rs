@@ -51,6 +51,7 @@ async fn usage_keeps_its_totals_across_interface_recreation_and_restart() {
             rx: 1000,
             tx: 2000,
             last_handshake: Some(now - 10),
+            endpoint: None,
         },
     );
     t.node.reconcile(true).unwrap();
@@ -84,6 +85,7 @@ async fn usage_keeps_its_totals_across_interface_recreation_and_restart() {
             rx: 10,
             tx: 20,
             last_handshake: Some(now - 5),
+            endpoint: None,
         },
     );
     t.node.reconcile(true).unwrap();

@@ -231,3 +231,49 @@ fn reconcile_repairs_flushed_ruleset_and_deleted_interface() {
     let stats = rec.stats();
     assert_eq!((stats.runs, stats.repairs, stats.failures), (4, 3, 0));
 }
+
+#[test]
+#[ignore = "needs root"]
+fn a_daemon_restart_keeps_traffic_flowing() {
+    let lab = Lab::new("rst");
+    let limited = PeerPolicy {
+        download_kbps: Some(50_000),
+        cap_bytes: Some(1 << 30),
+        ..policy(A)
+    };
+    let input = lab.input(vec![limited, policy(B)]);
+    lab.dataplane().apply(&input).unwrap();
+    let a = lab.a.clone();
+    // A client pinging every 10 ms through the tunnel while the daemon "restarts": a fresh
+    // data plane (nothing remembered) observes the kernel and finds it complete.
+    let pinger = std::thread::spawn(move || {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &a, "ping", "-n", "-q", "-c", "300", "-i", "0.01", "-W", "1", INET,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    });
+    let probe = lab.dataplane();
+    wait_for("pings flowing", Duration::from_secs(5), || {
+        probe.usage().unwrap().get(&A).is_some_and(|u| *u > 10_000)
+    });
+    lab.runner.writes.lock().unwrap().clear();
+    let restarted = lab.dataplane();
+    assert!(restarted.apply(&input).unwrap().is_empty());
+    assert!(lab.runner.writes.lock().unwrap().is_empty());
+    let out = pinger.join().unwrap();
+    assert!(out.contains("300 received"), "{out}");
+
+    // `teardown_on_stop = true`: everything the plan made is gone, and a second teardown is fine.
+    restarted.teardown(&input).unwrap();
+    assert!(
+        lab.ns(&lab.srv, &["nft", "list", "table", "inet", "waylume"])
+            .is_err()
+    );
+    assert!(lab.ns(&lab.srv, &["ip", "link", "show", "wlifb0"]).is_err());
+    let qd = lab.s(&["tc", "qdisc", "show", "dev", &lab.wg_s]);
+    assert!(!qd.contains("htb") && !qd.contains("ingress"), "{qd}");
+    restarted.teardown(&input).unwrap();
+}

@@ -316,4 +316,4 @@ mod host;
 pub use host::{blocked_defaults, default_route_interface};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -156,3 +156,48 @@ mod tests {
         assert!(err.to_string().contains("/nonexistent/tool x"));
     }
 }
+
+/// A scripted runner for tests: answers from a closure and records every command.
+#[cfg(test)]
+pub mod fake {
+    use std::sync::Mutex;
+
+    use super::{Cmd, RunError, Runner};
+
+    type Answer = dyn Fn(&Cmd, &[Cmd]) -> Result<String, String> + Send + Sync;
+
+    pub struct FakeRunner {
+        answer: Box<Answer>,
+        pub log: Mutex<Vec<Cmd>>,
+    }
+
+    impl FakeRunner {
+        /// `answer(cmd, earlier_commands)`: stdout, or stderr of a failure.
+        pub fn new(
+            answer: impl Fn(&Cmd, &[Cmd]) -> Result<String, String> + Send + Sync + 'static,
+        ) -> FakeRunner {
+            FakeRunner {
+                answer: Box::new(answer),
+                log: Mutex::new(Vec::new()),
+            }
+        }
+
+        pub fn writes(&self) -> Vec<Cmd> {
+            let log = self.log.lock().unwrap();
+            log.iter().filter(|c| c.stdin.is_some()).cloned().collect()
+        }
+    }
+
+    impl Runner for FakeRunner {
+        fn run(&self, cmd: &Cmd) -> Result<String, RunError> {
+            let earlier = self.log.lock().unwrap().clone();
+            let out = (self.answer)(cmd, &earlier);
+            self.log.lock().unwrap().push(cmd.clone());
+            out.map_err(|stderr| RunError::Failed {
+                argv: cmd.display(),
+                status: "exit status: 1".into(),
+                stderr,
+            })
+        }
+    }
+}

@@ -180,10 +180,10 @@ pub fn parse_ingress_filters(json: &str, dev: &mut ObservedDev) -> Result<(), Pa
             .and_then(|o| o.get("actions"))
             .and_then(Value::as_array);
         for a in actions.into_iter().flatten() {
-            if s(a, "kind") == Some("mirred") {
-                if let Some(to) = s(a, "to_dev") {
-                    dev.redirects.push(to.to_string());
-                }
+            if s(a, "kind") == Some("mirred")
+                && let Some(to) = s(a, "to_dev")
+            {
+                dev.redirects.push(to.to_string());
             }
         }
     }

@@ -1,7 +1,7 @@
 //! A network-namespace lab: a server, two clients and an "internet" host, joined by veths, with
 //! wireguard-go tunnels. Everything lives in namespaces the lab creates and is removed by PID
 //! and by name when the lab is dropped.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -440,7 +440,21 @@ impl Lab {
         if reverse {
             argv.push("-R");
         }
-        let out = self.ns(ns, &argv).unwrap_or_else(|e| panic!("{e}"));
+        // The server takes one client at a time and may still be closing the previous test.
+        let mut last = String::new();
+        let mut out = None;
+        // With -J its complaint ("the server is busy") is in the JSON on stdout: retry any failure.
+        for _ in 0..5 {
+            match self.ns(ns, &argv) {
+                Ok(o) => {
+                    out = Some(o);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let out = out.unwrap_or_else(|| panic!("{last}"));
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         v["end"]["sum_received"]["bits_per_second"]
             .as_f64()

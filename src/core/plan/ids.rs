@@ -112,7 +112,7 @@ impl Layout {
     }
 }
 
-/// `10a:5:1` style handle text as tc prints and accepts it (empty bucket prints as nothing).
+/// `10a:5:1`: a u32 filter handle as tc accepts it (tc prints a zero bucket as empty).
 pub fn fh(h: (u16, u8, u16)) -> String {
     format!("{:x}:{:x}:{:x}", h.0, h.1, h.2)
 }

@@ -59,7 +59,7 @@ pub fn rate_text(bytes_per_sec: u64) -> String {
     let units = ["", "K", "M", "G", "T"];
     let mut i = 0;
     while i < units.len() - 1 {
-        if r < 1000 || (r % 1000 != 0 && r < 1_000_000) {
+        if r < 1000 || (!r.is_multiple_of(1000) && r < 1_000_000) {
             break;
         }
         r /= 1000;

@@ -1,1 +1,348 @@
+use std::net::Ipv4Addr;
+use std::sync::Arc;
 
+use super::*;
+use crate::core::plan::PeerPolicy;
+use crate::sys::runner::fake::FakeRunner;
+
+fn fx(name: &str) -> String {
+    let path = format!(
+        "{}/tests/fixtures/dataplane/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(path).unwrap()
+}
+
+fn peer(
+    last: u8,
+    down: Option<u32>,
+    up: Option<u32>,
+    cap: Option<u64>,
+    v6: Option<&str>,
+) -> PeerPolicy {
+    PeerPolicy {
+        addr: Ipv4Addr::new(10, 77, 1, last),
+        addr_v6: v6.map(|s| s.parse().unwrap()),
+        download_kbps: down,
+        upload_kbps: up,
+        cap_bytes: cap,
+        used_bytes: 1000,
+    }
+}
+
+/// The input the fixtures were captured from.
+pub(crate) fn captured_input() -> PlanInput {
+    PlanInput {
+        iface: "wl0".into(),
+        ifb: "wl0-ifb".into(),
+        subnet: "10.77.0.0/22".parse().unwrap(),
+        subnet_v6: Some("fd77::/64".parse().unwrap()),
+        server_addr: "10.77.0.1".parse().unwrap(),
+        outward: Some("up0".into()),
+        isolate: true,
+        blocked_v4: vec![
+            "169.254.0.0/16".parse().unwrap(),
+            "192.168.5.0/24".parse().unwrap(),
+        ],
+        blocked_v6: vec!["fd00:1::/64".parse().unwrap()],
+        shaping: true,
+        peers: vec![
+            peer(2, Some(2000), Some(1000), Some(50_000), Some("fd77::2")),
+            peer(3, None, Some(1500), None, None),
+            peer(4, Some(100_000_000), None, None, None),
+        ],
+    }
+}
+
+/// Answers reads from the captured kernel state; writes succeed.
+pub(crate) fn kernel(cmd: &Cmd) -> std::result::Result<String, String> {
+    let a: Vec<&str> = cmd.argv.iter().map(String::as_str).collect();
+    let dev = |d: &str| if d == "wl0" { "wl0" } else { "ifb" };
+    Ok(match a.as_slice() {
+        ["nft", "-j", "list", "table", ..] => fx("nft-table.json"),
+        ["nft", "-j", "list", "quota", ..] => fx("nft-quota.json"),
+        ["tc", "-j", "qdisc", "show", "dev", d] => fx(&format!("tc-qdisc-{}.json", dev(d))),
+        ["tc", "-j", "class", "show", "dev", d] => fx(&format!("tc-class-{}.txt", dev(d))),
+        ["tc", "-j", "filter", "show", "dev", d, "parent", "1:"] => {
+            fx(&format!("tc-filter-{}.json", dev(d)))
+        }
+        [
+            "tc",
+            "-j",
+            "filter",
+            "show",
+            "dev",
+            "wl0",
+            "parent",
+            "ffff:",
+        ] => fx("tc-ingress-wl0.json"),
+        _ => String::new(),
+    })
+}
+
+#[test]
+fn the_captured_state_matches_its_plan_and_nothing_is_written() {
+    let fake = Arc::new(FakeRunner::new(|c, _| kernel(c)));
+    let dp = Dataplane::new(fake.clone());
+    let applied = dp.apply(&captured_input()).unwrap();
+    assert!(applied.is_empty(), "{:?}", applied.changes);
+    assert!(fake.writes().is_empty());
+    let argv: Vec<String> = fake
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c.display())
+        .collect();
+    assert!(argv.contains(&"sysctl -qw net.ipv4.ip_forward=1".to_string()));
+    assert!(argv.contains(&"sysctl -qw net.ipv6.conf.all.forwarding=1".to_string()));
+}
+
+#[test]
+fn one_changed_limit_is_one_class_change_and_verify_fails_if_it_did_not_stick() {
+    let fake = Arc::new(FakeRunner::new(|c, _| kernel(c)));
+    let dp = Dataplane::new(fake.clone());
+    let mut input = captured_input();
+    input.peers[0].download_kbps = Some(3000);
+    let err = dp.apply(&input).unwrap_err();
+    assert!(matches!(err, DataplaneError::Verify(_)), "{err}");
+    let writes = fake.writes();
+    assert_eq!(writes.len(), 1);
+    assert_eq!(writes[0].argv, vec!["tc", "-batch", "-"]);
+    let batch = writes[0].stdin.clone().unwrap();
+    // The leaf's queue length (32 packets) is the same at 3 Mbit/s: only the class changes.
+    assert_eq!(batch.lines().count(), 1, "{batch}");
+    assert!(batch.starts_with("class change dev wl0 parent 1:1 classid 1:102 htb rate 3000kbit"));
+}
+
+#[test]
+fn a_missing_table_is_created_with_restored_usage() {
+    let fake = Arc::new(FakeRunner::new(|c, _| {
+        if c.argv
+            .starts_with(&["nft".into(), "-j".into(), "list".into()])
+        {
+            return Err("Error: No such file or directory".into());
+        }
+        kernel(c)
+    }));
+    let dp = Dataplane::new(fake.clone());
+    let mut input = captured_input();
+    input.peers[0].used_bytes = 42_000;
+    let _ = dp.apply(&input);
+    let w = fake.writes();
+    let script = w[0].stdin.clone().unwrap();
+    assert_eq!(w[0].argv, vec!["nft", "-f", "-"]);
+    assert!(
+        script.contains("p10_77_1_2 { until 50000 bytes used 42000 bytes }"),
+        "{script}"
+    );
+    assert!(!script.contains("delete table"));
+}
+
+#[test]
+fn missing_tools_and_devices_are_clear_errors() {
+    let fake = Arc::new(FakeRunner::new(|c, _| {
+        if c.argv[0] == "tc" {
+            return Err("Cannot find device \"wl0\"".into());
+        }
+        kernel(c)
+    }));
+    let err = Dataplane::new(fake).apply(&captured_input()).unwrap_err();
+    assert!(
+        matches!(&err, DataplaneError::NoDevice(d) if d == "wl0"),
+        "{err}"
+    );
+
+    let fake = Arc::new(FakeRunner::new(|c, _| {
+        if c.argv[0] == "nft" {
+            return Err("nft: command not found".into());
+        }
+        kernel(c)
+    }));
+    let err = Dataplane::new(fake).apply(&captured_input()).unwrap_err();
+    assert!(
+        err.to_string().contains("nft -j list table inet waylume"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_failed_fast_path_falls_back_to_a_full_apply() {
+    let fake = Arc::new(FakeRunner::new(|c, _| {
+        match c.argv.first().map(String::as_str) {
+            Some("tc") if c.stdin.is_some() => Err("RTNETLINK answers: File exists".into()),
+            _ => kernel(c),
+        }
+    }));
+    let dp = Dataplane::new(fake.clone());
+    let input = captured_input();
+    // Adding a peer that the captured state already has: the class exists, tc refuses,
+    // and the full diff finds nothing left to do.
+    let change = PeerChange::Add(input.peers[2].clone());
+    let applied = dp.apply_change(&input, &change).unwrap();
+    assert!(applied.is_empty());
+    assert_eq!(
+        fake.writes().len(),
+        2,
+        "fast nft + fast tc, then no full writes"
+    );
+}
+
+#[test]
+fn usage_maps_quotas_to_peers() {
+    let dp = Dataplane::new(Arc::new(FakeRunner::new(|c, _| kernel(c))));
+    let u = dp.usage().unwrap();
+    assert_eq!(u.len(), 3);
+    assert_eq!(u[&Ipv4Addr::new(10, 77, 1, 2)], 1000);
+    assert_eq!(
+        dp.peer_usage(Ipv4Addr::new(10, 77, 1, 2)).unwrap(),
+        Some(1000)
+    );
+}
+
+#[test]
+fn host_facts_from_captured_ip_output() {
+    assert_eq!(
+        host::parse_default_route(&fx("ip-route-default.json"))
+            .unwrap()
+            .as_deref(),
+        Some("up0")
+    );
+    let (v4, v6) = host::parse_blocked(
+        &fx("ip-addr.json"),
+        "10.77.0.0/22".parse().unwrap(),
+        Some("fd77::/64".parse().unwrap()),
+    )
+    .unwrap();
+    let v4: Vec<String> = v4.iter().map(|n| n.to_string()).collect();
+    // 198.18.7.0/24 is not private; the tunnel's own subnet is handled by isolation.
+    assert_eq!(v4, vec!["169.254.0.0/16", "192.168.5.0/24"]);
+    let v6: Vec<String> = v6.iter().map(|n| n.to_string()).collect();
+    assert_eq!(v6, vec!["fd00:1::/64", "fe80::/10"]);
+}
+
+fn observed_fixture() -> (Dataplane, Plan, Observed) {
+    let dp = Dataplane::new(Arc::new(FakeRunner::new(|c, _| kernel(c))));
+    let plan = Plan::build(&captured_input()).unwrap();
+    let obs = dp.observe(&plan).unwrap();
+    (dp, plan, obs)
+}
+
+#[test]
+fn repairs_touch_only_what_is_missing() {
+    let (dp, plan, mut obs) = observed_fixture();
+    let wl0 = obs.devs[0].1.as_mut().unwrap();
+    wl0.classes.remove(&0x104);
+    wl0.leaves.remove(&0x104);
+    wl0.filters.remove(&(0x101, 4, 1));
+    wl0.classes.insert(0x1ff, wl0.classes[&0x102].clone());
+    let ifb = obs.devs[1].1.as_mut().unwrap();
+    ifb.filters.remove(&(0x800, 0, 1));
+    let (nft, tc, missing) = dp.diff(&plan, &obs);
+    assert!(nft.is_empty() && missing.is_empty());
+    assert_eq!(
+        tc,
+        vec![
+            "class del dev wl0 classid 1:1ff".to_string(),
+            "class add dev wl0 parent 1:1 classid 1:104 htb rate 100000000kbit ceil 100000000kbit burst 125000000 cburst 125000000 quantum 200000".into(),
+            "qdisc replace dev wl0 parent 1:104 handle 104: pfifo limit 1000".into(),
+            "filter replace dev wl0 parent 1: prio 1 handle 101:4:1 protocol ip u32 ht 101:4: match ip dst 10.77.1.4/32 flowid 1:104".into(),
+            "filter replace dev wl0-ifb parent 1: prio 1 handle 800:0:1 protocol ip u32 ht 800:0: match ip src 10.77.0.0/22 hashkey mask 0x0000ff00 at 12 link 10:".into(),
+        ]
+    );
+}
+
+#[test]
+fn a_lost_root_or_redirect_rebuilds_that_device_only() {
+    let (dp, plan, mut obs) = observed_fixture();
+    obs.devs[1].1 = Some(ObservedDev::default());
+    let wl0 = obs.devs[0].1.as_mut().unwrap();
+    wl0.redirects = vec!["elsewhere".into()];
+    let (_, tc, _) = dp.diff(&plan, &obs);
+    assert_eq!(tc[0], "qdisc del dev wl0 ingress");
+    assert!(tc[1].starts_with("qdisc add dev wl0 handle ffff: ingress"));
+    assert!(tc[2].ends_with("action mirred egress redirect dev wl0-ifb"));
+    assert_eq!(
+        tc[3],
+        "qdisc replace dev wl0-ifb root handle 1: htb default 0 r2q 10"
+    );
+    assert!(tc.iter().skip(3).all(|l| l.contains("dev wl0-ifb")));
+    // Root, parent, 5 tables, 5 links, 2 classes + 2 leaves + 2 filters.
+    assert_eq!(tc.len() - 3, 1 + 1 + 5 + 5 + 6);
+}
+
+#[test]
+fn nft_repairs_are_per_object() {
+    let (dp, plan, mut obs) = observed_fixture();
+    let n = obs.nft.as_mut().unwrap();
+    n.chains.get_mut("forward").unwrap().comments.pop();
+    n.quotas.insert("p10_77_1_9".into(), n.quotas["p10_77_1_3"]);
+    n.maps4
+        .get_mut("peers4")
+        .unwrap()
+        .insert(Ipv4Addr::new(10, 77, 1, 9), "p10_77_1_9".into());
+    n.maps4
+        .get_mut("peers4")
+        .unwrap()
+        .remove(&Ipv4Addr::new(10, 77, 1, 3));
+    let (nft, tc, _) = dp.diff(&plan, &obs);
+    assert!(tc.is_empty());
+    let lines: Vec<&str> = nft.script.lines().collect();
+    assert_eq!(lines[0], "delete element inet waylume peers4 { 10.77.1.9 }");
+    assert_eq!(lines[1], "delete quota inet waylume p10_77_1_9");
+    assert_eq!(
+        lines[2],
+        "add element inet waylume peers4 { 10.77.1.3 : \"p10_77_1_3\" }"
+    );
+    assert_eq!(lines[3], "flush chain inet waylume forward");
+    assert!(
+        lines[4..]
+            .iter()
+            .all(|l| l.starts_with("add rule inet waylume forward"))
+    );
+    assert_eq!(lines.len(), 4 + plan.nft.chains[0].rules.len());
+}
+
+#[test]
+fn a_depleted_quota_is_recreated_when_its_cap_changes() {
+    let (dp, mut plan, mut obs) = observed_fixture();
+    let q = obs
+        .nft
+        .as_mut()
+        .unwrap()
+        .quotas
+        .get_mut("p10_77_1_2")
+        .unwrap();
+    q.used = q.bytes;
+    plan.nft.quotas.get_mut("p10_77_1_2").unwrap().limit = 80_000;
+    let (nft, _, _) = dp.diff(&plan, &obs);
+    let lines: Vec<&str> = nft.script.lines().collect();
+    assert_eq!(
+        lines,
+        vec![
+            "delete element inet waylume peers4 { 10.77.1.2 }",
+            "delete element inet waylume peers6 { fd77::2 }",
+            "delete quota inet waylume p10_77_1_2",
+            "add quota inet waylume p10_77_1_2 { until 80000 bytes used 50000 bytes }",
+            "add element inet waylume peers4 { 10.77.1.2 : \"p10_77_1_2\" }",
+            "add element inet waylume peers6 { fd77::2 : \"p10_77_1_2\" }",
+        ]
+    );
+}
+
+#[test]
+fn shaping_off_removes_our_qdiscs() {
+    let (dp, _, obs) = observed_fixture();
+    let mut input = captured_input();
+    input.shaping = false;
+    let plan = Plan::build(&input).unwrap();
+    let (_, tc, _) = dp.diff(&plan, &obs);
+    assert_eq!(
+        tc,
+        vec![
+            "qdisc del dev wl0 root",
+            "qdisc del dev wl0 ingress",
+            "qdisc del dev wl0-ifb root"
+        ]
+    );
+}
