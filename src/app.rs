@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use crate::api::{self, Api, ControlHealth};
 use crate::config::{Config, Endpoint, check_subnet_overlap};
 use crate::core::clientconf::ServerSide;
-use crate::core::registry::{Registry, Selector};
+use crate::core::registry::Registry;
 use crate::inspection::Inspection;
 use crate::metrics::Metrics;
 use crate::node::Node;
@@ -28,7 +28,7 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-fn notify(states: &[NotifyState]) {
+pub(crate) fn notify(states: &[NotifyState]) {
     // Outside systemd there is no socket to tell; that is not an error.
     let _ = sd_notify::notify(states);
 }
@@ -265,11 +265,12 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let (control_stop, control_rx) = watch::channel(false);
     let control_task = control.map(|cp| tokio::spawn(cp.run(source.clone(), control_rx)));
 
-    let reconciler = tokio::spawn(reconcile_loop(
+    let reconciler = tokio::spawn(crate::reconcile::run(
         node.clone(),
         metrics.clone(),
         inspection.clone(),
         cfg.dataplane.reconcile_interval,
+        node.trigger(),
         stop_rx.clone(),
     ));
 
@@ -340,75 +341,6 @@ async fn shutdown_signal() {
         }
         _ => {
             let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-/// Every interval: repair the interface and peers, fold counters, remove expired and idle
-/// peers. Tells the watchdog only after a pass that worked.
-async fn reconcile_loop(
-    node: Arc<Node>,
-    metrics: Arc<Metrics>,
-    inspection: Option<Arc<Inspection>>,
-    every: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failing = false;
-    // Counters are folded every pass but written every sixth: a crash loses nothing the kernel
-    // still counts (the next fold picks it up), and API calls rarely wait on the write.
-    let mut pass_no = 0u64;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        let n = node.clone();
-        pass_no += 1;
-        let persist = pass_no.is_multiple_of(6);
-        let pass = tokio::task::spawn_blocking(move || {
-            let repairs = n.reconcile(persist)?;
-            for (id, why) in n.due_for_removal(unix_now()) {
-                if let Err(e) = n.delete(&Selector::Id(id), why) {
-                    log::warn!("removing an {why:?} peer failed: {e}");
-                }
-            }
-            Ok::<_, crate::node::NodeError>(repairs)
-        })
-        .await;
-        metrics.reconcile_runs.fetch_add(1, Ordering::Relaxed);
-        match pass {
-            Ok(Ok(repairs)) => {
-                if failing {
-                    log::info!("reconcile recovered");
-                    failing = false;
-                }
-                if repairs.interface_created
-                    && let Some(i) = &inspection
-                {
-                    i.restart();
-                }
-                if repairs.any() {
-                    metrics.reconcile_repairs.fetch_add(1, Ordering::Relaxed);
-                    log::warn!("reconcile repaired the data plane: {repairs:?}");
-                }
-                metrics.dataplane_ok.store(true, Ordering::Relaxed);
-                let (peers, _) = node.count();
-                notify(&[
-                    NotifyState::Watchdog,
-                    NotifyState::Status(&format!("{peers} peers")),
-                ]);
-            }
-            Ok(Err(e)) => {
-                metrics.reconcile_errors.fetch_add(1, Ordering::Relaxed);
-                metrics.dataplane_ok.store(false, Ordering::Relaxed);
-                if !failing {
-                    log::error!("reconcile failed: {e}");
-                    failing = true;
-                }
-            }
-            Err(e) => log::error!("reconcile task failed: {e}"),
         }
     }
 }

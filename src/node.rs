@@ -113,6 +113,8 @@ pub struct Node {
     lifetimes: PeerLifetimes,
     inner: Mutex<Inner>,
     removal_hook: OnceLock<RemovalHook>,
+    /// Wakes the reconcile loop after each change, so a repair never waits a whole interval.
+    trigger: Arc<tokio::sync::Notify>,
 }
 
 /// A peer's policy for the data plane; `used` only matters when its quota is (re)created.
@@ -185,11 +187,17 @@ impl Node {
                 endpoints: HashMap::new(),
             }),
             removal_hook: OnceLock::new(),
+            trigger: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notified after every change to a peer; the reconcile loop waits on it.
+    pub fn trigger(&self) -> Arc<tokio::sync::Notify> {
+        self.trigger.clone()
     }
 
     pub fn server(&self) -> &ServerSide {
@@ -247,6 +255,7 @@ impl Node {
             return Err(e);
         }
         inner.generation += 1;
+        self.trigger.notify_one();
         inner.registry.commit(peer.clone());
         inner.counters.insert(peer.id.clone(), Counters::default());
         log::info!(target: "peer", "peer {} created at {}", peer.id, peer.address);
@@ -294,6 +303,7 @@ impl Node {
             return Err(e);
         }
         inner.generation += 1;
+        self.trigger.notify_one();
         let status = Self::status(&inner, &peer);
         inner.registry.remove(&peer.id);
         inner.counters.remove(&peer.id);
@@ -347,6 +357,7 @@ impl Node {
             return Err(e.into());
         }
         inner.generation += 1;
+        self.trigger.notify_one();
         let peer = inner.registry.get_mut(id).ok_or(NodeError::NotFound)?;
         *peer = after.clone();
         Ok(Self::status(&inner, &after))

@@ -1,111 +1,87 @@
-//! The reconcile loop: every interval and on demand, bring the kernel back to the plan
-//! (observe → plan → apply → verify). Quiet when nothing changed; each repair is logged once,
-//! a failure is logged when it first appears and when it clears. Counts feed `/metrics`.
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+//! The reconcile loop: every interval, and right after each API change, bring the interface,
+//! the peers and the data plane back to the stored state, fold the counters in, and remove
+//! expired and idle peers. Quiet when nothing changed; each repair is logged and counted, a
+//! failure is logged when it first appears and when it clears.
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use sd_notify::NotifyState;
 use tokio::sync::{Notify, watch};
 
-use crate::core::plan::PlanInput;
-use crate::sys::dataplane::{Applied, Dataplane, DataplaneError};
+use crate::app::unix_now;
+use crate::core::registry::Selector;
+use crate::inspection::Inspection;
+use crate::metrics::Metrics;
+use crate::node::Node;
 
-/// Counters for `/metrics`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ReconcileStats {
-    pub runs: u64,
-    /// Runs that found the kernel different from the plan and changed it.
-    pub repairs: u64,
-    pub failures: u64,
-}
-
-pub struct Reconciler {
-    dataplane: Arc<Dataplane>,
-    runs: AtomicU64,
-    repairs: AtomicU64,
-    failures: AtomicU64,
-    last_error: Mutex<Option<String>>,
-}
-
-/// Where the loop gets the desired state each time; `None` skips the run (e.g. not ready).
-pub type DesiredFn = dyn Fn() -> Option<PlanInput> + Send + Sync;
-
-impl Reconciler {
-    pub fn new(dataplane: Arc<Dataplane>) -> Reconciler {
-        Reconciler {
-            dataplane,
-            runs: AtomicU64::new(0),
-            repairs: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-            last_error: Mutex::new(None),
+/// Every interval: repair the interface and peers, fold counters, remove expired and idle
+/// peers. Tells the watchdog only after a pass that worked.
+pub async fn run(
+    node: Arc<Node>,
+    metrics: Arc<Metrics>,
+    inspection: Option<Arc<Inspection>>,
+    every: Duration,
+    trigger: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    // Counters are folded every pass but written every sixth: a crash loses nothing the kernel
+    // still counts (the next fold picks it up), and API calls rarely wait on the write.
+    let mut pass_no = 0u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = trigger.notified() => {}
+            _ = stop.wait_for(|s| *s) => return,
         }
-    }
-
-    pub fn dataplane(&self) -> &Arc<Dataplane> {
-        &self.dataplane
-    }
-
-    pub fn stats(&self) -> ReconcileStats {
-        ReconcileStats {
-            runs: self.runs.load(Ordering::Relaxed),
-            repairs: self.repairs.load(Ordering::Relaxed),
-            failures: self.failures.load(Ordering::Relaxed),
-        }
-    }
-
-    /// One pass; blocking (runs `nft`/`tc`).
-    pub fn run_once(&self, input: &PlanInput) -> Result<Applied, DataplaneError> {
-        self.runs.fetch_add(1, Ordering::Relaxed);
-        let result = self.dataplane.apply(input);
-        let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
-        match &result {
-            Ok(applied) => {
-                if last.take().is_some() {
-                    log::info!(target: "reconcile", "data plane in place again");
-                }
-                if !applied.is_empty() {
-                    self.repairs.fetch_add(1, Ordering::Relaxed);
-                    log::warn!(target: "reconcile", "repaired: {}", applied.changes.join(", "));
+        let n = node.clone();
+        pass_no += 1;
+        let persist = pass_no.is_multiple_of(6);
+        let pass = tokio::task::spawn_blocking(move || {
+            let repairs = n.reconcile(persist)?;
+            for (id, why) in n.due_for_removal(unix_now()) {
+                if let Err(e) = n.delete(&Selector::Id(id), why) {
+                    log::warn!("removing an {why:?} peer failed: {e}");
                 }
             }
-            Err(e) => {
-                self.failures.fetch_add(1, Ordering::Relaxed);
-                let msg = e.to_string();
-                if last.as_deref() != Some(msg.as_str()) {
-                    log::error!(target: "reconcile", "{msg} (retrying every interval)");
-                    *last = Some(msg);
+            Ok::<_, crate::node::NodeError>(repairs)
+        })
+        .await;
+        metrics.reconcile_runs.fetch_add(1, Ordering::Relaxed);
+        match pass {
+            Ok(Ok(repairs)) => {
+                if failing {
+                    log::info!("reconcile recovered");
+                    failing = false;
+                }
+                if repairs.interface_created
+                    && let Some(i) = &inspection
+                {
+                    i.restart();
+                }
+                if repairs.any() {
+                    metrics.reconcile_repairs.fetch_add(1, Ordering::Relaxed);
+                    log::warn!("reconcile repaired the data plane: {repairs:?}");
+                }
+                metrics.dataplane_ok.store(true, Ordering::Relaxed);
+                let (peers, _) = node.count();
+                crate::app::notify(&[
+                    NotifyState::Watchdog,
+                    NotifyState::Status(&format!("{peers} peers")),
+                ]);
+            }
+            Ok(Err(e)) => {
+                metrics.reconcile_errors.fetch_add(1, Ordering::Relaxed);
+                metrics.dataplane_ok.store(false, Ordering::Relaxed);
+                if !failing {
+                    log::error!("reconcile failed: {e}");
+                    failing = true;
                 }
             }
-        }
-        result
-    }
-
-    /// Runs until `stop` turns true: every `interval`, and at once when `trigger` is notified.
-    pub async fn run(
-        self: Arc<Self>,
-        desired: Arc<DesiredFn>,
-        interval: Duration,
-        trigger: Arc<Notify>,
-        mut stop: watch::Receiver<bool>,
-    ) {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = trigger.notified() => {}
-                _ = stop.changed() => {}
-            }
-            if *stop.borrow() {
-                return;
-            }
-            let Some(input) = desired() else { continue };
-            let me = Arc::clone(&self);
-            // `nft`/`tc` are child processes: keep them off the async workers.
-            let _ = tokio::task::spawn_blocking(move || me.run_once(&input)).await;
+            Err(e) => log::error!("reconcile task failed: {e}"),
         }
     }
 }
-
-#[cfg(test)]
-mod tests;
