@@ -24,9 +24,13 @@ def serve(port):
             elif data.startswith(b"SSH-"):
                 c.sendall(b"SSH-2.0-LabServer\r\n")
             elif data.startswith(b"\x13BitTorrent protocol"):
-                c.sendall(data[:68])
-        except OSError:
-            pass
+                # Echo everything until the peer goes away: the client checks whether the
+                # connection still carries data.
+                while data:
+                    c.sendall(data)
+                    data = c.recv(4096)
+        except OSError as e:
+            print("server", port, e, flush=True)
         c.close()
 for p in (6881, 8080, 8443, 2222):
     threading.Thread(target=serve, args=(p,), daemon=True).start()
@@ -38,7 +42,7 @@ threading.Event().wait()
 const CLIENT: &str = r#"
 import socket, ssl, sys
 host, what = sys.argv[1], sys.argv[2]
-ports = {"bittorrent": 6881, "http": 8080, "tls": 8443, "ssh": 2222}
+ports = {"bittorrent": 6881, "bittorrent-session": 6881, "http": 8080, "tls": 8443, "ssh": 2222}
 s = socket.create_connection((host, ports[what]), timeout=3)
 if what == "tls":
     ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
@@ -47,6 +51,25 @@ if what == "tls":
     except (ssl.SSLError, OSError):
         pass
     print("ok"); sys.exit(0)
+if what == "bittorrent-session":
+    # The handshake passes (it is what names the flow); then the connection must go dead.
+    s.sendall(b"\x13BitTorrent protocol" + bytes(8) + b"\x11" * 20 + b"-LB0001-abcdefghijkl")
+    try:
+        s.recv(4096)
+    except OSError:
+        pass
+    # Poll: one keep-alive message every 100 ms, for up to 5 s, until one goes unanswered.
+    import time
+    s.settimeout(0.5)
+    for _ in range(50):
+        s.sendall(b"\x00\x00\x00\x00")
+        try:
+            if not s.recv(4096):
+                break
+        except OSError:
+            print("cut"); sys.exit(0)
+        time.sleep(0.1)
+    print("open"); sys.exit(0)
 payload = {
     "bittorrent": b"\x13BitTorrent protocol" + bytes(8) + b"\x11" * 20 + b"-LB0001-abcdefghijkl",
     "http": b"GET /index.html HTTP/1.1\r\nHost: lab.example\r\nUser-Agent: lab\r\n\r\n",
@@ -120,6 +143,17 @@ fn peer_breakdown_names_each_protocol() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
+    // With the default policy (report) a BitTorrent connection keeps working.
+    let out = nl.lab.exec(
+        &nl.cli,
+        &[
+            "python3",
+            dir.join("client.py").to_str().unwrap(),
+            INTERNET,
+            "bittorrent-session",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "open");
     let protos = &last["stats"]["protocols"];
     assert!(
         protos["bittorrent"]["bytes"].as_u64().unwrap() >= 68,
@@ -129,4 +163,71 @@ fn peer_breakdown_names_each_protocol() {
         protos.get("quic").is_none(),
         "nothing was misnamed: {protos}"
     );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn blocked_bittorrent_is_cut_while_http_passes() {
+    let mut nl = NodeLab::new("b");
+    let dir = nl.lab.dir.path().to_path_buf();
+    std::fs::write(dir.join("server.py"), SERVER).unwrap();
+    std::fs::write(dir.join("client.py"), CLIENT).unwrap();
+    std::fs::write(
+        dir.join("node.toml"),
+        "[inspection]\npolicy = { bittorrent = \"block\" }\n",
+    )
+    .unwrap();
+    let config = dir.join("node.toml").display().to_string();
+    let d = nl.daemon(&[("WAYLUME_CONFIG", &config)]);
+    let server_log = dir.join("server.log");
+    let net = nl.net.clone();
+    nl.lab.spawn(
+        &net,
+        &["python3", dir.join("server.py").to_str().unwrap()],
+        &[],
+        &server_log,
+    );
+    wait_for("the test server", Duration::from_secs(10), || {
+        std::fs::read_to_string(&server_log)
+            .unwrap_or_default()
+            .contains("ready")
+    });
+    let (_pid, _notify) = d.start(&mut nl.lab, "daemon");
+    let (ok, peer) = d.cli(&["create"]);
+    assert!(ok, "{peer}");
+    nl.client(&peer, "c");
+    wait_for("the tunnel", Duration::from_secs(15), || {
+        nl.lab.ping(&nl.cli, INTERNET)
+    });
+    let client = |what: &str| {
+        let out = nl.lab.exec(
+            &nl.cli,
+            &[
+                "python3",
+                dir.join("client.py").to_str().unwrap(),
+                INTERNET,
+                what,
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let got = client("bittorrent-session");
+    let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+    let flows = nl
+        .lab
+        .exec(&nl.srv, &["nft", "list", "table", "inet", "waylume_flows"]);
+    let srv_log = std::fs::read_to_string(&server_log).unwrap_or_default();
+    assert_eq!(
+        got,
+        "cut",
+        "the BitTorrent connection is dropped\n{log}\n{}\n{srv_log}",
+        String::from_utf8_lossy(&flows.stdout)
+    );
+    assert_eq!(client("http"), "ok", "HTTP still passes");
+    let table = nl.lab.exec(
+        &nl.srv,
+        &["nft", "list", "set", "inet", "waylume_flows", "block4"],
+    );
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains(". 6881 timeout"), "{text}");
 }

@@ -2,6 +2,7 @@
 pub mod capture;
 pub mod dataplane;
 pub mod fake;
+pub mod flows;
 pub mod link;
 pub mod nft;
 pub mod policy;

@@ -3,6 +3,7 @@
 //! holds, and the per-peer incremental operations all live here; nothing here runs a command.
 mod diff_nft;
 mod diff_tc;
+pub mod flows;
 mod ids;
 mod nft;
 mod observed;
