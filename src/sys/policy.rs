@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 
 use crate::core::plan::{PeerChange, PeerPolicy, Plan, PlanInput};
 use crate::sys::dataplane::{Dataplane, DataplaneError};
+use crate::sys::runner::Cmd;
 
 /// What a full check found different from the plan: one `nft -f` script and `tc -batch` lines.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -80,6 +81,15 @@ impl Policy for KernelPolicy {
     }
 
     fn teardown(&self) -> Result<(), DataplaneError> {
+        // The per-flow table (inspection's block/throttle) goes too; absent is fine.
+        let flows = Cmd::new([
+            "nft",
+            "delete",
+            "table",
+            "inet",
+            crate::core::plan::flows::FLOW_TABLE,
+        ]);
+        let _ = self.dp.runner().run(&flows);
         self.dp.teardown(&self.base)
     }
 }
