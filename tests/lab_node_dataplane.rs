@@ -188,3 +188,40 @@ fn a_daemon_restart_loses_no_packet() {
         "{text}"
     );
 }
+
+#[test]
+#[ignore = "needs root"]
+fn teardown_on_stop_removes_interface_rules_and_classes() {
+    let mut nl = NodeLab::new("t");
+    let d = nl.daemon(&[("WAYLUME_TEARDOWN_ON_STOP", "true")]);
+    let (pid, _n) = d.start(&mut nl.lab, "d1");
+    let (ok, peer) = d.cli(&["create", "--download-kbps", "2000"]);
+    assert!(ok, "{peer}");
+    let ifb = format!("ifb-{}", nl.wg_srv)
+        .chars()
+        .take(15)
+        .collect::<String>();
+    let present = |lab: &lab::Lab, argv: &[&str]| lab.exec(&nl.srv, argv).status.success();
+    wait_for("the data plane", Duration::from_secs(10), || {
+        present(&nl.lab, &["nft", "list", "table", "inet", "waylume"])
+            && present(&nl.lab, &["ip", "link", "show", &ifb])
+    });
+    let classes = nl
+        .lab
+        .exec(&nl.srv, &["tc", "class", "show", "dev", &nl.wg_srv]);
+    assert!(String::from_utf8_lossy(&classes.stdout).contains("rate 2Mbit"));
+    sh(&["kill", "-TERM", &pid.to_string()]);
+    assert_eq!(nl.lab.wait_exit(pid, Duration::from_secs(20)), Some(0));
+    assert!(
+        !present(&nl.lab, &["ip", "link", "show", &nl.wg_srv]),
+        "interface removed"
+    );
+    assert!(
+        !present(&nl.lab, &["ip", "link", "show", &ifb]),
+        "IFB removed"
+    );
+    assert!(
+        !present(&nl.lab, &["nft", "list", "table", "inet", "waylume"]),
+        "table removed"
+    );
+}
