@@ -79,22 +79,24 @@ s.sendall(payload)
 print("ok" if s.recv(4096) else "closed")
 "#;
 
-#[test]
-#[ignore = "needs root"]
-fn peer_breakdown_names_each_protocol() {
-    let mut nl = NodeLab::new("i");
-    let d = nl.daemon(&[]);
+/// The test server behind the node, the daemon (with `config` as its TOML file when given), and
+/// one peer whose client is up and reaches the server.
+fn setup(tag: &str, config: Option<&str>) -> (NodeLab, lab::Daemon<'static>, serde_json::Value) {
+    let mut nl = NodeLab::new(tag);
     let dir = nl.lab.dir.path().to_path_buf();
     std::fs::write(dir.join("server.py"), SERVER).unwrap();
     std::fs::write(dir.join("client.py"), CLIENT).unwrap();
+    let mut env = Vec::new();
+    let path = dir.join("node.toml").display().to_string();
+    if let Some(text) = config {
+        std::fs::write(&path, text).unwrap();
+        env.push(("WAYLUME_CONFIG", path.as_str()));
+    }
+    let d = nl.daemon(&env);
     let server_log = dir.join("server.log");
     let net = nl.net.clone();
-    nl.lab.spawn(
-        &net,
-        &["python3", dir.join("server.py").to_str().unwrap()],
-        &[],
-        &server_log,
-    );
+    let server = dir.join("server.py").display().to_string();
+    nl.lab.spawn(&net, &["python3", &server], &[], &server_log);
     wait_for("the test server", Duration::from_secs(10), || {
         std::fs::read_to_string(&server_log)
             .unwrap_or_default()
@@ -107,6 +109,14 @@ fn peer_breakdown_names_each_protocol() {
     wait_for("the tunnel", Duration::from_secs(15), || {
         nl.lab.ping(&nl.cli, INTERNET)
     });
+    (nl, d, peer)
+}
+
+#[test]
+#[ignore = "needs root"]
+fn peer_breakdown_names_each_protocol() {
+    let (nl, d, peer) = setup("i", None);
+    let dir = nl.lab.dir.path().to_path_buf();
 
     for what in ["bittorrent", "http", "tls", "ssh"] {
         let out = nl.lab.exec(
@@ -168,37 +178,10 @@ fn peer_breakdown_names_each_protocol() {
 #[test]
 #[ignore = "needs root"]
 fn blocked_bittorrent_is_cut_while_http_passes() {
-    let mut nl = NodeLab::new("b");
+    let config = "[inspection]\npolicy = { bittorrent = \"block\" }\n";
+    let (nl, _d, _) = setup("b", Some(config));
     let dir = nl.lab.dir.path().to_path_buf();
-    std::fs::write(dir.join("server.py"), SERVER).unwrap();
-    std::fs::write(dir.join("client.py"), CLIENT).unwrap();
-    std::fs::write(
-        dir.join("node.toml"),
-        "[inspection]\npolicy = { bittorrent = \"block\" }\n",
-    )
-    .unwrap();
-    let config = dir.join("node.toml").display().to_string();
-    let d = nl.daemon(&[("WAYLUME_CONFIG", &config)]);
     let server_log = dir.join("server.log");
-    let net = nl.net.clone();
-    nl.lab.spawn(
-        &net,
-        &["python3", dir.join("server.py").to_str().unwrap()],
-        &[],
-        &server_log,
-    );
-    wait_for("the test server", Duration::from_secs(10), || {
-        std::fs::read_to_string(&server_log)
-            .unwrap_or_default()
-            .contains("ready")
-    });
-    let (_pid, _notify) = d.start(&mut nl.lab, "daemon");
-    let (ok, peer) = d.cli(&["create"]);
-    assert!(ok, "{peer}");
-    nl.client(&peer, "c");
-    wait_for("the tunnel", Duration::from_secs(15), || {
-        nl.lab.ping(&nl.cli, INTERNET)
-    });
     let client = |what: &str| {
         let out = nl.lab.exec(
             &nl.cli,
