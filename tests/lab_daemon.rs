@@ -25,7 +25,17 @@ fn peer_lifecycle_and_restart_with_real_clients() {
         ..
     } = nl;
     let log1 = lab.dir.path().join("daemon1.log");
-    let (pid, _n) = d.start(&mut lab, "daemon1");
+    let (pid, mut notify) = d.start(&mut lab, "daemon1");
+    // systemd hears more than READY: the reconcile loop's watchdog pings and a status line.
+    assert!(
+        notify.wait("WATCHDOG=1", Duration::from_secs(10)),
+        "{:?}",
+        notify.seen
+    );
+    assert!(notify.seen.iter().any(|m| {
+        m.lines()
+            .any(|l| l.starts_with("STATUS=") && l.contains("peers"))
+    }));
 
     // The endpoint comes from the server's default-route address.
     let (ok, p1) = d.cli(&["create", "--session-id", "lab-1"]);
@@ -62,6 +72,11 @@ fn peer_lifecycle_and_restart_with_real_clients() {
     let (ok, p2) = d.cli(&["create", "--session-id", "lab-2"]);
     assert!(ok, "{p2}");
     sh(&["kill", "-TERM", &pid.to_string()]);
+    assert!(
+        notify.wait("STOPPING=1", Duration::from_secs(10)),
+        "{:?}",
+        notify.seen
+    );
     assert_eq!(
         lab.wait_exit(pid, Duration::from_secs(20)),
         Some(0),

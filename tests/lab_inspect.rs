@@ -42,7 +42,7 @@ threading.Event().wait()
 const CLIENT: &str = r#"
 import socket, ssl, sys
 host, what = sys.argv[1], sys.argv[2]
-ports = {"bittorrent": 6881, "bittorrent-session": 6881, "http": 8080, "tls": 8443, "ssh": 2222}
+ports = {"bittorrent": 6881, "bittorrent-session": 6881, "bittorrent-bulk": 6881, "http": 8080, "tls": 8443, "ssh": 2222}
 s = socket.create_connection((host, ports[what]), timeout=3)
 if what == "tls":
     ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
@@ -70,6 +70,23 @@ if what == "bittorrent-session":
             print("cut"); sys.exit(0)
         time.sleep(0.1)
     print("open"); sys.exit(0)
+if what == "bittorrent-bulk":
+    # Name the flow, say which one it is, wait for the go-ahead on stdin (the test waits for
+    # the node to act on the flow), then push 1 MB through the echo server.
+    import time
+    s.sendall(b"\x13BitTorrent protocol" + bytes(8) + b"\x11" * 20 + b"-LB0001-abcdefghijkl")
+    s.recv(4096)
+    print("port", s.getsockname()[1], flush=True)
+    sys.stdin.readline()
+    s.settimeout(5)
+    start, got = time.time(), 0
+    try:
+        s.sendall(bytes(1 << 20))
+        while got < (1 << 20) and time.time() - start < 5:
+            got += len(s.recv(65536))
+    except OSError:
+        pass
+    print("fast" if got >= (1 << 20) else "slow"); sys.exit(0)
 payload = {
     "bittorrent": b"\x13BitTorrent protocol" + bytes(8) + b"\x11" * 20 + b"-LB0001-abcdefghijkl",
     "http": b"GET /index.html HTTP/1.1\r\nHost: lab.example\r\nUser-Agent: lab\r\n\r\n",
@@ -78,6 +95,40 @@ payload = {
 s.sendall(payload)
 print("ok" if s.recv(4096) else "closed")
 "#;
+
+/// Runs the bulk client: once it has named its flow, `ready(port)` may wait for the node to act
+/// on it; then 1 MB goes through. Returns `fast` or `slow`.
+fn bulk(nl: &NodeLab, client: &str, ready: impl FnOnce(&str)) -> String {
+    use std::io::{BufRead, Write};
+    let mut child = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &nl.cli,
+            "python3",
+            client,
+            INTERNET,
+            "bittorrent-bulk",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("port ")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .to_string();
+    ready(&port);
+    writeln!(child.stdin.as_mut().unwrap(), "go").unwrap();
+    let mut verdict = String::new();
+    out.read_line(&mut verdict).unwrap();
+    child.wait().unwrap();
+    verdict.trim().to_string()
+}
 
 /// The test server behind the node, the daemon (with `config` as its TOML file when given), and
 /// one peer whose client is up and reaches the server.
@@ -153,7 +204,9 @@ fn peer_breakdown_names_each_protocol() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    // With the default policy (report) a BitTorrent connection keeps working.
+    // With the default policy (report) a BitTorrent connection keeps working, at full speed.
+    let client = dir.join("client.py").display().to_string();
+    assert_eq!(bulk(&nl, &client, |_| {}), "fast");
     let out = nl.lab.exec(
         &nl.cli,
         &[
@@ -213,4 +266,44 @@ fn blocked_bittorrent_is_cut_while_http_passes() {
     );
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.contains(". 6881 timeout"), "{text}");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn throttled_bittorrent_is_held_to_a_low_rate() {
+    let config = "[inspection]\npolicy = { bittorrent = \"throttle\" }\n";
+    let (nl, _d, _) = setup("h", Some(config));
+    let dir = nl.lab.dir.path().to_path_buf();
+    let client = dir.join("client.py").display().to_string();
+    let run = |what: &str| {
+        let out = nl.lab.exec(&nl.cli, &["python3", &client, INTERNET, what]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // Small messages stay under the rate: the connection keeps working.
+    assert_eq!(run("bittorrent-session"), "open");
+    let set = nl.lab.exec(
+        &nl.srv,
+        &["nft", "list", "set", "inet", "waylume_flows", "throttle4"],
+    );
+    assert!(
+        String::from_utf8_lossy(&set.stdout).contains(". 6881 timeout"),
+        "the flow is in the throttle set"
+    );
+    // A bulk transfer on a throttled flow crawls: 1 MB does not get through in 5 s at 32 kB/s.
+    let set_has = |port: &str| {
+        let out = nl.lab.exec(
+            &nl.srv,
+            &["nft", "list", "set", "inet", "waylume_flows", "throttle4"],
+        );
+        String::from_utf8_lossy(&out.stdout).contains(&format!(". {port} . 6881 timeout"))
+    };
+    assert_eq!(
+        bulk(&nl, &client, |port| wait_for(
+            "the throttle",
+            Duration::from_secs(5),
+            || set_has(port)
+        )),
+        "slow"
+    );
+    assert_eq!(run("http"), "ok", "other traffic is not throttled");
 }
