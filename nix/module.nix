@@ -355,14 +355,15 @@ in {
           ''
           + optionalString dataplane.shaping ''
             # Download is shaped on the link, upload on the IFB fed from the link's ingress.
-            # `default 0`: traffic of peers without a class passes unshaped.
+            # `default 0`: traffic of peers without a class passes unshaped. The same objects,
+            # with the same parameters, as the daemon's plan, so that it adopts them unchanged.
             tc qdisc show dev ${iface} root | grep -q '^qdisc htb 1: ' \
-              || tc qdisc replace dev ${iface} root handle 1: htb default 0
+              || tc qdisc replace dev ${iface} root handle 1: htb default 0 r2q 10
             tc qdisc show dev ${ifb} root | grep -q '^qdisc htb 1: ' \
-              || tc qdisc replace dev ${ifb} root handle 1: htb default 0
+              || tc qdisc replace dev ${ifb} root handle 1: htb default 0 r2q 10
             if ! tc qdisc show dev ${iface} ingress | grep -q '^qdisc ingress'; then
               tc qdisc add dev ${iface} handle ffff: ingress
-              tc filter add dev ${iface} parent ffff: protocol all u32 match u32 0 0 \
+              tc filter add dev ${iface} parent ffff: prio 1 protocol all u32 match u32 0 0 \
                 action mirred egress redirect dev ${ifb}
             fi
           '';

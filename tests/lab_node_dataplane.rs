@@ -225,3 +225,78 @@ fn teardown_on_stop_removes_interface_rules_and_classes() {
         "table removed"
     );
 }
+
+#[test]
+#[ignore = "needs root"]
+fn the_daemon_adopts_what_the_nixos_module_declares() {
+    let mut nl = NodeLab::new("m");
+    let (srv, wg) = (nl.srv.clone(), nl.wg_srv.clone());
+    let ifb = format!("ifb-{wg}").chars().take(15).collect::<String>();
+    let state = nl.lab.dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    // What the module's units do before the daemon starts (nix/module.nix): the key, the
+    // interface with its address, the IFB with the HTB roots and the redirect, an empty table.
+    let key = sh(&["wg", "genkey"]);
+    std::fs::write(state.join("private.key"), &key).unwrap();
+    let keyfile = state.join("private.key").display().to_string();
+    let _ = nl.lab.exec(&srv, &["wireguard-go", &wg]);
+    let ns = |args: &[&str]| {
+        let mut argv = vec!["ip", "netns", "exec", srv.as_str()];
+        argv.extend_from_slice(args);
+        sh(&argv)
+    };
+    ns(&[
+        "wg",
+        "set",
+        &wg,
+        "private-key",
+        &keyfile,
+        "listen-port",
+        "51820",
+    ]);
+    ns(&["ip", "addr", "add", "10.77.0.1/16", "dev", &wg]);
+    ns(&["ip", "link", "set", &wg, "up"]);
+    ns(&["ip", "link", "add", &ifb, "type", "ifb"]);
+    ns(&["ip", "link", "set", &ifb, "up"]);
+    for dev in [&wg, &ifb] {
+        ns(&[
+            "tc", "qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", "0",
+            "r2q", "10",
+        ]);
+    }
+    ns(&[
+        "tc", "qdisc", "add", "dev", &wg, "handle", "ffff:", "ingress",
+    ]);
+    ns(&[
+        "tc", "filter", "add", "dev", &wg, "parent", "ffff:", "prio", "1", "protocol", "all",
+        "u32", "match", "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", &ifb,
+    ]);
+    ns(&["nft", "add", "table", "inet", "waylume"]);
+
+    let d = nl.daemon(&[("WAYLUME_STATE_DIR", &state.display().to_string())]);
+    let (_pid, _n) = d.start(&mut nl.lab, "d1");
+    let (ok, peer) = d.cli(&["create", "--download-kbps", "2000"]);
+    assert!(ok, "{peer}");
+    assert_eq!(
+        peer["server_public_key"].as_str().unwrap(),
+        sh(&["sh", "-c", &format!("wg pubkey < {keyfile}")]).trim(),
+        "the module's key is the node's key"
+    );
+    nl.client(&peer, "c");
+    wait_for("the tunnel", Duration::from_secs(15), || {
+        nl.lab.ping(&nl.cli, INTERNET)
+    });
+    let roots = ns(&["tc", "qdisc", "show", "dev", &wg]);
+    assert_eq!(roots.matches("qdisc htb 1: root").count(), 1, "{roots}");
+    let filters = ns(&["tc", "filter", "show", "dev", &wg, "parent", "ffff:"]);
+    assert_eq!(
+        filters.matches("mirred").count(),
+        1,
+        "one redirect: {filters}"
+    );
+    let log = std::fs::read_to_string(nl.lab.dir.path().join("d1.log")).unwrap();
+    assert!(
+        log.contains("0 peers restored") && !log.contains("interface created"),
+        "{log}"
+    );
+}
