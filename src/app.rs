@@ -119,7 +119,8 @@ fn kernel_policy(
         shaping: cfg.dataplane.shaping,
         peers: Vec::new(),
     };
-    let dp = crate::sys::dataplane::Dataplane::new(runner);
+    let link = crate::sys::nft::NfSocket::open()?;
+    let dp = crate::sys::dataplane::Dataplane::new(runner, Arc::new(link));
     Ok(Arc::new(crate::sys::policy::KernelPolicy::new(dp, base)))
 }
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use waylume::core::plan::{PeerPolicy, PlanInput};
 use waylume::sys::dataplane::{Dataplane, blocked_defaults, default_route_interface};
+use waylume::sys::nft::NfSocket;
 use waylume::sys::runner::{Cmd, RunError, Runner, SystemRunner};
 
 pub const SUBNET: &str = "10.77.0.0/16";
@@ -89,6 +90,21 @@ fn kill_ns_pids(ns: &str) {
     for pid in pids.split_whitespace() {
         let _ = run(&["kill", pid]);
     }
+}
+
+/// An nf_tables netlink socket of namespace `ns`: opened on a thread that entered it (a socket
+/// belongs to the namespace it was created in; the thread ends, the process never moves).
+pub fn nf_socket(ns: &str) -> NfSocket {
+    let path = format!("/run/netns/{ns}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let f = std::fs::File::open(&path).unwrap();
+            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            NfSocket::open().unwrap()
+        })
+        .join()
+        .unwrap()
+    })
 }
 
 pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
@@ -344,7 +360,7 @@ impl Lab {
     }
 
     pub fn dataplane(&self) -> Dataplane {
-        Dataplane::new(self.runner.clone())
+        Dataplane::new(self.runner.clone(), Arc::new(nf_socket(&self.srv)))
     }
 
     /// The plan input the daemon would build: host facts read from the server namespace.
@@ -460,6 +476,39 @@ impl Lab {
             .as_f64()
             .unwrap()
             / 1e6
+    }
+}
+
+/// A bare namespace with only `lo`, for tests that need a kernel but no traffic; deleted on drop.
+pub struct BareNs {
+    pub name: String,
+    pub runner: Arc<SystemRunner>,
+}
+
+impl BareNs {
+    /// `tag`: unique per test.
+    pub fn new(tag: &str) -> BareNs {
+        let name = format!("wldp-{tag}-bare");
+        sweep(&name);
+        must(&["ip", "netns", "add", &name]);
+        must(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        BareNs {
+            runner: Arc::new(SystemRunner::in_netns(&name)),
+            name,
+        }
+    }
+
+    pub fn run(&self, argv: &[&str]) -> String {
+        let mut v = vec!["ip", "netns", "exec", &self.name];
+        v.extend_from_slice(argv);
+        must(&v)
+    }
+}
+
+impl Drop for BareNs {
+    fn drop(&mut self) {
+        kill_ns_pids(&self.name);
+        let _ = run(&["ip", "netns", "del", &self.name]);
     }
 }
 

@@ -22,7 +22,7 @@ pub use observed::{
     ObservedChain, ObservedClass, ObservedDev, ObservedFilter, ObservedNft, ObservedQuota, Rate,
     rate_text,
 };
-pub use ops::{Batch, PeerChange, peer_batch};
+pub use ops::{Batch, NftOp, PeerChange, peer_batch, render_ops};
 pub use tc::{Dir, TcDevPlan, TcPlan};
 
 /// Highest limit the API accepts: 100 Gbit/s.
