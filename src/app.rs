@@ -93,16 +93,27 @@ pub fn ifb_name(iface: &str) -> String {
     format!("ifb-{iface}").chars().take(15).collect()
 }
 
+/// The networks the fence leaves open: the tunnel's own and the operator's allow-list.
+fn fence_holes(cfg: &Config) -> Vec<ipnet::IpNet> {
+    let mut holes = vec![ipnet::IpNet::V4(cfg.wireguard.subnet)];
+    holes.extend(cfg.wireguard.subnet_v6.map(ipnet::IpNet::V6));
+    holes
+}
+
 /// Isolation, speed limits and caps through `nft` and `tc`.
 fn kernel_policy(
     cfg: &Config,
     outward: Option<&str>,
-) -> Result<Arc<dyn crate::sys::policy::Policy>> {
+) -> Result<Arc<crate::sys::policy::KernelPolicy>> {
     use crate::sys::runner::SystemRunner;
     let runner: Arc<dyn crate::sys::runner::Runner> = Arc::new(SystemRunner::new());
     let wgc = &cfg.wireguard;
     let (blocked_v4, blocked_v6) = if cfg.dataplane.block_private_networks {
-        crate::sys::dataplane::blocked_defaults(runner.as_ref(), wgc.subnet, wgc.subnet_v6)?
+        crate::sys::dataplane::fenced_networks(
+            runner.as_ref(),
+            &fence_holes(cfg),
+            &cfg.dataplane.allow_networks,
+        )?
     } else {
         (Vec::new(), Vec::new())
     };
@@ -122,6 +133,45 @@ fn kernel_policy(
     let link = crate::sys::nft::NfSocket::open()?;
     let dp = crate::sys::dataplane::Dataplane::new(runner, Arc::new(link));
     Ok(Arc::new(crate::sys::policy::KernelPolicy::new(dp, base)))
+}
+
+/// Recomputes the fence whenever the host gains or loses an address, and has the reconcile
+/// loop write it: a network on an interface added while running is fenced within a pass.
+fn follow_host_addresses(
+    cfg: &Config,
+    policy: Arc<crate::sys::policy::KernelPolicy>,
+    reconcile: Arc<tokio::sync::Notify>,
+) {
+    let holes = fence_holes(cfg);
+    let allow = cfg.dataplane.allow_networks.clone();
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let notify = changed.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::sys::link::watch_addresses(|| notify.notify_one()).await {
+            log::error!("address changes are not followed: {e}");
+        }
+    });
+    tokio::spawn(async move {
+        let runner = Arc::new(crate::sys::runner::SystemRunner::new());
+        loop {
+            changed.notified().await;
+            let (holes, allow, runner) = (holes.clone(), allow.clone(), runner.clone());
+            let fence = tokio::task::spawn_blocking(move || {
+                crate::sys::dataplane::fenced_networks(runner.as_ref(), &holes, &allow)
+            })
+            .await;
+            match fence {
+                Ok(Ok((v4, v6))) => {
+                    if policy.set_fence(v4, v6) {
+                        log::info!(target: "dataplane", "host addresses changed: fence updated");
+                        reconcile.notify_one();
+                    }
+                }
+                Ok(Err(e)) => log::error!("cannot read the host's addresses: {e}"),
+                Err(e) => log::error!("fence update failed: {e}"),
+            }
+        }
+    });
 }
 
 pub async fn serve(cfg: Config) -> Result<()> {
@@ -159,9 +209,12 @@ pub async fn serve(cfg: Config) -> Result<()> {
         store,
         server,
         wg,
-        policy,
+        policy.clone(),
         cfg.peers.clone(),
     )?);
+    if cfg.dataplane.block_private_networks {
+        follow_host_addresses(&cfg, policy, node.trigger());
+    }
     let metrics = Arc::new(Metrics::default());
 
     let n = node.clone();

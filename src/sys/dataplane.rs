@@ -309,7 +309,7 @@ impl Dataplane {
 }
 
 mod host;
-pub use host::{blocked_defaults, default_route_interface};
+pub use host::{default_route_interface, fenced_networks};
 
 #[cfg(test)]
 pub(crate) mod tests;

@@ -2,6 +2,9 @@
 //! data caps), and the real implementation over `nft` and `tc`.
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::sync::Mutex;
+
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::core::plan::{PeerChange, PeerPolicy, Plan, PlanInput};
 use crate::sys::dataplane::{Dataplane, DataplaneError};
@@ -31,24 +34,43 @@ pub trait Policy: Send + Sync + 'static {
 /// `nft` and `tc` through the data plane's renderer; `base` is the node's settings (no peers).
 pub struct KernelPolicy {
     dp: Dataplane,
-    base: PlanInput,
+    base: Mutex<PlanInput>,
 }
 
 impl KernelPolicy {
     pub fn new(dp: Dataplane, base: PlanInput) -> KernelPolicy {
-        KernelPolicy { dp, base }
+        KernelPolicy {
+            dp,
+            base: Mutex::new(base),
+        }
+    }
+
+    fn base(&self) -> PlanInput {
+        self.base.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the fenced networks (the host's addresses changed); `true` when they differ
+    /// from before. The next full check writes them.
+    pub fn set_fence(&self, v4: Vec<Ipv4Net>, v6: Vec<Ipv6Net>) -> bool {
+        let mut base = self.base.lock().unwrap_or_else(|e| e.into_inner());
+        if base.blocked_v4 == v4 && base.blocked_v6 == v6 {
+            return false;
+        }
+        base.blocked_v4 = v4;
+        base.blocked_v6 = v6;
+        true
     }
 }
 
 impl Policy for KernelPolicy {
     fn change(&self, change: &PeerChange) -> Result<(), DataplaneError> {
-        self.dp.apply_change(&self.base, change).map(|_| ())
+        self.dp.apply_change(&self.base(), change).map(|_| ())
     }
 
     fn check(&self, peers: Vec<PeerPolicy>) -> Result<Option<Repair>, DataplaneError> {
         let input = PlanInput {
             peers,
-            ..self.base.clone()
+            ..self.base()
         };
         let plan = Plan::build(&input)?;
         self.dp.prepare(&input)?;
@@ -90,6 +112,6 @@ impl Policy for KernelPolicy {
             crate::core::plan::flows::FLOW_TABLE,
         ]);
         let _ = self.dp.runner().run(&flows);
-        self.dp.teardown(&self.base)
+        self.dp.teardown(&self.base())
     }
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use waylume::core::plan::{PeerPolicy, PlanInput};
-use waylume::sys::dataplane::{Dataplane, blocked_defaults, default_route_interface};
+use waylume::sys::dataplane::{Dataplane, default_route_interface, fenced_networks};
 use waylume::sys::nft::NfSocket;
 use waylume::sys::runner::{Cmd, RunError, Runner, SystemRunner};
 
@@ -368,7 +368,7 @@ impl Lab {
         let subnet = SUBNET.parse().unwrap();
         let outward = default_route_interface(self.runner.as_ref()).unwrap();
         let (blocked_v4, blocked_v6) =
-            blocked_defaults(self.runner.as_ref(), subnet, None).unwrap();
+            fenced_networks(self.runner.as_ref(), &[ipnet::IpNet::V4(subnet)], &[]).unwrap();
         PlanInput {
             iface: self.wg_s.clone(),
             ifb: "wlifb0".into(),

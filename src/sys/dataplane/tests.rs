@@ -239,17 +239,36 @@ fn host_facts_from_captured_ip_output() {
             .as_deref(),
         Some("up0")
     );
-    let (v4, v6) = host::parse_blocked(
-        &fx("ip-addr.json"),
+    let host = host::parse_host_networks(&fx("ip-addr.json")).unwrap();
+    let host: Vec<String> = host.iter().map(|n| n.to_string()).collect();
+    assert_eq!(
+        host,
+        vec![
+            "192.168.5.0/24",
+            "198.18.7.0/24",
+            "fd00:1::/64",
+            "fe80::/64",
+            "10.77.0.0/22",
+            "fe80::/64",
+            "fe80::/64"
+        ]
+    );
+    let runner = FakeRunner::new(|c, _| match c.argv.as_slice() {
+        [ip, ..] if ip == "ip" => Ok(fx("ip-addr.json")),
+        _ => Err("unexpected".into()),
+    });
+    let tunnel = [
         "10.77.0.0/22".parse().unwrap(),
-        Some("fd77::/64".parse().unwrap()),
-    )
-    .unwrap();
-    let v4: Vec<String> = v4.iter().map(|n| n.to_string()).collect();
-    // 198.18.7.0/24 is not private; the tunnel's own subnet is handled by isolation.
-    assert_eq!(v4, vec!["169.254.0.0/16", "192.168.5.0/24"]);
-    let v6: Vec<String> = v6.iter().map(|n| n.to_string()).collect();
-    assert_eq!(v6, vec!["fd00:1::/64", "fe80::/10"]);
+        "fd77::/64".parse().unwrap(),
+    ];
+    let (v4, _) = fenced_networks(&runner, &tunnel, &[]).unwrap();
+    // A public network the host is in is fenced too; the tunnel's own subnet is not.
+    let has = |a: &str| {
+        v4.iter()
+            .any(|n| n.contains(&a.parse::<Ipv4Addr>().unwrap()))
+    };
+    assert!(has("198.18.7.20") && has("192.168.5.9") && has("10.77.4.1"));
+    assert!(!has("10.77.0.9") && !has("198.18.8.1"));
 }
 
 fn observed_fixture() -> (Dataplane, Plan, Observed) {
