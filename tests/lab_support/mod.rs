@@ -18,7 +18,8 @@ pub const SUBNET: &str = "10.77.0.0/16";
 pub const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 pub const A: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 pub const B: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
-pub const INET: &str = "198.18.0.2";
+/// One hop behind the "internet" namespace's address: the node fences the networks it is in.
+pub const INET: &str = "198.19.0.2";
 pub const METADATA: &str = "169.254.169.254";
 
 /// Records every command that writes to the kernel (`nft -f`, `tc -batch`), then runs it.
@@ -175,7 +176,18 @@ impl Lab {
             must(&["ip", "-n", &self.srv, "link", "set", s_if, "up"]);
             must(&["ip", "-n", peer_ns, "link", "set", c_if, "up"]);
         }
-        // The "internet" also holds the metadata address; the server routes everything to it.
+        // The "internet" also holds the metadata address and, one hop away from the server, the
+        // address peers reach; the server routes everything to it.
+        must(&[
+            "ip",
+            "-n",
+            &self.inet,
+            "addr",
+            "add",
+            "198.19.0.2/32",
+            "dev",
+            "lo",
+        ]);
         must(&[
             "ip",
             "-n",
@@ -290,7 +302,7 @@ impl Lab {
             must(&["ip", "-n", ns, "link", "set", wg, "mtu", "1420"]);
             must(&["ip", "-n", ns, "addr", "add", addr, "dev", wg]);
             must(&["ip", "-n", ns, "link", "set", wg, "up"]);
-            for net in ["198.18.0.0/24", "169.254.169.254/32"] {
+            for net in ["198.18.0.0/15", "169.254.169.254/32"] {
                 must(&["ip", "-n", ns, "route", "add", net, "dev", wg]);
             }
         }
