@@ -115,7 +115,7 @@ impl Metrics {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PeerCounts {
     pub total: usize,
-    /// Handshake within the last 180 s.
+    /// Handshake within `core::lifetime::ACTIVE_SECS`.
     pub active: usize,
     pub capped: usize,
 }

@@ -18,6 +18,7 @@ pub use dto::{MAX_CAP_BYTES, PeerView};
 pub use error::ApiError;
 
 use crate::core::auth::{self, Headers, Request, Verifier};
+use crate::core::lifetime;
 use crate::core::registry::{Fresh, Selector};
 use crate::inspection::Inspection;
 use crate::metrics::{Metrics, PeerCounts};
@@ -317,11 +318,7 @@ impl Api {
             total: all.len(),
             active: all
                 .iter()
-                .filter(|s| {
-                    s.counters
-                        .last_handshake
-                        .is_some_and(|h| now.saturating_sub(h) < 180)
-                })
+                .filter(|s| lifetime::is_active(s.counters.last_handshake, now))
                 .count(),
             capped: all.iter().filter(|s| s.capped()).count(),
         }
@@ -337,7 +334,7 @@ impl Api {
             .load(std::sync::atomic::Ordering::Relaxed);
         let store_ok = self.blocking(|n| Ok(n.store_ok())).await.unwrap_or(false);
         let control = (self.control)();
-        let at_capacity = counts.total >= usize::from(self.max_capacity) || free == 0;
+        let at_capacity = lifetime::at_capacity(counts.total, self.max_capacity, free);
         let ok = dataplane && store_ok;
         let body = json!({
             "status": if ok { "ok" } else { "degraded" },

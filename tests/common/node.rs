@@ -1,0 +1,156 @@
+//! An in-process node: the real API routes and store, with the in-memory WireGuard at the seam.
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::Value;
+use warp::http::StatusCode;
+use waylume::api::{self, Api, ControlHealth};
+use waylume::config::PeerLifetimes;
+use waylume::core::auth;
+use waylume::core::clientconf::ServerSide;
+use waylume::core::registry::Registry;
+use waylume::metrics::Metrics;
+use waylume::node::Node;
+use waylume::store::Store;
+use waylume::sys::fake::{FakePolicy, FakeWireGuard};
+use waylume::sys::wg::WireGuard;
+use wireguard_control::Key;
+
+pub const SECRET: &[u8] = b"test-secret-0123456789";
+pub const SERVER_ID: &str = "test-node";
+
+pub struct TestNode {
+    pub dir: tempfile::TempDir,
+    pub wg: Arc<FakeWireGuard>,
+    pub policy: Arc<FakePolicy>,
+    pub node: Arc<Node>,
+    pub api: Arc<Api>,
+    pub clock: Arc<AtomicU64>,
+    nonce: AtomicU64,
+}
+
+pub fn server_side() -> ServerSide {
+    ServerSide {
+        public_key: Key([42; 32]).get_public(),
+        endpoint: "192.0.2.1:51820".into(),
+        dns: vec!["1.1.1.1".parse().unwrap()],
+        mtu: 1420,
+        persistent_keepalive: 25,
+    }
+}
+
+impl TestNode {
+    pub fn new(subnet: &str, capacity: u16) -> TestNode {
+        TestNode::open(
+            tempfile::tempdir().unwrap(),
+            Arc::new(FakeWireGuard::default()),
+            subnet,
+            capacity,
+        )
+    }
+
+    pub fn open(
+        dir: tempfile::TempDir,
+        wg: Arc<FakeWireGuard>,
+        subnet: &str,
+        capacity: u16,
+    ) -> TestNode {
+        let store = Store::open(dir.path()).unwrap();
+        let registry = Registry::new(subnet.parse().unwrap(), None, capacity);
+        let lifetimes = PeerLifetimes {
+            idle_timeout: None,
+            handshake_grace: std::time::Duration::from_secs(600),
+        };
+        let dyn_wg: Arc<dyn WireGuard> = wg.clone();
+        let policy = Arc::new(FakePolicy::default());
+        let dyn_policy: Arc<dyn waylume::sys::policy::Policy> = policy.clone();
+        let node = Arc::new(
+            Node::open(
+                registry,
+                store,
+                server_side(),
+                dyn_wg,
+                dyn_policy,
+                lifetimes,
+            )
+            .unwrap(),
+        );
+        node.reconcile(false).unwrap();
+        let clock = Arc::new(AtomicU64::new(1_800_000_000));
+        let c = clock.clone();
+        let api = Arc::new(Api::new(
+            node.clone(),
+            Arc::new(Metrics::default()),
+            capacity,
+            Some((SECRET, SERVER_ID)),
+            move || c.load(Ordering::SeqCst),
+            || ControlHealth {
+                state: "standalone".into(),
+                ok: true,
+            },
+        ));
+        TestNode {
+            dir,
+            wg,
+            policy,
+            node,
+            api,
+            clock,
+            nonce: AtomicU64::new(0),
+        }
+    }
+
+    pub fn now(&self) -> u64 {
+        self.clock.load(Ordering::SeqCst)
+    }
+
+    pub fn next_nonce(&self) -> String {
+        format!("nonce-{:016}", self.nonce.fetch_add(1, Ordering::SeqCst))
+    }
+
+    /// A correctly signed request builder.
+    pub fn signed(&self, method: &str, path: &str, body: &[u8]) -> warp::test::RequestBuilder {
+        let nonce = self.next_nonce();
+        let ts = self.now();
+        let req = auth::Request {
+            method,
+            path_and_query: path,
+            body,
+        };
+        let sig = auth::sign(SECRET, SERVER_ID, &req, ts, &nonce);
+        warp::test::request()
+            .method(method)
+            .path(path)
+            .header("content-type", "application/json")
+            .header(auth::HEADER_TIMESTAMP, ts.to_string())
+            .header(auth::HEADER_NONCE, nonce)
+            .header(auth::HEADER_SIGNATURE, sig)
+            .body(body)
+    }
+
+    pub async fn send(&self, req: warp::test::RequestBuilder) -> (StatusCode, Value) {
+        let resp = req.reply(&api::routes(self.api.clone())).await;
+        let body: Value = serde_json::from_slice(resp.body()).unwrap_or(Value::Null);
+        (resp.status(), body)
+    }
+
+    pub async fn call(&self, method: &str, path: &str, body: &str) -> (StatusCode, Value) {
+        self.send(self.signed(method, path, body.as_bytes())).await
+    }
+
+    pub async fn create(&self, body: &str) -> Value {
+        let (status, v) = self.call("POST", "/api/peers", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        v
+    }
+}
+
+/// Asserts the error JSON shape and returns its code.
+pub fn error_code(v: &Value) -> String {
+    let e = &v["error"];
+    assert!(e["message"].is_string(), "{v}");
+    e["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code in {v}"))
+        .to_string()
+}
