@@ -1,20 +1,16 @@
 //! The daemon's side of the control-plane seam: what the fleet table and `vpn_sessions` are fed
-//! from. Reads only in-memory state (`Node::list` takes the node's lock briefly).
+//! from. Reads only the node's published view; never waits for a change.
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::control::{NodeSnapshot, NodeSource, NodeStatus, SessionStatus, SessionUsage};
 use crate::core::classify::Protocol;
-use crate::core::lifetime;
 use crate::inspection::Inspection;
-use crate::metrics::Metrics;
-use crate::node::{Node, PeerStatus, Removal};
+use crate::node::{NodeHandle, PeerStatus, Removal};
 
 pub struct ControlSource {
-    pub node: Arc<Node>,
-    pub metrics: Arc<Metrics>,
+    pub node: NodeHandle,
     pub max_capacity: u16,
     /// Final rows of removed peers, kept until Supabase has them.
     finals: Mutex<Vec<SessionUsage>>,
@@ -22,10 +18,9 @@ pub struct ControlSource {
 }
 
 impl ControlSource {
-    pub fn new(node: Arc<Node>, metrics: Arc<Metrics>, max_capacity: u16) -> ControlSource {
+    pub fn new(node: NodeHandle, max_capacity: u16) -> ControlSource {
         ControlSource {
             node,
-            metrics,
             max_capacity,
             finals: Mutex::new(Vec::new()),
             inspection: None,
@@ -97,24 +92,19 @@ fn session(s: &PeerStatus) -> SessionUsage {
 
 impl NodeSource for ControlSource {
     fn snapshot(&self) -> NodeSnapshot {
-        let all = self.node.list();
-        let (_, free) = self.node.count();
+        let view = self.node.view();
         let now = crate::sys::clock::unix_now();
-        let active = all
-            .iter()
-            .filter(|s| lifetime::is_active(s.counters.last_handshake, now))
-            .count();
         let server = self.node.server();
         let host = server.endpoint.rsplit_once(':').map_or("", |(h, _)| h);
-        let full = lifetime::at_capacity(all.len(), self.max_capacity, free);
-        let dataplane = self.metrics.dataplane_ok.load(Ordering::Relaxed);
+        let draining = view.at_capacity(self.max_capacity) || !view.health.dataplane_ok;
+        let counts = view.counts(now);
         NodeSnapshot {
             wg_public_key: server.public_key.to_base64(),
             endpoint: server.endpoint.clone(),
             public_ip: host.trim_matches(['[', ']']).parse::<IpAddr>().ok(),
-            peer_count: u32::try_from(all.len()).unwrap_or(u32::MAX),
-            active_peers: u32::try_from(active).unwrap_or(u32::MAX),
-            status: if full || !dataplane {
+            peer_count: u32::try_from(counts.total).unwrap_or(u32::MAX),
+            active_peers: u32::try_from(counts.active).unwrap_or(u32::MAX),
+            status: if draining {
                 NodeStatus::Draining
             } else {
                 NodeStatus::Online
@@ -123,8 +113,9 @@ impl NodeSource for ControlSource {
     }
 
     fn usage(&self) -> Vec<SessionUsage> {
+        let view = self.node.view();
         let mut rows: Vec<SessionUsage> =
-            self.node.list().iter().map(|s| self.session(s)).collect();
+            view.list().into_iter().map(|s| self.session(s)).collect();
         rows.extend(
             self.finals
                 .lock()

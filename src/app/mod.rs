@@ -3,19 +3,18 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tokio::sync::watch;
 
-use crate::api::{self, Api, ControlHealth};
+use crate::api::{self, Api};
 use crate::config::{Config, Endpoint, check_subnet_overlap};
 use crate::core::clientconf::ServerSide;
 use crate::core::registry::Registry;
 use crate::inspection::Inspection;
 use crate::metrics::Metrics;
-use crate::node::Node;
+use crate::node::{Node, Seams};
 use crate::store::{self, Store};
 use crate::sys::clock::unix_now;
 use crate::sys::link::Netlink;
@@ -87,10 +86,14 @@ pub fn ifb_name(iface: &str) -> String {
 }
 
 /// Isolation, speed limits and caps through `nft` and `tc`.
+/// Returns the policy and its settings, which the node checks each peer's policy against.
 fn kernel_policy(
     cfg: &Config,
     outward: Option<&str>,
-) -> Result<Arc<dyn crate::sys::policy::Policy>> {
+) -> Result<(
+    Arc<dyn crate::sys::policy::Policy>,
+    crate::core::plan::PlanInput,
+)> {
     use crate::sys::runner::SystemRunner;
     let runner: Arc<dyn crate::sys::runner::Runner> = Arc::new(SystemRunner::new());
     let wgc = &cfg.wireguard;
@@ -113,7 +116,10 @@ fn kernel_policy(
         peers: Vec::new(),
     };
     let dp = crate::sys::dataplane::Dataplane::new(runner);
-    Ok(Arc::new(crate::sys::policy::KernelPolicy::new(dp, base)))
+    Ok((
+        Arc::new(crate::sys::policy::KernelPolicy::new(dp, base.clone())),
+        base,
+    ))
 }
 
 pub async fn serve(cfg: Config) -> Result<()> {
@@ -145,20 +151,14 @@ pub async fn serve(cfg: Config) -> Result<()> {
         persistent_keepalive: wgc.persistent_keepalive,
     };
     let registry = Registry::new(wgc.subnet, wgc.subnet_v6, cfg.node.max_capacity);
-    let policy = kernel_policy(&cfg, outward.as_deref())?;
-    let node = Arc::new(Node::open(
-        registry,
-        store,
-        server,
-        wg,
-        policy,
-        cfg.peers.clone(),
-    )?);
+    let (policy, rules) = kernel_policy(&cfg, outward.as_deref())?;
+    let seams = Seams { wg, policy, rules };
+    // The node's own thread: every kernel call happens there, outside the async runtime.
+    let node = Node::open(registry, store, server, seams, cfg.peers.clone())?.spawn()?;
     let metrics = Arc::new(Metrics::default());
 
-    let n = node.clone();
-    let repairs = tokio::task::spawn_blocking(move || n.reconcile(true)).await??;
-    let (peers, _) = node.count();
+    let repairs = node.call(|n| n.reconcile(true)).await??;
+    let peers = node.view().peers.len();
     log::info!(
         "{}: up ({} backend), {peers} peers restored{}",
         wgc.interface,
@@ -169,7 +169,6 @@ pub async fn serve(cfg: Config) -> Result<()> {
             ""
         }
     );
-    metrics.dataplane_ok.store(true, Ordering::Relaxed);
     let inspection = start_inspection(&cfg, &metrics);
 
     let secret = cfg
@@ -186,7 +185,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
     // The control plane: None in standalone mode, and then nothing is sent anywhere.
     let control = crate::control::ControlPlane::from_config(&cfg)?;
     let control_health = control.as_ref().map(|cp| cp.health());
-    let source = ControlSource::new(node.clone(), metrics.clone(), cfg.node.max_capacity);
+    let source = ControlSource::new(node.clone(), cfg.node.max_capacity);
     let source = Arc::new(match &inspection {
         Some(i) => source.with_inspection(i.clone()),
         None => source,
@@ -212,19 +211,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
         cfg.node.max_capacity,
         secret.as_deref().map(|s| (s, cfg.server_id.as_str())),
         unix_now,
-        move || match &control_health {
-            None => ControlHealth {
-                state: "standalone".into(),
-                ok: true,
-            },
-            Some(h) => {
-                let h = h.get();
-                ControlHealth {
-                    state: h.summary(),
-                    ok: h.is_healthy(),
-                }
-            }
-        },
+        control_health,
     );
     let api = Arc::new(match &inspection {
         Some(i) => api.with_inspection(i.clone()),
@@ -273,9 +260,8 @@ pub async fn serve(cfg: Config) -> Result<()> {
     if let Some(i) = &inspection {
         i.stop();
     }
-    let n = node.clone();
     let teardown = cfg.teardown_on_stop;
-    tokio::task::spawn_blocking(move || {
+    node.call(move |n| {
         if let Err(e) = n.flush() {
             log::error!("saving usage on exit failed: {e}");
         }

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use wireguard_control::Key;
 
-use super::{Inner, Node, NodeError};
+use super::{Node, NodeError};
 use crate::core::peer::{Accounting, LiveStats, Usage};
 use crate::core::registry::Selector;
 use crate::store::UsageRow;
@@ -20,17 +20,18 @@ pub struct Counters {
 }
 
 impl Node {
-    /// Folds a reading of the kernel's counters into the totals and marks what moved.
-    pub(super) fn fold(inner: &mut Inner, live: &[(Key, LiveStats)]) {
+    /// Folds a reading of the kernel's counters into the totals and marks what moved (for the
+    /// store and for the view).
+    pub(super) fn fold(&mut self, live: &[(Key, LiveStats)]) {
         for (key, stats) in live {
-            let Some(id) = inner
+            let Some(id) = self
                 .registry
                 .find(&Selector::PublicKey(key.clone()))
                 .map(|p| p.id.clone())
             else {
                 continue;
             };
-            let c = inner.counters.entry(id.clone()).or_default();
+            let c = self.counters.entry(id.clone()).or_default();
             let before = *c;
             c.accounting.fold(Usage {
                 rx: stats.rx,
@@ -38,26 +39,22 @@ impl Node {
             });
             c.last_handshake = stats.last_handshake.or(c.last_handshake);
             if *c != before {
-                inner.dirty.insert(id.clone());
+                self.dirty.insert(id.clone());
+                self.touch(&id);
             }
             if let Some(e) = stats.endpoint {
-                inner.endpoints.insert(id, e);
+                self.endpoints.insert(id, e);
             }
         }
     }
 
     /// Writes the counters that moved since the last write.
-    pub(super) fn persist(inner: &mut Inner) -> Result<usize, NodeError> {
-        let Inner {
-            store,
-            counters,
-            dirty,
-            ..
-        } = inner;
-        let rows: Vec<UsageRow> = dirty
+    pub(super) fn persist(&mut self) -> Result<usize, NodeError> {
+        let rows: Vec<UsageRow> = self
+            .dirty
             .iter()
             .filter_map(|id| {
-                let c = counters.get(id)?;
+                let c = self.counters.get(id)?;
                 Some(UsageRow {
                     id,
                     accounting: c.accounting,
@@ -68,50 +65,42 @@ impl Node {
             .collect();
         let n = rows.len();
         if n > 0 {
-            store.save_usage(&rows)?;
+            self.store.save_usage(&rows)?;
         }
-        dirty.clear();
+        self.dirty.clear();
         Ok(n)
     }
 
     /// Takes the kernel's per-quota counts as the peers' cap usage. Past the cap the kernel also
     /// counts what it dropped, so the figure is clamped to the cap.
-    pub(super) fn fold_cap_usage(inner: &mut Inner, used: &BTreeMap<Ipv4Addr, u64>) {
-        let Inner {
-            registry,
-            counters,
-            dirty,
-            ..
-        } = inner;
-        for p in registry.iter() {
+    pub(super) fn fold_cap_usage(&mut self, used: &BTreeMap<Ipv4Addr, u64>) {
+        let mut moved = Vec::new();
+        for p in self.registry.iter() {
             let Some(&n) = used.get(&p.address) else {
                 continue;
             };
             let n = p.data_cap.map_or(n, |cap| n.min(cap));
-            let c = counters.entry(p.id.clone()).or_default();
+            let c = self.counters.entry(p.id.clone()).or_default();
             if c.cap_used != n {
                 c.cap_used = n;
-                dirty.insert(p.id.clone());
+                moved.push(p.id.clone());
             }
+        }
+        for id in moved {
+            self.touch(&id);
+            self.dirty.insert(id);
         }
     }
 
     /// Persists every peer's counters, e.g. before exit.
-    pub fn flush(&self) -> Result<(), NodeError> {
-        let live = self.wg.device().map(|d| d.peers);
-        let mut inner = self.lock();
-        match live {
-            Ok(live) => Self::fold(&mut inner, &live),
+    pub fn flush(&mut self) -> Result<(), NodeError> {
+        match self.wg.device() {
+            Ok(d) => self.fold(&d.peers),
             Err(e) => log::warn!("final counter read failed: {e}"),
         }
-        let Inner {
-            store,
-            counters,
-            dirty,
-            ..
-        } = &mut *inner;
-        dirty.clear();
-        let rows: Vec<UsageRow> = counters
+        self.dirty.clear();
+        let rows: Vec<UsageRow> = self
+            .counters
             .iter()
             .map(|(id, c)| UsageRow {
                 id,
@@ -120,7 +109,8 @@ impl Node {
                 last_handshake: c.last_handshake,
             })
             .collect();
-        store.save_usage(&rows)?;
+        self.store.save_usage(&rows)?;
+        self.publish();
         Ok(())
     }
 }

@@ -1,22 +1,32 @@
-//! The reconcile loop: every interval, and right after each API change, bring the interface,
-//! the peers and the data plane back to the stored state, fold the counters in, and remove
-//! expired and idle peers. Quiet when nothing changed; each repair is logged and counted, a
-//! failure is logged when it first appears and when it clears.
-use std::collections::HashSet;
+//! Reconcile: every interval, and right after each change, bring the interface, the peers and
+//! the data plane back to the node's state, fold the counters in, and remove expired and idle
+//! peers. Quiet when nothing changed; each repair is logged and counted, a failure is logged
+//! when it first appears and when it clears.
+//!
+//! WireGuard is read and repaired on the owner's thread, between changes, so a change can never
+//! land between the reading and the comparison. The data plane's full check reads O(peers) of
+//! `nft` and `tc` output, so it runs off that thread against a snapshot; its repair is applied
+//! only if no change touched the kernel since the snapshot (the change's own trigger brings the
+//! next pass). Under a steady stream of changes, one pass per interval runs entirely on the
+//! owner's thread, so the check is never put off for longer than that.
+use std::collections::{BTreeMap, HashSet};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 use wireguard_control::Key;
 
-use super::{Node, NodeError, policy_of, spec};
+use super::{Node, NodeError, NodeHandle, policy_of, spec};
 use crate::core::plan::PeerPolicy;
 use crate::core::registry::Selector;
 use crate::inspection::Inspection;
 use crate::metrics::Metrics;
 use crate::sys::clock::unix_now;
 use crate::sys::notify::{NotifyState, notify};
+use crate::sys::policy::Repair;
 
 /// What one reconcile pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -40,12 +50,29 @@ impl Repairs {
     }
 }
 
+/// The peers' policies as of one generation, for the check made off the owner's thread.
+pub struct Snapshot {
+    generation: u64,
+    peers: Vec<PeerPolicy>,
+}
+
+/// The check's findings: the kernel's quota counts and what the data plane lacks.
+type Checked = (BTreeMap<Ipv4Addr, u64>, Option<Repair>);
+
 impl Node {
-    /// Brings WireGuard to the stored state: the interface exists with our key and port and
-    /// carries exactly our peers; folds the counters in, and with `persist` writes those that
-    /// moved. The device is read before the lock is taken, so API calls wait only for the
-    /// (usually empty) repairs. Writes nothing to the kernel when everything is in place.
-    pub fn reconcile(&self, persist: bool) -> Result<Repairs, NodeError> {
+    /// The whole pass on the owner's thread (at start, in tests, and once per interval under a
+    /// steady stream of changes). Writes nothing to the kernel when everything is in place.
+    pub fn reconcile(&mut self, persist: bool) -> Result<Repairs, NodeError> {
+        let mut r = self.reconcile_wireguard()?;
+        let snap = self.snapshot();
+        let checked = (self.policy.usage()?, self.policy.check(snap.peers)?);
+        r.dataplane = self.finish(snap.generation, checked, persist)?;
+        Ok(r)
+    }
+
+    /// The interface exists with our key and port and carries exactly our peers; the counters
+    /// are folded in.
+    pub fn reconcile_wireguard(&mut self) -> Result<Repairs, NodeError> {
         let mut r = Repairs {
             interface_created: self.wg.ensure_interface()?,
             ..Repairs::default()
@@ -55,20 +82,19 @@ impl Node {
             self.wg.set_identity()?;
             r.identity_reset = true;
         }
-        let mut inner = self.lock();
-        Self::fold(&mut inner, &dev.peers);
+        self.fold(&dev.peers);
         let present: HashSet<&Key> = dev.peers.iter().map(|(k, _)| k).collect();
-        for p in inner.registry.iter() {
+        for p in self.registry.iter() {
             if !present.contains(&p.public_key) {
                 let mut s = spec(p);
                 let keepalive = self.server.persistent_keepalive.max(1);
-                s.resume = inner.endpoints.get(&p.id).map(|e| (*e, keepalive));
+                s.resume = self.endpoints.get(&p.id).map(|e| (*e, keepalive));
                 self.wg.upsert_peer(&s)?;
                 r.peers_added += 1;
             }
         }
         for key in present {
-            if inner
+            if self
                 .registry
                 .find(&Selector::PublicKey(key.clone()))
                 .is_none()
@@ -77,37 +103,96 @@ impl Node {
                 r.peers_removed += 1;
             }
         }
-        let generation = inner.generation;
-        let peers: Vec<PeerPolicy> = inner
+        self.publish();
+        Ok(r)
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let peers = self
             .registry
             .iter()
-            .map(|p| policy_of(p, inner.counters.get(&p.id).map_or(0, |c| c.cap_used)))
+            .map(|p| policy_of(p, self.counters.get(&p.id).map_or(0, |c| c.cap_used)))
             .collect();
-        drop(inner);
+        Snapshot {
+            generation: self.generation,
+            peers,
+        }
+    }
 
-        // The data plane: read and compared outside the lock (O(peers)); a repair is written
-        // only if no API change came in between, else the next pass redoes the check.
-        let used = self.policy.usage()?;
-        if let Some(repair) = self.policy.check(peers)? {
-            let inner = self.lock();
-            if inner.generation == generation {
+    /// Applies a check made against generation `seen`: the repair and the quota counts only if
+    /// no change touched the kernel since. Returns what was repaired.
+    fn finish(
+        &mut self,
+        seen: u64,
+        (used, repair): Checked,
+        persist: bool,
+    ) -> Result<Vec<String>, NodeError> {
+        let mut what = Vec::new();
+        if seen == self.generation {
+            if let Some(repair) = repair {
                 self.policy.repair(&repair)?;
-                r.dataplane = repair.what;
+                what = repair.what;
+            }
+            self.fold_cap_usage(&used);
+        }
+        if persist {
+            self.persist()?;
+        }
+        self.health.store_ok = self.store.check().is_ok();
+        self.health.dataplane_ok = true;
+        self.publish();
+        Ok(what)
+    }
+
+    /// After a failed pass: `/health` reports the data plane down until a pass works.
+    pub fn pass_failed(&mut self) {
+        self.health.dataplane_ok = false;
+        self.publish();
+    }
+
+    /// Removes the peers due at `now`.
+    pub fn remove_due(&mut self, now: u64) {
+        for (id, why) in self.due_for_removal(now) {
+            if let Err(e) = self.delete(&Selector::Id(id), why) {
+                log::warn!("removing an {why:?} peer failed: {e}");
             }
         }
-        let mut inner = self.lock();
-        Self::fold_cap_usage(&mut inner, &used);
-        if persist {
-            Self::persist(&mut inner)?;
-        }
-        Ok(r)
     }
 }
 
-/// Every interval: repair the interface and peers, fold counters, remove expired and idle
-/// peers. Tells the watchdog only after a pass that worked.
+/// One pass through the handle. `whole`: everything on the owner's thread. Returns the repairs
+/// and whether the data-plane check went stale (a change came in while it ran).
+async fn pass(node: &NodeHandle, persist: bool, whole: bool) -> Result<(Repairs, bool), NodeError> {
+    if whole {
+        return node
+            .call(move |n| n.reconcile(persist))
+            .await?
+            .map(|r| (r, false));
+    }
+    let (mut r, snap) = node
+        .call(|n| n.reconcile_wireguard().map(|r| (r, n.snapshot())))
+        .await??;
+    let policy = node.policy();
+    let generation = snap.generation;
+    let checked = tokio::task::spawn_blocking(move || -> Result<Checked, NodeError> {
+        Ok((policy.usage()?, policy.check(snap.peers)?))
+    })
+    .await
+    .map_err(|_| NodeError::Unavailable(super::Fault::Stopped))??;
+    let (stale, what) = node
+        .call(move |n| {
+            let stale = generation != n.generation;
+            n.finish(generation, checked, persist).map(|w| (stale, w))
+        })
+        .await??;
+    r.dataplane = what;
+    Ok((r, stale))
+}
+
+/// Every interval and on every trigger: one pass, then the removals that are due. Tells the
+/// watchdog only after a pass that worked.
 pub async fn run(
-    node: Arc<Node>,
+    node: NodeHandle,
     metrics: Arc<Metrics>,
     inspection: Option<Arc<Inspection>>,
     every: Duration,
@@ -117,8 +202,11 @@ pub async fn run(
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    // When the data-plane check last saw a quiet node; past two intervals, the next pass runs
+    // whole on the owner's thread.
+    let mut last_current = Instant::now();
     // Counters are folded every pass but written every sixth: a crash loses nothing the kernel
-    // still counts (the next fold picks it up), and API calls rarely wait on the write.
+    // still counts (the next fold picks it up), and changes rarely wait on the write.
     let mut pass_no = 0u64;
     loop {
         tokio::select! {
@@ -126,22 +214,15 @@ pub async fn run(
             _ = trigger.notified() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let n = node.clone();
         pass_no += 1;
-        let persist = pass_no.is_multiple_of(6);
-        let pass = tokio::task::spawn_blocking(move || {
-            let repairs = n.reconcile(persist)?;
-            for (id, why) in n.due_for_removal(unix_now()) {
-                if let Err(e) = n.delete(&Selector::Id(id), why) {
-                    log::warn!("removing an {why:?} peer failed: {e}");
-                }
-            }
-            Ok::<_, NodeError>(repairs)
-        })
-        .await;
+        let whole = last_current.elapsed() >= every * 2;
+        let result = pass(&node, pass_no.is_multiple_of(6), whole).await;
         metrics.reconcile_runs.fetch_add(1, Ordering::Relaxed);
-        match pass {
-            Ok(Ok(repairs)) => {
+        match result {
+            Ok((repairs, stale)) => {
+                if !stale {
+                    last_current = Instant::now();
+                }
                 if failing {
                     log::info!("reconcile recovered");
                     failing = false;
@@ -155,22 +236,21 @@ pub async fn run(
                     metrics.reconcile_repairs.fetch_add(1, Ordering::Relaxed);
                     log::warn!("reconcile repaired the data plane: {repairs:?}");
                 }
-                metrics.dataplane_ok.store(true, Ordering::Relaxed);
-                let (peers, _) = node.count();
+                let _ = node.call(|n| n.remove_due(unix_now())).await;
+                let peers = node.view().peers.len();
                 notify(&[
                     NotifyState::Watchdog,
                     NotifyState::Status(&format!("{peers} peers")),
                 ]);
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 metrics.reconcile_errors.fetch_add(1, Ordering::Relaxed);
-                metrics.dataplane_ok.store(false, Ordering::Relaxed);
+                let _ = node.call(Node::pass_failed).await;
                 if !failing {
                     log::error!("reconcile failed: {e}");
                     failing = true;
                 }
             }
-            Err(e) => log::error!("reconcile task failed: {e}"),
         }
     }
 }

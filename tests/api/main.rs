@@ -2,3 +2,4 @@
 //! with the in-memory WireGuard, and the binary's own entry points.
 mod cli;
 mod peers;
+mod reconcile;

@@ -164,7 +164,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let (status, _) = t.send(no_type).await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
-    assert_eq!(t.node.list().len(), 1, "no peer was added");
+    assert_eq!(t.peers().len(), 1, "no peer was added");
     assert_eq!(
         t.wg.changes.load(Ordering::SeqCst),
         changes,
@@ -240,23 +240,25 @@ async fn signatures_are_required_and_checked() {
     assert_eq!(t.send(make()).await.0, StatusCode::OK);
     assert_eq!(t.send(make()).await.0, StatusCode::UNAUTHORIZED);
 
-    // Health and metrics need no signature.
+    // Health and metrics need no signature. A failed reconcile pass shows until one works.
+    t.node.call(|n| n.pass_failed()).await.unwrap();
     let (status, h) = t
         .send(warp::test::request().method("GET").path("/health"))
         .await;
     assert_eq!(
         status,
         StatusCode::SERVICE_UNAVAILABLE,
-        "data plane not yet reported up: {h}"
+        "data plane reported down: {h}"
     );
-    t.api.metrics.dataplane_ok.store(true, Ordering::SeqCst);
+    assert_eq!(h["interface"]["up"], false);
+    t.reconcile(false).await;
     let (status, h) = t
         .send(warp::test::request().method("GET").path("/health"))
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(h["capacity"]["max"], 100);
     assert_eq!(h["control_plane"]["state"], "standalone");
-    assert!(t.node.list().is_empty());
+    assert!(t.peers().is_empty());
 }
 
 #[tokio::test]
@@ -268,7 +270,7 @@ async fn a_failing_data_plane_leaves_no_half_made_peer() {
         (status, error_code(&v).as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
     );
-    assert!(t.node.list().is_empty());
+    assert!(t.peers().is_empty());
     assert!(t.wg.is_empty());
     let v = t.create(r#"{"session_id":"s"}"#).await;
     assert_eq!(v["address"], "10.0.0.2", "the address was given back");
@@ -282,7 +284,7 @@ async fn a_failing_data_plane_leaves_no_half_made_peer() {
         )
         .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(t.node.list().len(), 1);
+    assert_eq!(t.peers().len(), 1);
     assert_eq!(t.wg.len(), 1);
 }
 
@@ -442,10 +444,10 @@ async fn restart_restores_peers_into_a_wiped_interface_and_keeps_usage() {
             endpoint: None,
         },
     );
-    t.node.reconcile(true).unwrap();
+    t.reconcile(true).await;
     // The interface is re-created: the kernel's counters start again from zero.
     t.wg.wipe();
-    let repairs = t.node.reconcile(false).unwrap();
+    let repairs = t.reconcile(false).await;
     assert!(repairs.interface_created);
     assert_eq!(repairs.peers_added, 1);
     assert!(t.wg.has_peer(&key));
@@ -458,9 +460,9 @@ async fn restart_restores_peers_into_a_wiped_interface_and_keeps_usage() {
             endpoint: None,
         },
     );
-    t.node.flush().unwrap();
+    t.flush().await;
     assert_eq!(
-        t.node.reconcile(false).unwrap(),
+        t.reconcile(false).await,
         Default::default(),
         "a second pass changes nothing"
     );
@@ -512,15 +514,18 @@ async fn expired_and_idle_peers_are_due_and_removals_are_reported() {
     let now = t.now();
     let p = t.create(r#"{"expires_in_secs": 10}"#).await;
     let id = p["peer_id"].as_str().unwrap().to_string();
-    assert!(t.node.due_for_removal(now + 9).is_empty());
-    let due = t.node.due_for_removal(now + 11);
+    assert!(t.due_for_removal(now + 9).await.is_empty());
+    let due = t.due_for_removal(now + 11).await;
     assert_eq!(due.len(), 1);
     assert_eq!(
         (due[0].0.to_string(), due[0].1),
         (id.clone(), Removal::Expired)
     );
+    let (sel, why) = (Selector::Id(due[0].0.clone()), due[0].1);
     t.node
-        .delete(&Selector::Id(due[0].0.clone()), due[0].1)
+        .call(move |n| n.delete(&sel, why))
+        .await
+        .unwrap()
         .unwrap();
     let (s, _) = t
         .call(

@@ -4,13 +4,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
 use warp::http::StatusCode;
-use waylume::api::{self, Api, ControlHealth};
+use waylume::api::{self, Api};
 use waylume::config::PeerLifetimes;
 use waylume::core::auth;
 use waylume::core::clientconf::ServerSide;
+use waylume::core::plan::PlanInput;
 use waylume::core::registry::Registry;
 use waylume::metrics::Metrics;
-use waylume::node::Node;
+use waylume::node::{Node, NodeHandle, PeerStatus, Removal, Repairs, Seams};
 use waylume::store::Store;
 use waylume::sys::fake::{FakePolicy, FakeWireGuard};
 use waylume::sys::wg::WireGuard;
@@ -23,7 +24,7 @@ pub struct TestNode {
     pub dir: tempfile::TempDir,
     pub wg: Arc<FakeWireGuard>,
     pub policy: Arc<FakePolicy>,
-    pub node: Arc<Node>,
+    pub node: NodeHandle,
     pub api: Arc<Api>,
     pub clock: Arc<AtomicU64>,
     nonce: AtomicU64,
@@ -64,18 +65,14 @@ impl TestNode {
         let dyn_wg: Arc<dyn WireGuard> = wg.clone();
         let policy = Arc::new(FakePolicy::default());
         let dyn_policy: Arc<dyn waylume::sys::policy::Policy> = policy.clone();
-        let node = Arc::new(
-            Node::open(
-                registry,
-                store,
-                server_side(),
-                dyn_wg,
-                dyn_policy,
-                lifetimes,
-            )
-            .unwrap(),
-        );
+        let seams = Seams {
+            wg: dyn_wg,
+            policy: dyn_policy,
+            rules: rules(subnet),
+        };
+        let mut node = Node::open(registry, store, server_side(), seams, lifetimes).unwrap();
         node.reconcile(false).unwrap();
+        let node = node.spawn().unwrap();
         let clock = Arc::new(AtomicU64::new(1_800_000_000));
         let c = clock.clone();
         let api = Arc::new(Api::new(
@@ -84,10 +81,7 @@ impl TestNode {
             capacity,
             Some((SECRET, SERVER_ID)),
             move || c.load(Ordering::SeqCst),
-            || ControlHealth {
-                state: "standalone".into(),
-                ok: true,
-            },
+            None,
         ));
         TestNode {
             dir,
@@ -98,6 +92,32 @@ impl TestNode {
             clock,
             nonce: AtomicU64::new(0),
         }
+    }
+
+    /// One whole reconcile pass on the node's thread.
+    pub async fn reconcile(&self, persist: bool) -> Repairs {
+        self.node
+            .call(move |n| n.reconcile(persist))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Writes every peer's counters to the store, as on exit.
+    pub async fn flush(&self) {
+        self.node.call(|n| n.flush()).await.unwrap().unwrap();
+    }
+
+    pub async fn due_for_removal(&self, now: u64) -> Vec<(waylume::core::peer::PeerId, Removal)> {
+        self.node
+            .call(move |n| n.due_for_removal(now))
+            .await
+            .unwrap()
+    }
+
+    /// The peers as the node's view shows them, oldest first.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        self.node.view().list().into_iter().cloned().collect()
     }
 
     pub fn now(&self) -> u64 {
@@ -153,4 +173,22 @@ pub fn error_code(v: &Value) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no error code in {v}"))
         .to_string()
+}
+
+/// The data plane's rules for `subnet`: the server on its first host, isolation and shaping on.
+pub fn rules(subnet: &str) -> PlanInput {
+    let subnet: ipnet::Ipv4Net = subnet.parse().unwrap();
+    PlanInput {
+        iface: "wl-test".into(),
+        ifb: "ifb-wl-test".into(),
+        subnet,
+        subnet_v6: None,
+        server_addr: subnet.hosts().next().unwrap(),
+        outward: None,
+        isolate: true,
+        blocked_v4: Vec::new(),
+        blocked_v6: Vec::new(),
+        shaping: true,
+        peers: Vec::new(),
+    }
 }

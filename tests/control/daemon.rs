@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::control::harness::{HEARTBEAT, Harness, USAGE};
@@ -13,13 +12,10 @@ use common::control::wait_for;
 use common::node::TestNode;
 use waylume::app::ControlSource;
 use waylume::core::peer::LiveStats;
-use waylume::metrics::Metrics;
 use wireguard_control::Key;
 
 fn source(t: &TestNode) -> Arc<ControlSource> {
-    let metrics = Arc::new(Metrics::default());
-    metrics.dataplane_ok.store(true, Ordering::Relaxed);
-    Arc::new(ControlSource::new(t.node.clone(), metrics, 100))
+    Arc::new(ControlSource::new(t.node.clone(), 100))
 }
 
 async fn wait_usage(h: &Harness, rx: i64, tx: i64) {
@@ -50,7 +46,7 @@ async fn usage_keeps_its_totals_across_interface_recreation_and_restart() {
             endpoint: None,
         },
     );
-    t.node.reconcile(true).unwrap();
+    t.reconcile(true).await;
 
     let cp = h.spawn_source(source(&t), HEARTBEAT, USAGE).unwrap();
     let row = h.wait_row("registration", |_| true).await.unwrap();
@@ -74,7 +70,7 @@ async fn usage_keeps_its_totals_across_interface_recreation_and_restart() {
 
     // The interface is re-created: kernel counters restart from zero, the baseline does not.
     t.wg.wipe();
-    t.node.reconcile(false).unwrap();
+    t.reconcile(false).await;
     t.wg.set_stats(
         &key,
         LiveStats {
@@ -84,10 +80,10 @@ async fn usage_keeps_its_totals_across_interface_recreation_and_restart() {
             endpoint: None,
         },
     );
-    t.node.reconcile(true).unwrap();
+    t.reconcile(true).await;
     wait_usage(&h, 1010, 2020).await;
     cp.stop().await.unwrap();
-    t.node.flush().unwrap();
+    t.flush().await;
 
     // A restarted daemon reports the same totals again, not doubled.
     let posts = |h: &Harness| {
