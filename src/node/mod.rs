@@ -34,7 +34,7 @@ pub use counters::Counters;
 pub use error::{Fault, NodeError};
 pub use handle::NodeHandle;
 pub use reconcile::Repairs;
-pub use view::{Health, NodeView, PeerCounts, PeerStatus};
+pub use view::{Health, NodeView, PassCounts, PeerCounts, PeerStatus};
 
 type RemovalHook = Box<dyn Fn(&PeerStatus, Removal) + Send + Sync>;
 
@@ -64,6 +64,7 @@ pub struct Node {
     /// Where each peer was last seen, to resume its session on a re-created interface.
     endpoints: HashMap<PeerId, SocketAddr>,
     health: Health,
+    passes: PassCounts,
     /// The peers as readers see them, kept in step entry by entry (see `view.rs`).
     view_peers: OrdMap<PeerId, PeerStatus>,
     view: watch::Sender<Arc<NodeView>>,
@@ -135,6 +136,7 @@ impl Node {
             peers: OrdMap::new(),
             free_addresses: registry.free_addresses(),
             health,
+            passes: PassCounts::default(),
             generation: 0,
         }));
         let mut node = Node {
@@ -150,6 +152,7 @@ impl Node {
             generation: 0,
             endpoints: HashMap::new(),
             health,
+            passes: PassCounts::default(),
             view_peers: OrdMap::new(),
             view,
             removal_hook: Arc::default(),

@@ -4,13 +4,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
 use warp::http::StatusCode;
+use waylume::api::metrics::Metrics;
 use waylume::api::{self, Api};
 use waylume::config::PeerLifetimes;
 use waylume::core::auth;
 use waylume::core::clientconf::ServerSide;
 use waylume::core::plan::PlanInput;
 use waylume::core::registry::Registry;
-use waylume::metrics::Metrics;
 use waylume::node::{Node, NodeHandle, PeerStatus, Removal, Repairs, Seams};
 use waylume::store::Store;
 use waylume::sys::fake::{FakePolicy, FakeWireGuard};
