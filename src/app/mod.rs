@@ -91,7 +91,7 @@ fn kernel_policy(
     cfg: &Config,
     outward: Option<&str>,
 ) -> Result<(
-    Arc<dyn crate::sys::policy::Policy>,
+    Arc<dyn crate::sys::policy::PeerEnforcer>,
     crate::core::plan::PlanInput,
 )> {
     use crate::sys::runner::SystemRunner;
@@ -117,7 +117,7 @@ fn kernel_policy(
     };
     let dp = crate::sys::dataplane::Dataplane::new(runner);
     Ok((
-        Arc::new(crate::sys::policy::KernelPolicy::new(dp, base.clone())),
+        Arc::new(crate::sys::policy::KernelEnforcer::new(dp, base.clone())),
         base,
     ))
 }

@@ -20,7 +20,7 @@ use crate::core::peer::{Peer, PeerId, SpeedLimit};
 use crate::core::plan::{self, PeerChange, PeerPolicy, PlanInput};
 use crate::core::registry::{Fresh, NewPeer, Prepared, Registry, Selector};
 use crate::store::{Store, StoreError, StoredPeer};
-use crate::sys::policy::Policy;
+use crate::sys::policy::PeerEnforcer;
 use crate::sys::wg::{PeerSpec, WireGuard};
 
 mod counters;
@@ -41,7 +41,7 @@ type RemovalHook = Box<dyn Fn(&PeerStatus, Removal) + Send + Sync>;
 /// What the node talks to: WireGuard and the data plane, real or in-memory.
 pub struct Seams {
     pub wg: Arc<dyn WireGuard>,
-    pub policy: Arc<dyn Policy>,
+    pub policy: Arc<dyn PeerEnforcer>,
     /// The data plane's settings (no peers): each peer's policy is checked against them before
     /// the kernel is touched.
     pub rules: PlanInput,
@@ -50,7 +50,7 @@ pub struct Seams {
 pub struct Node {
     server: Arc<ServerSide>,
     wg: Arc<dyn WireGuard>,
-    policy: Arc<dyn Policy>,
+    policy: Arc<dyn PeerEnforcer>,
     rules: PlanInput,
     lifetimes: PeerLifetimes,
     registry: Registry,
