@@ -233,15 +233,24 @@ impl Dataplane {
     /// If it fails (the kernel was not in the state the change assumes), the error goes back to
     /// the caller, whose full reconcile (`apply` with every peer) repairs the rest.
     pub fn apply_change(&self, input: &PlanInput, change: &PeerChange) -> Result<Applied> {
-        let current = match change {
-            PeerChange::Update { before, after } if before.cap_bytes != after.cap_bytes => {
-                self.peer_quota(after.addr)?
+        self.apply_changes(input, std::slice::from_ref(change))
+    }
+
+    /// Many peers' changes as one nftables batch (netlink, split only by the socket's size
+    /// limit) and one `tc -batch`: a pass that removes thousands of peers spawns one process.
+    pub fn apply_changes(&self, input: &PlanInput, changes: &[PeerChange]) -> Result<Applied> {
+        let mut batch = plan::Batch::default();
+        for change in changes {
+            let current = match change {
+                PeerChange::Update { before, after } if before.cap_bytes != after.cap_bytes => {
+                    self.peer_quota(after.addr)?
+                }
+                _ => None,
+            };
+            batch.extend(plan::peer_batch(input, change, current.as_ref())?);
+            if let PeerChange::Remove(p) = change {
+                remember(&self.remembered).remove(&quota_name(p.addr));
             }
-            _ => None,
-        };
-        let batch = plan::peer_batch(input, change, current.as_ref())?;
-        if let PeerChange::Remove(p) = change {
-            remember(&self.remembered).remove(&quota_name(p.addr));
         }
         self.link.apply(&batch.nft)?;
         self.apply_tc(&batch.tc)?;

@@ -24,6 +24,10 @@ pub struct Repair {
 pub trait PeerEnforcer: Send + Sync + 'static {
     /// One peer's change, in O(1) kernel work.
     fn change(&self, change: &PeerChange) -> Result<(), DataplaneError>;
+    /// Many peers' changes as one nftables batch and one tc batch (a pass's removals).
+    fn change_many(&self, changes: &[PeerChange]) -> Result<(), DataplaneError> {
+        changes.iter().try_for_each(|c| self.change(c))
+    }
     /// Compares the kernel with the plan for `peers`; writes nothing.
     fn check(&self, peers: Vec<PeerPolicy>) -> Result<Option<Repair>, DataplaneError>;
     fn repair(&self, repair: &Repair) -> Result<(), DataplaneError>;
@@ -67,6 +71,10 @@ impl KernelEnforcer {
 impl PeerEnforcer for KernelEnforcer {
     fn change(&self, change: &PeerChange) -> Result<(), DataplaneError> {
         self.dp.apply_change(&self.base(), change).map(|_| ())
+    }
+
+    fn change_many(&self, changes: &[PeerChange]) -> Result<(), DataplaneError> {
+        self.dp.apply_changes(&self.base(), changes).map(|_| ())
     }
 
     fn check(&self, peers: Vec<PeerPolicy>) -> Result<Option<Repair>, DataplaneError> {

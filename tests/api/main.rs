@@ -3,3 +3,4 @@
 mod cli;
 mod peers;
 mod reconcile;
+mod removal;

@@ -34,7 +34,9 @@ fn peer(i: u32) -> PeerPolicy {
     let addr = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 78, 0, 1)) + i);
     PeerPolicy {
         addr,
-        addr_v6: i.is_multiple_of(2).then(|| format!("fd78::{i:x}").parse().unwrap()),
+        addr_v6: i
+            .is_multiple_of(2)
+            .then(|| format!("fd78::{i:x}").parse().unwrap()),
         download_kbps: None,
         upload_kbps: None,
         cap_bytes: i.is_multiple_of(3).then_some(1_000_000 + u64::from(i)),
