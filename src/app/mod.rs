@@ -232,10 +232,13 @@ pub async fn serve(cfg: Config) -> Result<()> {
             .run(),
     );
     log::info!("api listening on {addr}");
-    notify(&[
-        NotifyState::Ready,
-        NotifyState::Status(&format!("{peers} peers; api on {addr}")),
-    ]);
+    // May wait briefly for room on systemd's socket: not on an async worker's time.
+    tokio::task::block_in_place(|| {
+        notify(&[
+            NotifyState::Ready,
+            NotifyState::Status(&format!("{peers} peers; api on {addr}")),
+        ])
+    });
 
     // Registers in the background: READY above never waits for Supabase.
     let (control_stop, control_rx) = watch::channel(false);
@@ -250,7 +253,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
 
     shutdown_signal().await;
     log::info!("stopping");
-    notify(&[NotifyState::Stopping]);
+    tokio::task::block_in_place(|| notify(&[NotifyState::Stopping]));
     let _ = stop_tx.send(true);
     let _ = stop_rx.changed().await;
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;

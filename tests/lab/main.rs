@@ -7,3 +7,4 @@ mod fleet;
 mod harness;
 mod inspect;
 mod node_dataplane;
+mod reconcile;
