@@ -13,6 +13,7 @@ mod quic;
 mod table;
 mod text;
 mod tls;
+mod utp;
 
 use serde::{Deserialize, Serialize};
 

@@ -233,7 +233,10 @@ fn account(
     let from_a = src_is_lo == e.a_is_lo;
     let mut newly = false;
     if !e.decided {
-        if let Some(found) = e.detect.inspect(p, usize::from(!from_a), budget, keep) {
+        if let Some(found) = e
+            .detect
+            .inspect(now_us, p, usize::from(!from_a), budget, keep)
+        {
             e.found = found;
             e.decided = true;
             newly = true;
