@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use super::Protocol;
 use super::engine::{DetectState, Found};
-use super::flow::{Endpoint, FlowKey, SeededFx};
+use super::flow::{Endpoint, FlowKey, KeyedHash};
 use crate::core::packet::{L4, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,7 +19,8 @@ pub struct ClassifierConfig {
     pub budget: u8,
     pub tcp_idle_us: u64,
     pub udp_idle_us: u64,
-    /// Seed of the table's hash, so colliding keys cannot be prepared in advance.
+    /// Secret key of the table's hash, so colliding keys cannot be prepared in advance; the live
+    /// capture draws a random one.
     pub hash_seed: u64,
     /// Keep the TLS server name or HTTP host of each flow (off: privacy by default).
     pub keep_hostnames: bool,
@@ -92,7 +93,7 @@ const FULL_SWEEP_MIN_US: u64 = 10_000;
 #[derive(Debug)]
 pub struct Classifier {
     cfg: ClassifierConfig,
-    flows: HashMap<FlowKey, Entry, SeededFx>,
+    flows: HashMap<FlowKey, Entry, KeyedHash>,
     next_id: u64,
     untracked: u64,
     last_sweep_us: u64,
@@ -101,7 +102,7 @@ pub struct Classifier {
 impl Classifier {
     pub fn new(cfg: ClassifierConfig) -> Self {
         Classifier {
-            flows: HashMap::with_hasher(SeededFx(cfg.hash_seed)),
+            flows: HashMap::with_hasher(KeyedHash::new(cfg.hash_seed)),
             cfg,
             next_id: 0,
             untracked: 0,
