@@ -30,7 +30,12 @@ fn packets(dst: impl Fn(u32) -> Ipv6Addr) -> Vec<Vec<u8>> {
         .map(|k| {
             let mut l4 = support::udp_header(40000, 443, 8);
             l4.extend_from_slice(&[0x5a; 8]);
-            support::ip("fd00::2".parse().unwrap(), dst(k).into(), support::UDP, &l4)
+            support::ip(
+                "fd00::2".parse().expect("address"),
+                dst(k).into(),
+                support::UDP,
+                &l4,
+            )
         })
         .collect()
 }
@@ -45,7 +50,7 @@ fn per_flow(pkts: &[Vec<u8>]) -> f64 {
             });
             let t = Instant::now();
             for (i, p) in pkts.iter().enumerate() {
-                let p = packet::parse_ip(p).unwrap();
+                let p = packet::parse_ip(p).expect("bench packet parses");
                 c.observe(i as u64, &p, &mut |_| {});
             }
             assert_eq!(c.len(), pkts.len());

@@ -177,7 +177,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
         }
     );
     metrics.dataplane_ok.store(true, Ordering::Relaxed);
-    let inspection = start_inspection(&cfg, &metrics);
+    let inspection = start_inspection(&cfg, &metrics, &node);
 
     let secret = cfg
         .api
@@ -203,7 +203,11 @@ pub async fn serve(cfg: Config) -> Result<()> {
         None => source,
     });
     let weak = Arc::downgrade(&source);
+    let seen = inspection.clone();
     node.on_removed(move |status, why| {
+        if let Some(i) = &seen {
+            i.peer_removed(&status.peer.id);
+        }
         if let Some(src) = weak.upgrade() {
             src.removed(status, crate::control_source::session_status(why));
         }
@@ -307,7 +311,11 @@ pub async fn serve(cfg: Config) -> Result<()> {
 }
 
 /// Starts the capture on the WireGuard interface when inspection is on.
-fn start_inspection(cfg: &Config, metrics: &Arc<Metrics>) -> Option<Arc<Inspection>> {
+fn start_inspection(
+    cfg: &Config,
+    metrics: &Arc<Metrics>,
+    node: &Arc<Node>,
+) -> Option<Arc<Inspection>> {
     if !cfg.inspection.enabled {
         return None;
     }
@@ -338,6 +346,10 @@ fn start_inspection(cfg: &Config, metrics: &Arc<Metrics>) -> Option<Arc<Inspecti
         nets,
         policy.clone(),
         cfg.inspection.log_hostnames,
+        {
+            let node = node.clone();
+            move |ip| node.peer_at(ip)
+        },
         move |d| {
             crate::inspection::log_decision(d);
             if let Some(e) = enforcer.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {

@@ -38,6 +38,7 @@ pub struct Summary {
 pub fn offline_config() -> ClassifierConfig {
     ClassifierConfig {
         max_flows: 4 << 20,
+        max_flows_per_owner: 4 << 20,
         ..ClassifierConfig::default()
     }
 }
@@ -83,9 +84,8 @@ pub fn classify_file(path: &Path) -> Result<(Vec<FlowRecord>, Summary), InspectE
         let Ok(p) = packet::parse_ip(ip) else {
             continue;
         };
-        if classifier.observe(now_us, &p, &mut keep).is_some() {
-            summary.classified_packets += 1;
-        }
+        classifier.observe(now_us, &p, &mut keep);
+        summary.classified_packets += 1;
     }
     classifier.drain(&mut keep);
     flows.sort_unstable_by_key(|r| r.id);

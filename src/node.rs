@@ -378,6 +378,16 @@ impl Node {
         inner.registry.find(sel).map(|p| Self::status(&inner, p))
     }
 
+    /// The peer holding a tunnel address, for inspection's attribution of flows.
+    pub fn peer_at(&self, ip: IpAddr) -> Option<PeerId> {
+        let inner = self.lock();
+        let found = inner
+            .registry
+            .iter()
+            .find(|p| IpAddr::V4(p.address) == ip || p.address_v6.map(IpAddr::V6) == Some(ip));
+        found.map(|p| p.id.clone())
+    }
+
     pub fn list(&self) -> Vec<PeerStatus> {
         let inner = self.lock();
         let mut all: Vec<_> = inner

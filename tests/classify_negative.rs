@@ -313,9 +313,12 @@ fn real_utp_is_still_found() {
     }
 }
 
+/// The k-th header of a run.
+type Header = dyn Fn(u16) -> Vec<u8>;
+
 #[test]
 fn utp_headers_with_impossible_fields_are_not_counted() {
-    let run = |f: &dyn Fn(u16) -> Vec<u8>| -> Vec<Dgram> {
+    let run = |f: &Header| -> Vec<Dgram> {
         (0..6u16)
             .map(|k| (T0 + u64::from(k) * 16 * MS, true, f(k)))
             .collect()
@@ -325,7 +328,7 @@ fn utp_headers_with_impossible_fields_are_not_counted() {
         classify(52_000, 6881, &run(&good)).protocol,
         Protocol::Bittorrent
     );
-    let cases: [(&str, &dyn Fn(u16) -> Vec<u8>); 5] = [
+    let cases: [(&str, &Header); 5] = [
         ("connection id 0", &|k| {
             utp(0, 0, 1_000 + u32::from(k) * 16_000, 10 + k, 40, b"data")
         }),

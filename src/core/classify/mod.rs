@@ -6,6 +6,7 @@ mod bencode;
 mod bittorrent;
 mod dns;
 mod engine;
+mod evict;
 mod flow;
 pub mod link;
 mod policy;
