@@ -5,6 +5,7 @@ pub mod fake;
 pub mod flows;
 pub mod link;
 pub mod nft;
+pub mod pcapfile;
 pub mod policy;
 pub mod runner;
 pub mod tc;
