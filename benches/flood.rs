@@ -8,8 +8,7 @@ use std::time::Instant;
 use waylume::core::classify::{Classifier, ClassifierConfig};
 use waylume::core::packet;
 
-#[path = "../tests/classify_support/mod.rs"]
-mod support;
+use common::packets as support;
 
 const FLOWS: u32 = 32_768;
 
