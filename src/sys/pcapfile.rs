@@ -65,6 +65,7 @@ impl<R: Read> Reader<R> {
         Ok(r)
     }
 
+    #[inline]
     fn u32_at(&self, at: usize) -> u32 {
         let b = [
             self.buf[at],
