@@ -172,6 +172,8 @@ pub fn start(
     })?;
     let breaker = cap.breakloop_handle();
     let stop = Arc::new(AtomicBool::new(false));
+    // A new capture starts with nothing to forget: its table and peers are empty.
+    lock(&stats).released.clear();
     let (stop2, stats2) = (Arc::clone(&stop), Arc::clone(&stats));
     let thread = std::thread::Builder::new()
         .name(format!("capture-{}", cfg.interface))
@@ -223,10 +225,8 @@ fn run(
                 // nanoseconds) so readers never see stale figures when traffic pauses.
                 let mut g = lock(shared);
                 g.packets += 1;
-                for id in std::mem::take(&mut g.released) {
-                    for addr in peers.forget(&id) {
-                        classifier.forget_owner(addr);
-                    }
+                if !g.released.is_empty() {
+                    forget(&mut g, &mut peers, &mut classifier);
                 }
                 let Some(p) =
                     link::ip_payload(link, frame.data).and_then(|ip| packet::parse_ip(ip).ok())
@@ -278,6 +278,8 @@ fn run(
             last_drops = Instant::now();
             let kernel = cap.stats().ok();
             let mut g = lock(shared);
+            // Removals are also handled when no traffic comes, so the list stays short.
+            forget(&mut g, &mut peers, &mut classifier);
             if let Some(s) = kernel {
                 g.kernel_dropped += u64::from(s.dropped.wrapping_sub(kernel_seen));
                 g.interface_dropped += u64::from(s.if_dropped.wrapping_sub(iface_seen));
@@ -288,6 +290,15 @@ fn run(
         }
     }
     Ok(())
+}
+
+/// Forgets the addresses and flows of peers removed since the last call.
+fn forget(g: &mut CaptureStats, peers: &mut Peers, classifier: &mut Classifier) {
+    for id in std::mem::take(&mut g.released) {
+        for addr in peers.forget(&id) {
+            classifier.forget_owner(addr);
+        }
+    }
 }
 
 /// Moves the bytes counted as unknown so far to the flow's protocol, counts the flow, and
