@@ -169,7 +169,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
             ""
         }
     );
-    let inspection = inspection::start(&cfg, &metrics);
+    let inspection = inspection::start(&cfg, &metrics, &node);
 
     let secret = cfg
         .api
@@ -191,7 +191,11 @@ pub async fn serve(cfg: Config) -> Result<()> {
         None => source,
     });
     let weak = Arc::downgrade(&source);
+    let seen = inspection.clone();
     node.on_removed(move |status, why| {
+        if let Some(i) = &seen {
+            i.peer_removed(&status.peer.id);
+        }
         if let Some(src) = weak.upgrade() {
             src.removed(status, control_feed::session_status(why));
         }
