@@ -202,12 +202,13 @@ pub async fn serve(cfg: Config) -> Result<()> {
         Some(i) => source.with_inspection(i.clone()),
         None => source,
     });
-    let weak = Arc::downgrade(&source);
-    node.on_removed(move |status, why| {
-        if let Some(src) = weak.upgrade() {
-            src.removed(status, crate::control_source::session_status(why));
-        }
-    });
+    if control.is_some() {
+        let weak = Arc::downgrade(&source);
+        node.owe_on_removal(move |status, why| match weak.upgrade() {
+            Some(src) => src.final_row(status, crate::control_source::session_status(why)),
+            None => serde_json::Value::Null,
+        });
+    }
     if let Some(h) = control_health.clone() {
         metrics.add_source(move |out| {
             let h = h.get();
@@ -277,6 +278,9 @@ pub async fn serve(cfg: Config) -> Result<()> {
     shutdown_signal().await;
     log::info!("stopping");
     notify(&[NotifyState::Stopping]);
+    // `offline` first, so the fleet stops sending sessions here while the API drains; the
+    // control plane then reports usage with what is left of its budget.
+    control_stop.send_replace(true);
     let _ = stop_tx.send(true);
     let _ = stop_rx.changed().await;
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
@@ -298,8 +302,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
         }
     })
     .await?;
-    // Final usage to Supabase and `offline`, bounded by the control plane's own budget (5 s).
-    control_stop.send_replace(true);
+    // Bounded by the control plane's own budget (5 s); what it could not send stays owed.
     if let Some(t) = control_task {
         let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
     }

@@ -1,11 +1,13 @@
 //! The daemon's side of the control-plane seam: what the fleet table and `vpn_sessions` are fed
 //! from. Reads only in-memory state (`Node::list` takes the node's lock briefly).
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::control::{NodeSnapshot, NodeSource, NodeStatus, SessionStatus, SessionUsage};
+use crate::control::{
+    NodeSnapshot, NodeSource, NodeStatus, Owed, OwedKind, SessionStatus, SessionUsage,
+};
 use crate::core::classify::Protocol;
 use crate::inspection::Inspection;
 use crate::metrics::Metrics;
@@ -18,8 +20,6 @@ pub struct ControlSource {
     pub node: Arc<Node>,
     pub metrics: Arc<Metrics>,
     pub max_capacity: u16,
-    /// Final rows of removed peers, kept until Supabase has them.
-    finals: Mutex<Vec<SessionUsage>>,
     inspection: Option<Arc<Inspection>>,
 }
 
@@ -29,7 +29,6 @@ impl ControlSource {
             node,
             metrics,
             max_capacity,
-            finals: Mutex::new(Vec::new()),
             inspection: None,
         }
     }
@@ -54,14 +53,11 @@ impl ControlSource {
         row
     }
 
-    /// Call after a peer was deleted (API) or removed (expired, idle) with its final status.
-    pub fn removed(&self, status: &PeerStatus, why: SessionStatus) {
+    /// A removed peer's final row for the store's outbox (written with the removal).
+    pub fn final_row(&self, status: &PeerStatus, why: SessionStatus) -> serde_json::Value {
         let mut row = self.session(status);
         row.status = why;
-        self.finals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(row);
+        crate::control::owed_session(&row)
     }
 }
 
@@ -129,22 +125,33 @@ impl NodeSource for ControlSource {
     }
 
     fn usage(&self) -> Vec<SessionUsage> {
-        let mut rows: Vec<SessionUsage> =
-            self.node.list().iter().map(|s| self.session(s)).collect();
-        rows.extend(
-            self.finals
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .cloned(),
-        );
-        rows
+        self.node.list().iter().map(|s| self.session(s)).collect()
     }
 
-    fn usage_reported(&self, rows: &[SessionUsage]) {
-        self.finals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|f| !rows.contains(f));
+    fn owed(&self, after: i64, limit: usize) -> Vec<Owed> {
+        match self.node.owed(after, limit) {
+            Ok(rows) => rows
+                .into_iter()
+                .filter_map(|r| {
+                    Some(Owed {
+                        id: r.id,
+                        rev: r.rev,
+                        kind: OwedKind::parse(&r.kind)?,
+                        body: r.body,
+                    })
+                })
+                .collect(),
+            Err(e) => {
+                log::warn!("outbox read failed: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    fn acknowledge(&self, done: &[Owed]) {
+        let ids: Vec<(i64, i64)> = done.iter().map(|o| (o.id, o.rev)).collect();
+        if let Err(e) = self.node.ack_owed(&ids) {
+            log::warn!("outbox acknowledgement not stored (re-sent later, harmless): {e}");
+        }
     }
 }

@@ -92,6 +92,8 @@ pub enum Removal {
 }
 
 type RemovalHook = Box<dyn Fn(&PeerStatus, Removal) + Send + Sync>;
+/// Builds what a removed peer still owes Supabase (its final usage row), stored with the removal.
+type OwingHook = Box<dyn Fn(&PeerStatus, Removal) -> serde_json::Value + Send + Sync>;
 
 struct Inner {
     registry: Registry,
@@ -113,6 +115,7 @@ pub struct Node {
     lifetimes: PeerLifetimes,
     inner: Mutex<Inner>,
     removal_hook: OnceLock<RemovalHook>,
+    owing_hook: OnceLock<OwingHook>,
     /// Wakes the reconcile loop after each change, so a repair never waits a whole interval.
     trigger: Arc<tokio::sync::Notify>,
 }
@@ -187,6 +190,7 @@ impl Node {
                 endpoints: HashMap::new(),
             }),
             removal_hook: OnceLock::new(),
+            owing_hook: OnceLock::new(),
             trigger: Arc::new(tokio::sync::Notify::new()),
         })
     }
@@ -270,6 +274,31 @@ impl Node {
         }
     }
 
+    /// Makes every removal write `f`'s row into the store's outbox in the removal's own
+    /// transaction (only with a control plane: nothing else would ever drain it).
+    pub fn owe_on_removal(
+        &self,
+        f: impl Fn(&PeerStatus, Removal) -> serde_json::Value + Send + Sync + 'static,
+    ) {
+        if self.owing_hook.set(Box::new(f)).is_err() {
+            log::warn!("an owing hook was already set");
+        }
+    }
+
+    /// Outbox entries with an id above `after`, oldest first.
+    pub fn owed(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<crate::store::OutboxRow>, NodeError> {
+        Ok(self.lock().store.owed(after, limit)?)
+    }
+
+    /// Deletes acknowledged outbox entries (id, revision).
+    pub fn ack_owed(&self, done: &[(i64, i64)]) -> Result<usize, NodeError> {
+        Ok(self.lock().store.ack_owed(done)?)
+    }
+
     pub fn delete(&self, sel: &Selector, why: Removal) -> Result<PeerStatus, NodeError> {
         // Read the counters first, outside the lock: the final usage includes the last bytes.
         let live = self.wg.device()?.peers;
@@ -281,16 +310,24 @@ impl Node {
             .ok_or(NodeError::NotFound)?;
         Self::fold(&mut inner, &live);
         let used = inner.counters.get(&peer.id).map_or(0, |c| c.cap_used);
+        let owed = self
+            .owing_hook
+            .get()
+            .map(|f| f(&Self::status(&inner, &peer), why));
         self.wg.remove_peer(&peer.public_key)?;
+        let now = crate::app::unix_now();
         let removed = self
             .policy
             .change(&PeerChange::Remove(policy_of(&peer, used)))
             .map_err(NodeError::from)
             .and_then(|()| {
-                inner.store.delete_peer(&peer.id).map_err(|e| {
-                    self.undo_policy(&PeerChange::Add(policy_of(&peer, used)), &peer.id);
-                    NodeError::from(e)
-                })
+                inner
+                    .store
+                    .delete_peer_owing(&peer.id, owed.as_ref(), now)
+                    .map_err(|e| {
+                        self.undo_policy(&PeerChange::Add(policy_of(&peer, used)), &peer.id);
+                        NodeError::from(e)
+                    })
             });
         if let Err(e) = removed {
             // Put it back in WireGuard so that nothing changed.

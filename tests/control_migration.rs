@@ -145,7 +145,11 @@ async fn upgrades_the_previous_release_and_lets_a_key_come_back() {
     pg.migrate().await.unwrap();
     let db = pg.connect().await.unwrap();
     assert_eq!(
-        count(&db, "select rx_bytes from vpn_sessions where peer_id = 'old-peer'").await,
+        count(
+            &db,
+            "select rx_bytes from vpn_sessions where peer_id = 'old-peer'"
+        )
+        .await,
         12_000_000
     );
     // The same key in a new session is a second row; the old totals stay.
@@ -231,7 +235,10 @@ async fn the_database_keeps_time_and_the_operators_drain() {
         .get(0);
     assert_eq!(marked, 1);
     let statuses = json_rows(&db, "select id, status from waylume_servers order by id").await;
-    assert_eq!(statuses[2], serde_json::json!({"id": "dead", "status": "offline"}));
+    assert_eq!(
+        statuses[2],
+        serde_json::json!({"id": "dead", "status": "offline"})
+    );
     // Readers without the service role see nothing.
     db.batch_execute("set role anon").await.unwrap();
     assert!(

@@ -12,6 +12,8 @@
 mod reply;
 mod sql;
 
+pub use reply::status_for;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -258,6 +260,10 @@ fn auth(headers: &hyper::HeaderMap) -> Result<&'static str, Response<Full<Bytes>
             ));
         }
     };
+    // A signed-in user: the anon key with the user's access token.
+    if role == "anon" && get("authorization") == Some(&format!("Bearer {USER_TOKEN}")) {
+        return Ok("authenticated");
+    }
     if let Some(bearer) = get("authorization")
         && Some(bearer.trim_start_matches("Bearer ")) != get("apikey")
     {
