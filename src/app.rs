@@ -203,11 +203,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
         None => source,
     });
     if control.is_some() {
-        let weak = Arc::downgrade(&source);
-        node.owe_on_removal(move |status, why| match weak.upgrade() {
-            Some(src) => src.final_row(status, crate::control_source::session_status(why)),
-            None => serde_json::Value::Null,
-        });
+        crate::control_source::ControlSource::owe_removals(&source);
     }
     if let Some(h) = control_health.clone() {
         metrics.add_source(move |out| {

@@ -53,6 +53,18 @@ impl ControlSource {
         row
     }
 
+    /// From now on every removal writes the peer's final row into the store's outbox, in the
+    /// removal's own transaction. Only with a control plane: nothing else would drain it.
+    pub fn owe_removals(source: &Arc<ControlSource>) {
+        let weak = Arc::downgrade(source);
+        source
+            .node
+            .owe_on_removal(move |status, why| match weak.upgrade() {
+                Some(src) => src.final_row(status, session_status(why)),
+                None => serde_json::Value::Null,
+            });
+    }
+
     /// A removed peer's final row for the store's outbox (written with the removal).
     pub fn final_row(&self, status: &PeerStatus, why: SessionStatus) -> serde_json::Value {
         let mut row = self.session(status);

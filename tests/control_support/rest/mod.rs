@@ -199,7 +199,10 @@ async fn handle(
     };
     let fault = shared.fault.borrow().clone();
     let resp = match fault {
-        Fault::Stall | Fault::Refuse => {
+        // Never answered: the client's own timeout ends it, even after the fault is lifted
+        // (an answer arriving then would be a different failure than the one under test).
+        Fault::Stall => std::future::pending().await,
+        Fault::Refuse => {
             let mut faults = shared.fault.subscribe();
             let _ = faults.wait_for(|f| *f != fault).await;
             // The client has long given up; this answer goes nowhere.
