@@ -193,7 +193,8 @@ mod outbox {
         // Once acknowledged, the next overflow opens a new summary with its own id.
         let p = peer(30);
         s.insert_peer(&p).unwrap();
-        s.delete_peer_owing(&p.id, Some(&row("q", 1)), 2000).unwrap();
+        s.delete_peer_owing(&p.id, Some(&row("q", 1)), 2000)
+            .unwrap();
         let again = s.owed(0, 100).unwrap();
         let next = again.iter().find(|o| o.kind == "summary").unwrap();
         assert_eq!(next.body["sessions"], 1);

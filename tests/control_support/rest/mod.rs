@@ -12,6 +12,7 @@
 mod reply;
 mod sql;
 
+#[allow(unused_imports)]
 pub use reply::status_for;
 
 use std::convert::Infallible;
