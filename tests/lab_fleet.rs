@@ -47,7 +47,7 @@ async fn wait_row(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs root, PostgreSQL and npm ci in examples/edge-functions/connection-request"]
+#[ignore = "needs root, PostgreSQL and npm ci in supabase/functions/connection-request"]
 async fn edge_function_to_client_traffic_and_back_to_the_fleet_table() {
     let mut nl = NodeLab::new("f");
     nl.lab
