@@ -272,11 +272,11 @@ pub async fn serve(cfg: Config) -> Result<()> {
     ));
 
     shutdown_signal().await;
-    log::info!("stopping");
-    notify(&[NotifyState::Stopping]);
     // `offline` first, so the fleet stops sending sessions here while the API drains; the
     // control plane then reports usage with what is left of its budget.
     control_stop.send_replace(true);
+    log::info!("stopping");
+    notify(&[NotifyState::Stopping]);
     let _ = stop_tx.send(true);
     let _ = stop_rx.changed().await;
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
