@@ -75,7 +75,11 @@ impl<'a> ServerRow<'a> {
             status,
             accepting,
             version: &node.version,
-            heartbeat_interval_s: u32::try_from(heartbeat.as_secs().clamp(1, 3600)).unwrap_or(30),
+            // Rounded up: a row is stale after three of these, never before three real intervals.
+            heartbeat_interval_s: u32::try_from(
+                heartbeat.as_millis().div_ceil(1000).clamp(1, 3600),
+            )
+            .unwrap_or(3600),
             last_heartbeat: rfc3339(now),
         }
     }

@@ -2,13 +2,15 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
-use waylume::control::{NodeSnapshot, NodeSource, NodeStatus, SessionStatus, SessionUsage};
+use waylume::control::{NodeSnapshot, NodeSource, NodeStatus, Owed, SessionStatus, SessionUsage};
 
 pub struct FakeNode {
     pub snapshot: Mutex<NodeSnapshot>,
     pub sessions: Mutex<Vec<SessionUsage>>,
     /// Every batch passed to `usage_reported`.
     pub reported: Mutex<Vec<Vec<SessionUsage>>>,
+    /// The outbox: entries are removed when acknowledged.
+    pub owed: Mutex<Vec<Owed>>,
 }
 
 /// A valid base64 x25519 public key made from one byte.
@@ -30,6 +32,7 @@ impl FakeNode {
             }),
             sessions: Mutex::new(Vec::new()),
             reported: Mutex::new(Vec::new()),
+            owed: Mutex::new(Vec::new()),
         })
     }
 
@@ -79,6 +82,18 @@ impl NodeSource for FakeNode {
     fn usage_reported(&self, rows: &[SessionUsage]) {
         if let Ok(mut r) = self.reported.lock() {
             r.push(rows.to_vec());
+        }
+    }
+    fn owed(&self, after: i64, limit: usize) -> Vec<Owed> {
+        let owed = self.owed.lock().map(|o| o.clone()).unwrap_or_default();
+        owed.into_iter()
+            .filter(|o| o.id > after)
+            .take(limit)
+            .collect()
+    }
+    fn acknowledge(&self, done: &[Owed]) {
+        if let Ok(mut o) = self.owed.lock() {
+            o.retain(|x| !done.iter().any(|d| d.id == x.id && d.rev == x.rev));
         }
     }
 }
