@@ -101,8 +101,8 @@ impl Task {
                     self.set_registered(false);
                 }
                 Ok(rows) => {
-                    let drained =
-                        rows[0].get("status").and_then(|s| s.as_str()) == Some("draining");
+                    let status = rows.first().and_then(|r| r.get("status"));
+                    let drained = status.and_then(|s| s.as_str()) == Some("draining");
                     self.cp.health.set_operator_draining(self.id(), drained);
                 }
                 Err(e) => result = Err(e),
