@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
+use futures::future::BoxFuture;
 use serde::Serialize;
 
 pub use error::{ControlError, ErrorBody, parse_retry_after};
@@ -25,8 +26,9 @@ pub use rows::{owed_session, rfc3339};
 use crate::config::{Config, ServerId, SupabaseConfig};
 use crate::core::backoff::Backoff;
 
-/// What the daemon tells the control plane. Both methods are called from the control plane's own
-/// task and must answer from memory, quickly: no netlink, no disk, no locks held for long.
+/// What the daemon tells the control plane, called from the control plane's own task. The
+/// synchronous methods must answer from memory, quickly: no netlink, no disk, no locks held for
+/// long.
 pub trait NodeSource: Send + Sync + 'static {
     /// The node as the fleet should see it right now.
     fn snapshot(&self) -> NodeSnapshot;
@@ -36,12 +38,14 @@ pub trait NodeSource: Send + Sync + 'static {
     /// These rows (exactly as returned by [`usage`](Self::usage)) reached Supabase.
     fn usage_reported(&self, _rows: &[SessionUsage]) {}
     /// Up to `limit` outbox entries with an id above `after`, oldest first: what the node owes
-    /// Supabase and keeps in its store until acknowledged.
-    fn owed(&self, _after: i64, _limit: usize) -> Vec<Owed> {
-        Vec::new()
+    /// Supabase and keeps in its store until acknowledged. Async: the store is the node's.
+    fn owed(&self, _after: i64, _limit: usize) -> BoxFuture<'_, Vec<Owed>> {
+        Box::pin(async { Vec::new() })
     }
     /// These entries reached Supabase; delete them (each only if unchanged since it was read).
-    fn acknowledge(&self, _done: &[Owed]) {}
+    fn acknowledge<'a>(&'a self, _done: &'a [Owed]) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// One outbox entry.

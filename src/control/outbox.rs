@@ -37,7 +37,7 @@ impl Sender<'_> {
         let mut after = 0;
         let mut sent = 0;
         loop {
-            let owed = self.source.owed(after, self.batch.max(1));
+            let owed = self.source.owed(after, self.batch.max(1)).await;
             let Some(last) = owed.last() else {
                 return Ok(sent);
             };
@@ -58,7 +58,7 @@ impl Sender<'_> {
     async fn send_batch(&mut self, kind: OwedKind, batch: &[Owed]) -> Result<usize, ControlError> {
         match self.post(kind, batch).await {
             Ok(()) => {
-                self.source.acknowledge(batch);
+                self.source.acknowledge(batch).await;
                 Ok(batch.len())
             }
             Err(e) if e.is_retryable() || e.code() == Some(FK_VIOLATION) => Err(e),
