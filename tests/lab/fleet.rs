@@ -245,7 +245,7 @@ async fn edge_function_to_client_traffic_and_back_to_the_fleet_table() {
             );
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let stack = sh(&["cat", &format!("/proc/{bad_pid}/stack")]);
     let threads = sh(&["ls", &format!("/proc/{bad_pid}/task")]);
