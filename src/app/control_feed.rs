@@ -10,8 +10,8 @@ use crate::control::{
     NodeSnapshot, NodeSource, NodeStatus, Owed, OwedKind, SessionStatus, SessionUsage,
 };
 use crate::core::classify::Protocol;
-use crate::inspection::Inspection;
 use crate::node::{NodeHandle, PeerStatus, Removal};
+use crate::sys::inspection::Inspection;
 
 pub struct ControlSource {
     pub node: NodeHandle,
