@@ -23,7 +23,7 @@ use waylume::core::peer::{LiveStats, PeerId, SpeedLimit};
 use waylume::core::registry::{Fresh, NewPeer, Registry, Selector};
 use waylume::node::{Node, NodeHandle, Removal, Seams};
 use waylume::store::Store;
-use waylume::sys::fake::{FakePolicy, FakeWireGuard};
+use waylume::sys::fake::{FakeEnforcer, FakeWireGuard};
 use wireguard_control::Key;
 
 const REMOVALS_PER_SEC: u64 = 2;
@@ -36,7 +36,7 @@ fn open(dir: &Path, wg: &Arc<FakeWireGuard>, limit: Option<u64>) -> NodeHandle {
     }
     let seams = Seams {
         wg: wg.clone(),
-        policy: Arc::new(FakePolicy::default()),
+        policy: Arc::new(FakeEnforcer::default()),
         rules: common::node::rules("10.8.0.0/16"),
     };
     let lifetimes = PeerLifetimes {
