@@ -280,3 +280,27 @@ async fn an_operators_drain_survives_heartbeats_and_the_nodes_own_state_is_separ
     .unwrap();
     cp.stop().await.unwrap();
 }
+
+/// A new-format secret key goes in `apikey` only: the gateway refuses it as a Bearer token.
+#[tokio::test]
+async fn a_new_format_secret_key_is_never_sent_as_a_bearer_token() {
+    use common::control::rest::SB_SECRET_KEY;
+    let h = Harness::start("reg-sbkey").await.unwrap();
+    let mut sb = h.supabase();
+    sb.key = waylume::config::Secret::new(SB_SECRET_KEY);
+    let cp = ControlPlane::new(&sb, h.node_info().unwrap(), Harness::timing()).unwrap();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(cp.run(h.node.clone(), rx));
+    h.wait_row("registration", |r| r["status"] == "online")
+        .await
+        .unwrap();
+    let seen = h.rest.seen();
+    assert!(seen.iter().all(|r| r.status / 100 == 2), "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|r| !r.headers.contains_key("authorization"))
+    );
+    assert!(seen.iter().all(|r| r.headers["apikey"] == SB_SECRET_KEY));
+    stop.send_replace(true);
+    task.await.unwrap();
+}
