@@ -37,7 +37,7 @@ impl ControlSource {
     fn session(&self, s: &PeerStatus) -> SessionUsage {
         let mut row = session(s);
         if let Some(i) = &self.inspection {
-            let t = i.traffic(s.peer.address.into());
+            let t = i.traffic(&s.peer.id);
             row.protocol_bytes = t
                 .by_protocol()
                 .filter(|(_, bytes, _)| *bytes > 0)

@@ -24,7 +24,6 @@ pub struct NodeHandle {
     jobs: SyncSender<Job>,
     view: watch::Receiver<Arc<NodeView>>,
     server: Arc<ServerSide>,
-    backend: &'static str,
     policy: Arc<dyn PeerEnforcer>,
     trigger: Arc<Notify>,
     removal_hook: Arc<OnceLock<RemovalHook>>,
@@ -39,7 +38,6 @@ impl Node {
             jobs,
             view: self.view.subscribe(),
             server: self.server.clone(),
-            backend: self.wg.backend_name(),
             policy: self.policy.clone(),
             trigger: self.trigger.clone(),
             removal_hook: self.removal_hook.clone(),
@@ -92,8 +90,9 @@ impl NodeHandle {
         &self.server
     }
 
+    /// `kernel` or `userspace`, as of the last change or pass.
     pub fn backend_name(&self) -> &'static str {
-        self.backend
+        self.view.borrow().backend
     }
 
     pub fn client_config(&self, peer: &Peer) -> String {

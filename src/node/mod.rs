@@ -139,6 +139,7 @@ impl Node {
             peers: OrdMap::new(),
             free_addresses: registry.free_addresses(),
             health,
+            backend: seams.wg.backend_name(),
             passes: PassCounts::default(),
             generation: 0,
         }));
