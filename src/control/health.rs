@@ -62,14 +62,25 @@ impl ControlHealth {
         self.heartbeat == LinkState::Healthy
     }
 
-    /// One word or phrase for `/health`: `starting`, `healthy`, or `failing: <kind>`.
+    /// One word or phrase for `/health`: `starting`, `healthy`, or `failing: <kind>`, with
+    /// an operator's drain and outbox rows Supabase refused in brackets.
     pub fn summary(&self) -> String {
-        match &self.heartbeat {
-            LinkState::Starting => "starting".into(),
-            LinkState::Healthy if self.operator_draining => "healthy (drained by operator)".into(),
-            LinkState::Healthy => "healthy".into(),
+        let mut s = match &self.heartbeat {
+            LinkState::Starting => "starting".to_string(),
+            LinkState::Healthy => "healthy".to_string(),
             LinkState::Failing { reason } => format!("failing: {reason}"),
+        };
+        let mut notes = Vec::new();
+        if self.operator_draining {
+            notes.push("drained by operator".to_string());
         }
+        if self.parked > 0 {
+            notes.push(format!("{} outbox rows refused", self.parked));
+        }
+        if !notes.is_empty() {
+            s = format!("{s} ({})", notes.join("; "));
+        }
+        s
     }
 }
 
