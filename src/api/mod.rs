@@ -79,7 +79,7 @@ impl Api {
 
     fn view(&self, s: &PeerStatus, secrets: bool) -> PeerView {
         let protocols = match &self.inspection {
-            Some(i) => crate::sys::inspection::protocols_json(&i.traffic(s.peer.address.into())),
+            Some(i) => crate::sys::inspection::protocols_json(&i.traffic(&s.peer.id)),
             None => serde_json::Map::new(),
         };
         PeerView::new(&self.node, s, secrets, protocols)

@@ -1,5 +1,6 @@
 //! Live inspection, when the config turns it on: the capture on the WireGuard interface, and
 //! the flow enforcer for `block` and `throttle` policies.
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::api::metrics::Metrics;
@@ -7,7 +8,11 @@ use crate::config::Config;
 use crate::sys::inspection::Inspection;
 
 /// Starts the capture on the WireGuard interface when inspection is on.
-pub(super) fn start(cfg: &Config, metrics: &Arc<Metrics>) -> Option<Arc<Inspection>> {
+pub(super) fn start(
+    cfg: &Config,
+    metrics: &Arc<Metrics>,
+    node: &crate::node::NodeHandle,
+) -> Option<Arc<Inspection>> {
     if !cfg.inspection.enabled {
         return None;
     }
@@ -38,6 +43,18 @@ pub(super) fn start(cfg: &Config, metrics: &Arc<Metrics>) -> Option<Arc<Inspecti
         nets,
         policy.clone(),
         cfg.inspection.log_hostnames,
+        {
+            let node = node.clone();
+            move |ip| {
+                let v4 = |p: &crate::core::peer::Peer| IpAddr::V4(p.address) == ip;
+                let v6 = |p: &crate::core::peer::Peer| p.address_v6.map(IpAddr::V6) == Some(ip);
+                node.view()
+                    .peers
+                    .values()
+                    .find(|s| v4(&s.peer) || v6(&s.peer))
+                    .map(|s| s.peer.id.clone())
+            }
+        },
         move |d| {
             crate::sys::inspection::log_decision(d);
             if let Some(e) = enforcer.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {

@@ -169,7 +169,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
             ""
         }
     );
-    let inspection = inspection::start(&cfg, &metrics);
+    let inspection = inspection::start(&cfg, &metrics, &node);
 
     let secret = cfg
         .api
@@ -190,12 +190,12 @@ pub async fn serve(cfg: Config) -> Result<()> {
         Some(i) => source.with_inspection(i.clone()),
         None => source,
     });
-    let weak = Arc::downgrade(&source);
-    node.on_removed(move |status, why| {
-        if let Some(src) = weak.upgrade() {
-            src.removed(status, control_feed::session_status(why));
-        }
-    });
+    if let Some(i) = inspection.clone() {
+        node.on_removed(move |status, _why| i.peer_removed(&status.peer.id));
+    }
+    if control.is_some() {
+        control_feed::ControlSource::owe_removals(&source);
+    }
     if let Some(h) = control_health.clone() {
         metrics.add_source(move |out| {
             let h = h.get();
@@ -252,6 +252,9 @@ pub async fn serve(cfg: Config) -> Result<()> {
     ));
 
     shutdown_signal().await;
+    // `offline` first, so the fleet stops sending sessions here while the API drains; the
+    // control plane then reports usage with what is left of its budget.
+    control_stop.send_replace(true);
     log::info!("stopping");
     tokio::task::block_in_place(|| notify(&[NotifyState::Stopping]));
     let _ = stop_tx.send(true);
@@ -274,8 +277,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
         }
     })
     .await?;
-    // Final usage to Supabase and `offline`, bounded by the control plane's own budget (5 s).
-    control_stop.send_replace(true);
+    // Bounded by the control plane's own budget (5 s); what it could not send stays owed.
     if let Some(t) = control_task {
         let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
     }
