@@ -8,3 +8,4 @@ mod harness;
 mod inspect;
 mod inspect_hostile;
 mod node_dataplane;
+mod reconcile;
