@@ -96,10 +96,6 @@ impl Classifier {
         self.owners.count(owner)
     }
 
-    fn idle_us(&self, e: &Entry, l4: L4) -> u64 {
-        idle_us(&self.cfg, e, l4)
-    }
-
     /// Accounts one packet to its flow and classifies it, for offline use: flows have no owner.
     pub fn observe(
         &mut self,
@@ -126,10 +122,9 @@ impl Classifier {
         let (key, src_is_lo) = FlowKey::of(p);
         let (budget, keep) = (self.cfg.budget, self.cfg.keep_hostnames);
         // Fast path, one lookup: a packet of a live flow.
-        if let Some(e) = self.flows.get(&key)
-            && now_us.saturating_sub(e.last_us) <= self.idle_us(e, p.l4)
+        if let Some(e) = self.flows.get_mut(&key)
+            && now_us.saturating_sub(e.last_us) <= idle_us(&self.cfg, e, p.l4)
             && !(e.closed && p.flags & (TCP_SYN | TCP_ACK) == TCP_SYN)
-            && let Some(e) = self.flows.get_mut(&key)
         {
             return account(e, key, src_is_lo, now_us, p, budget, keep);
         }
