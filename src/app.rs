@@ -161,7 +161,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
         policy,
         cfg.peers.clone(),
     )?);
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::with_per_peer(cfg.api.metrics_per_peer));
 
     let n = node.clone();
     let repairs = tokio::task::spawn_blocking(move || n.reconcile(true)).await??;
@@ -209,13 +209,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
         }
     });
     if let Some(h) = control_health.clone() {
-        metrics.add_source(move |out| {
-            let h = h.get();
-            out.push_str(&format!(
-                "# TYPE waylume_heartbeat_failures_total counter\nwaylume_heartbeat_failures_total {}\n",
-                h.heartbeat_failures_total
-            ));
-        });
+        metrics.add_source(move |out| h.get().render_metrics(out));
     }
     let api = Api::new(
         node.clone(),

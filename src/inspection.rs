@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use crate::core::classify::{Action, ClassifierConfig};
+use crate::metrics::family;
 use crate::sys::capture::{self, CaptureConfig, CaptureHandle, FlowDecision, PeerTraffic};
 
 type OnDecision = Arc<dyn Fn(&FlowDecision) + Send + Sync>;
@@ -130,19 +131,30 @@ impl Inspection {
             iface += s.interface_dropped;
             untracked = s.untracked;
         }
-        let _ = writeln!(
+        family(
             out,
-            "# HELP waylume_inspected_flows_total Classified peer flows by protocol."
+            "waylume_inspected_flows_total",
+            "counter",
+            "Classified peer flows by protocol.",
         );
-        let _ = writeln!(out, "# TYPE waylume_inspected_flows_total counter");
         for (p, _, n) in flows.by_protocol() {
             let _ = writeln!(out, "waylume_inspected_flows_total{{protocol=\"{p}\"}} {n}");
         }
-        let _ = writeln!(
+        family(
             out,
-            "# HELP waylume_capture_dropped_packets_total Packets the capture lost."
+            "waylume_inspected_bytes_total",
+            "counter",
+            "Bytes of classified peer flows by protocol.",
         );
-        let _ = writeln!(out, "# TYPE waylume_capture_dropped_packets_total counter");
+        for (p, b, _) in flows.by_protocol() {
+            let _ = writeln!(out, "waylume_inspected_bytes_total{{protocol=\"{p}\"}} {b}");
+        }
+        family(
+            out,
+            "waylume_capture_dropped_packets_total",
+            "counter",
+            "Packets the capture lost.",
+        );
         let _ = writeln!(
             out,
             "waylume_capture_dropped_packets_total{{where=\"kernel\"}} {kernel}"
@@ -151,8 +163,13 @@ impl Inspection {
             out,
             "waylume_capture_dropped_packets_total{{where=\"interface\"}} {iface}"
         );
-        let _ = writeln!(out, "# TYPE waylume_capture_untracked_packets gauge");
-        let _ = writeln!(out, "waylume_capture_untracked_packets {untracked}");
+        family(
+            out,
+            "waylume_capture_untracked_packets_total",
+            "counter",
+            "Packets of new flows that found the flow table full.",
+        );
+        let _ = writeln!(out, "waylume_capture_untracked_packets_total {untracked}");
     }
 }
 

@@ -20,7 +20,7 @@ pub use error::ApiError;
 use crate::core::auth::{self, Headers, Request, Verifier};
 use crate::core::registry::{Fresh, Selector};
 use crate::inspection::Inspection;
-use crate::metrics::{Metrics, PeerCounts};
+use crate::metrics::{Metrics, PeerCounts, PeerSample};
 use crate::node::{Node, PeerStatus};
 
 /// Largest request body accepted.
@@ -324,6 +324,7 @@ impl Api {
                 })
                 .count(),
             capped: all.iter().filter(|s| s.capped()).count(),
+            max: usize::from(self.max_capacity),
         }
     }
 
@@ -365,13 +366,29 @@ impl Api {
 
     async fn metrics_text(self: &Arc<Self>) -> Response {
         let all = self.blocking(|n| Ok(n.list())).await.unwrap_or_default();
-        let text = self.metrics.render(self.peer_counts(&all));
+        let samples: Vec<PeerSample> = if self.metrics.per_peer {
+            all.iter().map(peer_sample).collect()
+        } else {
+            Vec::new()
+        };
+        let text = self.metrics.render(self.peer_counts(&all), &samples);
         let mut r = Response::new(text.into());
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         );
         r
+    }
+}
+
+fn peer_sample(s: &PeerStatus) -> PeerSample {
+    let usage = s.usage();
+    PeerSample {
+        peer_id: s.peer.id.to_string(),
+        rx_bytes: usage.rx,
+        tx_bytes: usage.tx,
+        cap_used_bytes: s.counters.cap_used,
+        last_handshake: s.counters.last_handshake,
     }
 }
 
