@@ -164,7 +164,9 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let metrics = Arc::new(Metrics::with_per_peer(cfg.api.metrics_per_peer));
 
     let n = node.clone();
-    let repairs = tokio::task::spawn_blocking(move || n.reconcile(true)).await??;
+    let label = format!("restoring {} peers", node.count().0);
+    let restore = tokio::task::spawn_blocking(move || n.reconcile(true));
+    let repairs = crate::progress::while_running(&label, restore).await??;
     let (peers, _) = node.count();
     log::info!(
         "{}: up ({} backend), {peers} peers restored{}",

@@ -15,6 +15,7 @@ pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod peer_table;
+pub mod progress;
 pub mod reconcile;
 pub mod store;
 pub mod sys;
