@@ -14,6 +14,7 @@ pub mod inspection;
 pub mod logging;
 pub mod metrics;
 pub mod node;
+pub mod peer_qr;
 pub mod peer_table;
 pub mod progress;
 pub mod reconcile;
