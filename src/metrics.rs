@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::node::PeerCounts;
 
 type Source = Box<dyn Fn(&mut String) + Send + Sync>;
 /// (route, status) → (count, seconds spent).
@@ -19,8 +21,6 @@ pub struct Metrics {
     pub reconcile_runs: AtomicU64,
     pub reconcile_repairs: AtomicU64,
     pub reconcile_errors: AtomicU64,
-    /// Whether the last reconcile left the data plane in place.
-    pub dataplane_ok: AtomicBool,
     /// Export one series per peer (`api.metrics_per_peer`).
     pub per_peer: bool,
     sources: Mutex<Vec<Source>>,
@@ -62,7 +62,8 @@ impl Metrics {
     }
 
     /// The whole exposition; `per_peer` is only read when per-peer series are on.
-    pub fn render(&self, peers: PeerCounts, per_peer: &[PeerSample]) -> String {
+    pub fn render(&self, node: NodeFigures, per_peer: &[PeerSample]) -> String {
+        let peers = node.counts;
         let mut s = String::new();
         family(
             &mut s,
@@ -90,7 +91,7 @@ impl Metrics {
             (
                 "waylume_peers_max",
                 "Most peers this node takes (node.max_capacity).",
-                peers.max,
+                node.max,
             ),
         ] {
             family(&mut s, name, "gauge", help);
@@ -102,7 +103,7 @@ impl Metrics {
             "gauge",
             "1 when the last reconcile pass left interface, peers, firewall and shaping in place.",
         );
-        let up = u8::from(self.dataplane_ok.load(Ordering::Relaxed));
+        let up = u8::from(node.dataplane_up);
         let _ = writeln!(s, "waylume_dataplane_up {up}");
         self.render_requests(&mut s);
         for (name, help, v) in [
@@ -208,14 +209,14 @@ fn render_peers(s: &mut String, peers: &[PeerSample]) {
     }
 }
 
+/// What `/metrics` shows of the node as a whole, from its published view.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct PeerCounts {
-    pub total: usize,
-    /// Handshake within the last 180 s.
-    pub active: usize,
-    pub capped: usize,
+pub struct NodeFigures {
+    pub counts: PeerCounts,
     /// `node.max_capacity`.
     pub max: usize,
+    /// The last reconcile pass left the data plane in place.
+    pub dataplane_up: bool,
 }
 
 /// One peer's numbers for the per-peer series.

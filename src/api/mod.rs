@@ -1,7 +1,16 @@
 //! The REST API: one warp filter that reads the whole request, checks its signature and routes it.
-//! Handlers call into `Node` off the async threads; every error leaves through `ApiError`.
+//! Changes go to the node's thread through its handle; reads (`GET /api/peers`, `/health`,
+//! `/metrics`) come from the view it publishes and never wait for a change. Every error leaves
+//! through `ApiError`.
+//!
+//! Why not one warp filter per route: the signature covers the method, the path with its query
+//! and the raw body, so the whole request is read and verified before anything is routed or
+//! parsed. Composed filters would each take the body apart on their own, and a rejection from
+//! one would say which routes exist to a caller that has not signed. `Route::parse` is the one
+//! route table.
 mod dto;
 mod error;
+mod route;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -16,42 +25,38 @@ use warp::reply::Response;
 
 pub use dto::{MAX_CAP_BYTES, PeerView};
 pub use error::ApiError;
+pub use route::Route;
 
+use crate::control::HealthHandle;
 use crate::core::auth::{self, Headers, Request, Verifier};
-use crate::core::registry::{Fresh, Selector};
+use crate::core::registry::Fresh;
 use crate::inspection::Inspection;
-use crate::metrics::{Metrics, PeerCounts, PeerSample};
-use crate::node::{Node, PeerStatus};
+use crate::metrics::{Metrics, NodeFigures, PeerSample};
+use crate::node::{NodeError, NodeHandle, PeerStatus, Removal};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// How the control plane is doing, for `/health`.
-#[derive(Debug, Clone, Serialize)]
-pub struct ControlHealth {
-    pub state: String,
-    pub ok: bool,
-}
-
 pub struct Api {
-    pub node: Arc<Node>,
+    pub node: NodeHandle,
     pub metrics: Arc<Metrics>,
     pub max_capacity: u16,
     verifier: Option<Mutex<Verifier>>,
     clock: Box<dyn Fn() -> u64 + Send + Sync>,
-    control: Box<dyn Fn() -> ControlHealth + Send + Sync>,
+    /// `None`: standalone, no control plane.
+    control: Option<HealthHandle>,
     inspection: Option<Arc<Inspection>>,
 }
 
 impl Api {
     /// `secret`: `None` accepts unsigned requests (the API then listens on loopback only).
     pub fn new(
-        node: Arc<Node>,
+        node: NodeHandle,
         metrics: Arc<Metrics>,
         max_capacity: u16,
         secret: Option<(&[u8], &str)>,
         clock: impl Fn() -> u64 + Send + Sync + 'static,
-        control: impl Fn() -> ControlHealth + Send + Sync + 'static,
+        control: Option<HealthHandle>,
     ) -> Api {
         Api {
             node,
@@ -59,7 +64,7 @@ impl Api {
             max_capacity,
             verifier: secret.map(|(s, id)| Mutex::new(Verifier::new(s, id))),
             clock: Box::new(clock),
-            control: Box::new(control),
+            control,
             inspection: None,
         }
     }
@@ -160,13 +165,13 @@ impl Api {
         headers: &HeaderMap,
         body: Result<Vec<u8>, ApiError>,
     ) -> Routed {
-        match (method, path) {
-            (&Method::GET, "/health") => return ("health", Ok(self.health().await)),
-            (&Method::GET, "/metrics") => return ("metrics", Ok(self.metrics_text().await)),
+        let route = Route::parse(method, path);
+        match &route {
+            Ok(Route::Health) => return ("health", Ok(self.health())),
+            Ok(Route::Metrics) => return ("metrics", Ok(self.metrics_text())),
+            // Outside /api/ nothing is signed, so nothing is revealed by a 404.
+            Err(_) if !path.starts_with("/api/") => return ("unknown", Err(ApiError::NotFound)),
             _ => {}
-        }
-        if !path.starts_with("/api/") {
-            return ("unknown", Err(ApiError::NotFound));
         }
         let body = match body {
             Ok(b) => b,
@@ -181,8 +186,12 @@ impl Api {
             log::debug!("rejected {method} {path}: {e}");
             return ("unauthorized", Err(e.into()));
         }
-        let route = route_name(method, path);
-        if *method == Method::POST {
+        let route = match route {
+            Ok(r) => r,
+            Err(e) => return ("unknown", Err(e)),
+        };
+        let name = route.name();
+        if route.has_body() {
             let json = headers
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
@@ -192,10 +201,10 @@ impl Api {
                         .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
                 });
             if !json {
-                return (route, Err(ApiError::UnsupportedMediaType));
+                return (name, Err(ApiError::UnsupportedMediaType));
             }
         }
-        (route, self.dispatch(method, path, body).await)
+        (name, self.dispatch(route, body).await)
     }
 
     fn authenticate(
@@ -225,55 +234,44 @@ impl Api {
             .verify(&headers, &req, now)
     }
 
-    async fn dispatch(
-        self: &Arc<Self>,
-        method: &Method,
-        path: &str,
-        body: Vec<u8>,
-    ) -> Result<Response, ApiError> {
-        let segments: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
-        match (method, segments.as_slice()) {
-            (&Method::POST, ["peers"]) => self.create(body).await,
-            (&Method::POST, ["peers", "delete"]) => {
+    async fn dispatch(self: &Arc<Self>, route: Route, body: Vec<u8>) -> Result<Response, ApiError> {
+        let s = match route {
+            Route::CreatePeer => return self.create(body).await,
+            Route::DeletePeer => {
                 let sel = parse::<dto::DeleteBody>(&body)?.selector()?;
-                let s = self
-                    .blocking(move |n| n.delete(&sel, crate::node::Removal::Deleted))
-                    .await?;
-                Ok(self.peer_response(StatusCode::OK, &s, false))
+                self.change(move |n| n.delete(&sel, Removal::Deleted))
+                    .await?
             }
-            (&Method::POST, ["peers", "speed-limit"]) => {
+            Route::SpeedLimit => {
                 let b: dto::SpeedLimitBody = parse(&body)?;
                 let (id, limit) = (
                     dto::peer_id(&b.peer_id)?,
                     dto::limit(b.download_kbps, b.upload_kbps)?,
                 );
-                let s = self.blocking(move |n| n.set_limit(&id, limit)).await?;
-                Ok(self.peer_response(StatusCode::OK, &s, false))
+                self.change(move |n| n.set_limit(&id, limit)).await?
             }
-            (&Method::POST, ["peers", "data-cap"]) => {
+            Route::DataCap => {
                 let b: dto::DataCapBody = parse(&body)?;
                 let (id, cap) = (dto::peer_id(&b.peer_id)?, dto::cap(b.data_cap_bytes)?);
-                let s = self.blocking(move |n| n.set_cap(&id, cap)).await?;
-                Ok(self.peer_response(StatusCode::OK, &s, false))
+                self.change(move |n| n.set_cap(&id, cap)).await?
             }
-            (&Method::GET, ["peers"]) => {
-                let all = self.blocking(|n| Ok(n.list())).await?;
-                let views: Vec<PeerView> = all.iter().map(|s| self.view(s, false)).collect();
-                Ok(json_response(StatusCode::OK, &json!({ "peers": views })))
+            Route::ListPeers => {
+                let view = self.node.view();
+                let views: Vec<PeerView> = view
+                    .list()
+                    .into_iter()
+                    .map(|s| self.view(s, false))
+                    .collect();
+                return Ok(json_response(StatusCode::OK, &json!({ "peers": views })));
             }
-            (&Method::GET, ["peers", id]) => {
-                let id = crate::core::peer::PeerId::parse(id).ok_or(ApiError::NotFound)?;
-                let s = self
-                    .blocking(move |n| {
-                        n.get(&Selector::Id(id))
-                            .ok_or(crate::node::NodeError::NotFound)
-                    })
-                    .await?;
-                Ok(self.peer_response(StatusCode::OK, &s, false))
+            Route::GetPeer(id) => {
+                let view = self.node.view();
+                let s = id.and_then(|id| view.get(&id)).ok_or(ApiError::NotFound)?;
+                return Ok(self.peer_response(StatusCode::OK, s, false));
             }
-            (_, ["peers"] | ["peers", _]) => Err(ApiError::MethodNotAllowed),
-            _ => Err(ApiError::NotFound),
-        }
+            Route::Health | Route::Metrics => return Err(ApiError::NotFound),
+        };
+        Ok(self.peer_response(StatusCode::OK, &s, false))
     }
 
     async fn create(self: &Arc<Self>, body: Vec<u8>) -> Result<Response, ApiError> {
@@ -284,7 +282,7 @@ impl Api {
             private_key: wireguard_control::Key::generate_private(),
             preshared_key: wireguard_control::Key::generate_preshared(),
         };
-        let (s, created) = self.blocking(move |n| n.create(&req, fresh, now)).await?;
+        let (s, created) = self.change(move |n| n.create(&req, fresh, now)).await?;
         let status = if created {
             StatusCode::CREATED
         } else {
@@ -297,48 +295,25 @@ impl Api {
         json_response(status, &self.view(s, secrets))
     }
 
-    async fn blocking<T: Send + 'static>(
+    /// A change, run on the node's thread.
+    async fn change<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Node) -> Result<T, crate::node::NodeError> + Send + 'static,
+        f: impl FnOnce(&mut crate::node::Node) -> Result<T, NodeError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let node = self.node.clone();
-        match tokio::task::spawn_blocking(move || f(&node)).await {
-            Ok(r) => r.map_err(ApiError::from),
-            Err(e) => {
-                log::error!("request task failed: {e}");
-                Err(ApiError::Internal)
+        Ok(self.node.call(f).await??)
+    }
+
+    fn health(&self) -> Response {
+        let view = self.node.view();
+        let counts = view.counts((self.clock)());
+        let control = match &self.control {
+            None => json!({"state": "standalone", "ok": true}),
+            Some(h) => {
+                let h = h.get();
+                json!({"state": h.summary(), "ok": h.is_healthy()})
             }
-        }
-    }
-
-    fn peer_counts(&self, all: &[PeerStatus]) -> PeerCounts {
-        let now = (self.clock)();
-        PeerCounts {
-            total: all.len(),
-            active: all
-                .iter()
-                .filter(|s| {
-                    s.counters
-                        .last_handshake
-                        .is_some_and(|h| now.saturating_sub(h) < 180)
-                })
-                .count(),
-            capped: all.iter().filter(|s| s.capped()).count(),
-            max: usize::from(self.max_capacity),
-        }
-    }
-
-    async fn health(self: &Arc<Self>) -> Response {
-        let all = self.blocking(|n| Ok(n.list())).await.unwrap_or_default();
-        let counts = self.peer_counts(&all);
-        let (_, free) = self.node.count();
-        let dataplane = self
-            .metrics
-            .dataplane_ok
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let store_ok = self.blocking(|n| Ok(n.store_ok())).await.unwrap_or(false);
-        let control = (self.control)();
-        let at_capacity = counts.total >= usize::from(self.max_capacity) || free == 0;
+        };
+        let (dataplane, store_ok) = (view.health.dataplane_ok, view.health.store_ok);
         let ok = dataplane && store_ok;
         let body = json!({
             "status": if ok { "ok" } else { "degraded" },
@@ -350,8 +325,8 @@ impl Api {
                 "max": self.max_capacity,
                 "peers": counts.total,
                 "active": counts.active,
-                "free_addresses": free,
-                "at_capacity": at_capacity,
+                "free_addresses": view.free_addresses,
+                "at_capacity": view.at_capacity(self.max_capacity),
             },
         });
         json_response(
@@ -364,14 +339,19 @@ impl Api {
         )
     }
 
-    async fn metrics_text(self: &Arc<Self>) -> Response {
-        let all = self.blocking(|n| Ok(n.list())).await.unwrap_or_default();
+    fn metrics_text(&self) -> Response {
+        let view = self.node.view();
+        let figures = NodeFigures {
+            counts: view.counts((self.clock)()),
+            max: usize::from(self.max_capacity),
+            dataplane_up: view.health.dataplane_ok,
+        };
         let samples: Vec<PeerSample> = if self.metrics.per_peer {
-            all.iter().map(peer_sample).collect()
+            view.list().into_iter().map(peer_sample).collect()
         } else {
             Vec::new()
         };
-        let text = self.metrics.render(self.peer_counts(&all), &samples);
+        let text = self.metrics.render(figures, &samples);
         let mut r = Response::new(text.into());
         r.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -397,16 +377,4 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let v: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::Malformed(format!("malformed JSON: {e}")))?;
     serde_json::from_value(v).map_err(|e| ApiError::Invalid(e.to_string()))
-}
-
-fn route_name(method: &Method, path: &str) -> &'static str {
-    match (method.as_str(), path) {
-        ("POST", "/api/peers") => "create_peer",
-        ("POST", "/api/peers/delete") => "delete_peer",
-        ("POST", "/api/peers/speed-limit") => "speed_limit",
-        ("POST", "/api/peers/data-cap") => "data_cap",
-        ("GET", "/api/peers") => "list_peers",
-        ("GET", p) if p.starts_with("/api/peers/") => "get_peer",
-        _ => "unknown",
-    }
 }

@@ -1,11 +1,14 @@
 use super::*;
 
-fn counts() -> PeerCounts {
-    PeerCounts {
-        total: 4,
-        active: 2,
-        capped: 1,
+fn counts() -> NodeFigures {
+    NodeFigures {
+        counts: PeerCounts {
+            total: 4,
+            active: 2,
+            capped: 1,
+        },
         max: 250,
+        dataplane_up: true,
     }
 }
 
@@ -53,7 +56,6 @@ fn renders_prometheus_text() {
     m.observe_request("create_peer", 201, 0.25);
     m.observe_request("create_peer", 422, 0.1);
     m.reconcile_runs.fetch_add(3, Ordering::Relaxed);
-    m.dataplane_ok.store(true, Ordering::Relaxed);
     m.add_source(|s| {
         family(s, "extra_metric", "gauge", "A source's line.");
         s.push_str("extra_metric 7\n");
