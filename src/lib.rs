@@ -11,8 +11,6 @@ pub mod core;
 pub mod inspection;
 pub mod metrics;
 pub mod node;
-pub mod peer_qr;
-pub mod peer_table;
 pub mod progress;
 pub mod store;
 pub mod sys;

@@ -1,4 +1,6 @@
-//! `waylume-server peers …`: one signed API call per command, the answer printed as JSON.
+//! `waylume-server peers …`: one signed API call per command; the answer shown by
+//! `super::output` (a table on a terminal, JSON otherwise).
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -6,6 +8,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::client::Target;
+use super::output::{self, ConfigSinks, View};
 
 #[derive(Subcommand)]
 pub enum PeersCmd {
@@ -26,11 +29,27 @@ pub enum PeersCmd {
         data_cap_bytes: Option<u64>,
         #[arg(long)]
         expires_in_secs: Option<u64>,
+        /// Also print the wg-quick config as a QR code (for the WireGuard phone apps).
+        #[arg(long)]
+        qr: bool,
+        /// Write the wg-quick config to FILE (created with mode 0600, never overwritten).
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Print the API's JSON answer even on a terminal.
+        #[arg(long)]
+        json: bool,
     },
-    /// List peers with their counters.
-    List,
-    /// Show one peer.
-    Get { id: String },
+    /// List peers: a table on a terminal, JSON when piped or with --json.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one peer: `key: value` lines on a terminal, JSON when piped or with --json.
+    Get {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete a peer; prints its final usage.
     Delete { id: String },
     /// Set a peer's rates; an omitted direction is unlimited.
@@ -45,16 +64,13 @@ pub enum PeersCmd {
     DataCap { id: String, bytes: String },
 }
 
-fn write_stdout(text: &str) -> Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{text}")?;
-    Ok(())
-}
-
-/// Sends the command's request and prints the answer; non-2xx is a failed exit.
+/// Sends the command's request and shows the answer; a refusal exits with
+/// `output::EXIT_REFUSED`.
 pub async fn peers(target: &Target, cmd: PeersCmd) -> Result<ExitCode> {
     use reqwest::Method;
+    let mut view = View::Json;
+    let mut json_flag = false;
+    let mut sinks = ConfigSinks::default();
     let (method, path, body): (Method, String, Option<Value>) = match cmd {
         PeersCmd::Create {
             session_id,
@@ -64,7 +80,12 @@ pub async fn peers(target: &Target, cmd: PeersCmd) -> Result<ExitCode> {
             upload_kbps,
             data_cap_bytes,
             expires_in_secs,
+            qr,
+            output,
+            json,
         } => {
+            (view, json_flag) = (View::Created, json);
+            sinks = ConfigSinks::new(qr, output.as_deref())?;
             let mut b = json!({});
             let put = |b: &mut Value, k: &str, v: Value| {
                 if !v.is_null() {
@@ -82,8 +103,14 @@ pub async fn peers(target: &Target, cmd: PeersCmd) -> Result<ExitCode> {
             put(&mut b, "expires_in_secs", json!(expires_in_secs));
             (Method::POST, "/api/peers".into(), Some(b))
         }
-        PeersCmd::List => (Method::GET, "/api/peers".into(), None),
-        PeersCmd::Get { id } => (Method::GET, format!("/api/peers/{id}"), None),
+        PeersCmd::List { json } => {
+            (view, json_flag) = (View::List, json);
+            (Method::GET, "/api/peers".into(), None)
+        }
+        PeersCmd::Get { id, json } => {
+            (view, json_flag) = (View::Peer, json);
+            (Method::GET, format!("/api/peers/{id}"), None)
+        }
         PeersCmd::Delete { id } => (
             Method::POST,
             "/api/peers/delete".into(),
@@ -115,12 +142,20 @@ pub async fn peers(target: &Target, cmd: PeersCmd) -> Result<ExitCode> {
             )
         }
     };
-    let (status, value) = target.call(method, &path, body.as_ref()).await?;
-    write_stdout(&serde_json::to_string_pretty(&value)?)?;
-    if (200..300).contains(&status) {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        log::error!("the node answered {status}");
-        Ok(ExitCode::FAILURE)
-    }
+    let (status, value) = match target.call(method, &path, body.as_ref()).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            sinks.discard();
+            return Err(e);
+        }
+    };
+    let now = crate::sys::clock::unix_now();
+    output::show(
+        view,
+        output::human(json_flag),
+        status,
+        &value,
+        &mut sinks,
+        now,
+    )
 }
