@@ -10,6 +10,7 @@
 //! route table.
 mod dto;
 mod error;
+pub mod metrics;
 mod route;
 
 use std::sync::{Arc, Mutex};
@@ -30,9 +31,9 @@ pub use route::Route;
 use crate::control::HealthHandle;
 use crate::core::auth::{self, Headers, Request, Verifier};
 use crate::core::registry::Fresh;
-use crate::inspection::Inspection;
-use crate::metrics::{Metrics, NodeFigures, PeerSample};
 use crate::node::{NodeError, NodeHandle, PeerStatus, Removal};
+use crate::sys::inspection::Inspection;
+use metrics::{Metrics, NodeFigures, PeerSample};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -77,7 +78,7 @@ impl Api {
 
     fn view(&self, s: &PeerStatus, secrets: bool) -> PeerView {
         let protocols = match &self.inspection {
-            Some(i) => crate::inspection::protocols_json(&i.traffic(s.peer.address.into())),
+            Some(i) => crate::sys::inspection::protocols_json(&i.traffic(s.peer.address.into())),
             None => serde_json::Map::new(),
         };
         PeerView::new(&self.node, s, secrets, protocols)
@@ -345,6 +346,7 @@ impl Api {
             counts: view.counts((self.clock)()),
             max: usize::from(self.max_capacity),
             dataplane_up: view.health.dataplane_ok,
+            passes: view.passes,
         };
         let samples: Vec<PeerSample> = if self.metrics.per_peer {
             view.list().into_iter().map(peer_sample).collect()

@@ -6,8 +6,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use crate::control::{NodeSnapshot, NodeSource, NodeStatus, SessionStatus, SessionUsage};
 use crate::core::classify::Protocol;
-use crate::inspection::Inspection;
 use crate::node::{NodeHandle, PeerStatus, Removal};
+use crate::sys::inspection::Inspection;
 
 pub struct ControlSource {
     pub node: NodeHandle,

@@ -8,15 +8,15 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use tokio::sync::watch;
 
+use crate::api::metrics::Metrics;
 use crate::api::{self, Api};
 use crate::config::{Config, Endpoint, check_subnet_overlap};
 use crate::core::clientconf::ServerSide;
 use crate::core::registry::Registry;
-use crate::inspection::Inspection;
-use crate::metrics::Metrics;
 use crate::node::{Node, Seams};
 use crate::store::{self, Store};
 use crate::sys::clock::unix_now;
+use crate::sys::inspection::Inspection;
 use crate::sys::link::Netlink;
 use crate::sys::notify::{NotifyState, notify};
 use crate::sys::wg::{InterfaceSpec, RealDevice, WireGuard};
@@ -91,7 +91,7 @@ fn kernel_policy(
     cfg: &Config,
     outward: Option<&str>,
 ) -> Result<(
-    Arc<dyn crate::sys::policy::Policy>,
+    Arc<dyn crate::sys::policy::PeerEnforcer>,
     crate::core::plan::PlanInput,
 )> {
     use crate::sys::runner::SystemRunner;
@@ -117,7 +117,7 @@ fn kernel_policy(
     };
     let dp = crate::sys::dataplane::Dataplane::new(runner);
     Ok((
-        Arc::new(crate::sys::policy::KernelPolicy::new(dp, base.clone())),
+        Arc::new(crate::sys::policy::KernelEnforcer::new(dp, base.clone())),
         base,
     ))
 }
@@ -239,10 +239,8 @@ pub async fn serve(cfg: Config) -> Result<()> {
 
     let reconciler = tokio::spawn(crate::node::reconcile::run(
         node.clone(),
-        metrics.clone(),
         inspection.clone(),
         cfg.dataplane.reconcile_interval,
-        node.trigger(),
         stop_rx.clone(),
     ));
 
@@ -310,7 +308,7 @@ fn start_inspection(cfg: &Config, metrics: &Arc<Metrics>) -> Option<Arc<Inspecti
         policy.clone(),
         cfg.inspection.log_hostnames,
         move |d| {
-            crate::inspection::log_decision(d);
+            crate::sys::inspection::log_decision(d);
             if let Some(e) = enforcer.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
                 e.submit(d);
             }

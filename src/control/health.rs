@@ -58,7 +58,7 @@ impl ControlHealth {
 
     /// Lines for `/metrics`: whether the fleet sees this node, and its failures.
     pub fn render_metrics(&self, out: &mut String) {
-        use crate::metrics::family;
+        use crate::api::metrics::family;
         use std::fmt::Write;
         family(
             out,

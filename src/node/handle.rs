@@ -12,7 +12,7 @@ use tokio::sync::{Notify, oneshot, watch};
 use super::{Fault, Node, NodeError, NodeView, PeerStatus, Removal, RemovalHook};
 use crate::core::clientconf::{self, ServerSide};
 use crate::core::peer::Peer;
-use crate::sys::policy::Policy;
+use crate::sys::policy::PeerEnforcer;
 
 /// Changes waiting for the node's thread before new ones are refused.
 pub const QUEUE: usize = 1024;
@@ -25,7 +25,7 @@ pub struct NodeHandle {
     view: watch::Receiver<Arc<NodeView>>,
     server: Arc<ServerSide>,
     backend: &'static str,
-    policy: Arc<dyn Policy>,
+    policy: Arc<dyn PeerEnforcer>,
     trigger: Arc<Notify>,
     removal_hook: Arc<OnceLock<RemovalHook>>,
 }
@@ -107,7 +107,7 @@ impl NodeHandle {
     }
 
     /// The data plane, for the reconcile's check made off the node's thread (reads only).
-    pub(super) fn policy(&self) -> Arc<dyn Policy> {
+    pub(super) fn policy(&self) -> Arc<dyn PeerEnforcer> {
         self.policy.clone()
     }
 }

@@ -20,7 +20,7 @@ use crate::core::peer::{Peer, PeerId, SpeedLimit};
 use crate::core::plan::{self, PeerChange, PeerPolicy, PlanInput};
 use crate::core::registry::{Fresh, NewPeer, Prepared, Registry, Selector};
 use crate::store::{Store, StoreError, StoredPeer};
-use crate::sys::policy::Policy;
+use crate::sys::policy::PeerEnforcer;
 use crate::sys::wg::{PeerSpec, WireGuard};
 
 mod counters;
@@ -34,14 +34,14 @@ pub use counters::Counters;
 pub use error::{Fault, NodeError};
 pub use handle::NodeHandle;
 pub use reconcile::Repairs;
-pub use view::{Health, NodeView, PeerCounts, PeerStatus};
+pub use view::{Health, NodeView, PassCounts, PeerCounts, PeerStatus};
 
 type RemovalHook = Box<dyn Fn(&PeerStatus, Removal) + Send + Sync>;
 
 /// What the node talks to: WireGuard and the data plane, real or in-memory.
 pub struct Seams {
     pub wg: Arc<dyn WireGuard>,
-    pub policy: Arc<dyn Policy>,
+    pub policy: Arc<dyn PeerEnforcer>,
     /// The data plane's settings (no peers): each peer's policy is checked against them before
     /// the kernel is touched.
     pub rules: PlanInput,
@@ -50,7 +50,7 @@ pub struct Seams {
 pub struct Node {
     server: Arc<ServerSide>,
     wg: Arc<dyn WireGuard>,
-    policy: Arc<dyn Policy>,
+    policy: Arc<dyn PeerEnforcer>,
     rules: PlanInput,
     lifetimes: PeerLifetimes,
     registry: Registry,
@@ -64,6 +64,7 @@ pub struct Node {
     /// Where each peer was last seen, to resume its session on a re-created interface.
     endpoints: HashMap<PeerId, SocketAddr>,
     health: Health,
+    passes: PassCounts,
     /// The peers as readers see them, kept in step entry by entry (see `view.rs`).
     view_peers: OrdMap<PeerId, PeerStatus>,
     view: watch::Sender<Arc<NodeView>>,
@@ -135,6 +136,7 @@ impl Node {
             peers: OrdMap::new(),
             free_addresses: registry.free_addresses(),
             health,
+            passes: PassCounts::default(),
             generation: 0,
         }));
         let mut node = Node {
@@ -150,6 +152,7 @@ impl Node {
             generation: 0,
             endpoints: HashMap::new(),
             health,
+            passes: PassCounts::default(),
             view_peers: OrdMap::new(),
             view,
             removal_hook: Arc::default(),

@@ -4,6 +4,7 @@ pub mod clock;
 pub mod dataplane;
 pub mod fake;
 pub mod flows;
+pub mod inspection;
 pub mod journal;
 pub mod link;
 pub mod nft;

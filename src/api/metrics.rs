@@ -1,5 +1,5 @@
-//! Counters for `/metrics` and the node's health for `/health`. Subsystems add their own lines
-//! through `add_source`, so this file does not need to know them.
+//! `/metrics`: the API's request counters, the node's peer and reconcile counts from its view,
+//! and lines subsystems add through `add_source`, so this file does not need to know them.
 //!
 //! The exposition follows Prometheus' conventions: base units (seconds, bytes), `_total` on
 //! counters only, `# HELP` and `# TYPE` on every family, and no unbounded label unless asked
@@ -7,9 +7,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::node::PeerCounts;
+use crate::node::{PassCounts, PeerCounts};
 
 type Source = Box<dyn Fn(&mut String) + Send + Sync>;
 /// (route, status) → (count, seconds spent).
@@ -18,9 +17,6 @@ type RequestTable = BTreeMap<(&'static str, u16), (u64, f64)>;
 #[derive(Default)]
 pub struct Metrics {
     requests: Mutex<RequestTable>,
-    pub reconcile_runs: AtomicU64,
-    pub reconcile_repairs: AtomicU64,
-    pub reconcile_errors: AtomicU64,
     /// Export one series per peer (`api.metrics_per_peer`).
     pub per_peer: bool,
     sources: Mutex<Vec<Source>>,
@@ -106,25 +102,26 @@ impl Metrics {
         let up = u8::from(node.dataplane_up);
         let _ = writeln!(s, "waylume_dataplane_up {up}");
         self.render_requests(&mut s);
+        let passes = node.passes;
         for (name, help, v) in [
             (
                 "waylume_reconcile_runs_total",
                 "Reconcile passes.",
-                &self.reconcile_runs,
+                passes.runs,
             ),
             (
                 "waylume_reconcile_repairs_total",
                 "Reconcile passes that had to repair something.",
-                &self.reconcile_repairs,
+                passes.repairs,
             ),
             (
                 "waylume_reconcile_errors_total",
                 "Reconcile passes that failed.",
-                &self.reconcile_errors,
+                passes.errors,
             ),
         ] {
             family(&mut s, name, "counter", help);
-            let _ = writeln!(s, "{name} {}", v.load(Ordering::Relaxed));
+            let _ = writeln!(s, "{name} {v}");
         }
         if self.per_peer {
             render_peers(&mut s, per_peer);
@@ -217,6 +214,7 @@ pub struct NodeFigures {
     pub max: usize,
     /// The last reconcile pass left the data plane in place.
     pub dataplane_up: bool,
+    pub passes: PassCounts,
 }
 
 /// One peer's numbers for the per-peer series.

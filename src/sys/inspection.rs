@@ -5,8 +5,8 @@ use std::fmt::Write;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
+use crate::api::metrics::family;
 use crate::core::classify::{Action, ClassifierConfig};
-use crate::metrics::family;
 use crate::sys::capture::{self, CaptureConfig, CaptureHandle, FlowDecision, PeerTraffic};
 
 type OnDecision = Arc<dyn Fn(&FlowDecision) + Send + Sync>;

@@ -9,6 +9,11 @@ fn counts() -> NodeFigures {
         },
         max: 250,
         dataplane_up: true,
+        passes: PassCounts {
+            runs: 3,
+            repairs: 1,
+            errors: 0,
+        },
     }
 }
 
@@ -55,7 +60,6 @@ fn renders_prometheus_text() {
     m.observe_request("create_peer", 201, 0.5);
     m.observe_request("create_peer", 201, 0.25);
     m.observe_request("create_peer", 422, 0.1);
-    m.reconcile_runs.fetch_add(3, Ordering::Relaxed);
     m.add_source(|s| {
         family(s, "extra_metric", "gauge", "A source's line.");
         s.push_str("extra_metric 7\n");
