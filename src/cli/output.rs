@@ -97,7 +97,8 @@ pub fn show(
         }
         if sinks.qr {
             let config = config.context("the answer has no config for a QR code")?;
-            print(&qr::render(config).map_err(anyhow::Error::msg)?)?;
+            let code = qr::render(config).map_err(anyhow::Error::msg)?;
+            print(&format!("{code}\n"))?;
         }
     }
     let text = match (human, view) {

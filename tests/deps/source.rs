@@ -5,8 +5,8 @@
 use crate::shell::{self, Use};
 
 /// Calls whose array is not a program's argv: arguments of an already named program, or of the
-/// node's own binary (`d.cli(&["get", id])`).
-const NOT_ARGV: &[&str] = &["args", "cli"];
+/// node's own binary (`d.cli(&["get", id])`, `s.piped(&["list"])`, `s.terminal(&["list"])`).
+const NOT_ARGV: &[&str] = &["args", "cli", "piped", "terminal"];
 
 /// The node's own subcommands: tests run them through helpers that put the binary in front.
 const OWN_SUBCOMMANDS: &[&str] = &[
