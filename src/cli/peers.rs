@@ -61,7 +61,26 @@ pub enum PeersCmd {
         upload_kbps: Option<u64>,
     },
     /// Set a peer's data cap in bytes, or `none`.
-    DataCap { id: String, bytes: String },
+    DataCap {
+        id: String,
+        #[arg(value_parser = cap_arg)]
+        bytes: Cap,
+    },
+}
+
+/// A data cap on the command line: bytes, or unlimited.
+#[derive(Debug, Clone, Copy)]
+pub struct Cap(Option<u64>);
+
+/// Parsed by clap, so a bad value is a usage error (exit 2) like any other.
+fn cap_arg(s: &str) -> Result<Cap, String> {
+    match s {
+        "none" | "null" | "unlimited" => Ok(Cap(None)),
+        n => n
+            .parse()
+            .map(|b| Cap(Some(b)))
+            .map_err(|_| format!("{n:?}: a byte count or `none`")),
+    }
 }
 
 /// Sends the command's request and shows the answer; a refusal exits with
@@ -127,20 +146,11 @@ pub async fn peers(target: &Target, cmd: PeersCmd) -> Result<ExitCode> {
                 json!({"peer_id": id, "download_kbps": download_kbps, "upload_kbps": upload_kbps}),
             ),
         ),
-        PeersCmd::DataCap { id, bytes } => {
-            let cap: Value = match bytes.as_str() {
-                "none" | "null" | "unlimited" => Value::Null,
-                n => json!(
-                    n.parse::<u64>()
-                        .map_err(|_| anyhow::anyhow!("data cap {n:?}: a byte count or `none`"))?
-                ),
-            };
-            (
-                Method::POST,
-                "/api/peers/data-cap".into(),
-                Some(json!({"peer_id": id, "data_cap_bytes": cap})),
-            )
-        }
+        PeersCmd::DataCap { id, bytes } => (
+            Method::POST,
+            "/api/peers/data-cap".into(),
+            Some(json!({"peer_id": id, "data_cap_bytes": bytes.0})),
+        ),
     };
     let (status, value) = match target.call(method, &path, body.as_ref()).await {
         Ok(answer) => answer,

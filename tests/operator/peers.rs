@@ -175,6 +175,12 @@ fn get_shows_one_peer_and_a_refusal_is_one_line_with_its_exit_code() {
     let (text, code) = s.terminal(&["get", missing]);
     assert_eq!(code, Some(3));
     assert_eq!(text.lines().count(), 1, "only the error line: {text}");
+
+    // Wrong usage is refused before anything is sent.
+    let out = s.piped(&["data-cap", id, "lots"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let doc: Value = serde_json::from_slice(&s.piped(&["get", id]).stdout).unwrap();
+    assert!(doc["data_cap_bytes"].is_null());
 }
 
 #[test]
