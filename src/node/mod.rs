@@ -37,6 +37,8 @@ pub use reconcile::Repairs;
 pub use view::{Health, NodeView, PassCounts, PeerCounts, PeerStatus};
 
 type RemovalHook = Box<dyn Fn(&PeerStatus, Removal) + Send + Sync>;
+/// Builds what a removed peer still owes Supabase (its final usage row), stored with the removal.
+type OwingHook = Box<dyn Fn(&PeerStatus, Removal) -> serde_json::Value + Send + Sync>;
 
 /// What the node talks to: WireGuard and the data plane, real or in-memory.
 pub struct Seams {
@@ -69,6 +71,7 @@ pub struct Node {
     view_peers: OrdMap<PeerId, PeerStatus>,
     view: watch::Sender<Arc<NodeView>>,
     removal_hook: Arc<OnceLock<RemovalHook>>,
+    owing_hook: Arc<OnceLock<OwingHook>>,
     /// Wakes the reconcile loop after each change, so a repair never waits a whole interval.
     trigger: Arc<Notify>,
 }
@@ -136,6 +139,7 @@ impl Node {
             peers: OrdMap::new(),
             free_addresses: registry.free_addresses(),
             health,
+            backend: seams.wg.backend_name(),
             passes: PassCounts::default(),
             generation: 0,
         }));
@@ -156,6 +160,7 @@ impl Node {
             view_peers: OrdMap::new(),
             view,
             removal_hook: Arc::default(),
+            owing_hook: Arc::default(),
             trigger: Arc::new(Notify::new()),
         };
         let ids: Vec<PeerId> = node.registry.iter().map(|p| p.id.clone()).collect();
@@ -248,6 +253,9 @@ impl Node {
         let live = self.wg.device()?.peers;
         self.fold(&live);
         let used = self.counters.get(&peer.id).map_or(0, |c| c.cap_used);
+        // What the peer owes Supabase is stored in the same transaction that removes it.
+        let owed = self.owing_hook.get().map(|f| f(&self.status(&peer), why));
+        let now = crate::sys::clock::unix_now();
         self.generation += 1;
         self.trigger.notify_one();
         self.wg.remove_peer(&peer.public_key)?;
@@ -256,10 +264,12 @@ impl Node {
             .change(&PeerChange::Remove(policy_of(&peer, used)))
             .map_err(NodeError::from)
             .and_then(|()| {
-                self.store.delete_peer(&peer.id).map_err(|e| {
-                    self.undo_policy(&PeerChange::Add(policy_of(&peer, used)), &peer.id);
-                    NodeError::from(e)
-                })
+                self.store
+                    .delete_peer_owing(&peer.id, owed.as_ref(), now)
+                    .map_err(|e| {
+                        self.undo_policy(&PeerChange::Add(policy_of(&peer, used)), &peer.id);
+                        NodeError::from(e)
+                    })
             });
         if let Err(e) = removed {
             // Put it back in WireGuard so that nothing changed.
@@ -282,6 +292,20 @@ impl Node {
             f(&status, why);
         }
         Ok(status)
+    }
+
+    /// Outbox entries with an id above `after`, oldest first.
+    pub fn owed(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<crate::store::OutboxRow>, NodeError> {
+        Ok(self.store.owed(after, limit)?)
+    }
+
+    /// Deletes acknowledged outbox entries (id, revision).
+    pub fn ack_owed(&mut self, done: &[(i64, i64)]) -> Result<usize, NodeError> {
+        Ok(self.store.ack_owed(done)?)
     }
 
     pub fn set_limit(&mut self, id: &PeerId, limit: SpeedLimit) -> Result<PeerStatus, NodeError> {

@@ -60,6 +60,8 @@ pub struct NodeView {
     pub peers: OrdMap<PeerId, PeerStatus>,
     pub free_addresses: u64,
     pub health: Health,
+    /// `kernel` or `userspace`, as the interface runs now.
+    pub backend: &'static str,
     pub passes: PassCounts,
     /// Counts the changes that touched the kernel; a data-plane check made against an older
     /// generation is not applied.
@@ -125,6 +127,7 @@ impl Node {
             peers: self.view_peers.clone(),
             free_addresses: self.registry.free_addresses(),
             health: self.health,
+            backend: self.wg.backend_name(),
             passes: self.passes,
             generation: self.generation,
         };

@@ -6,5 +6,7 @@ mod dataplane;
 mod fleet;
 mod harness;
 mod inspect;
+mod inspect_hostile;
 mod node_dataplane;
 mod prometheus;
+mod reconcile;
