@@ -95,7 +95,9 @@ fn argv_heads(text: &str) -> Vec<(usize, String)> {
             .into_iter()
             .rev()
             .collect();
-        if opener == Some('(') && NOT_ARGV.contains(&callee.as_str()) {
+        // `json!([...])` and other macros take data, not an argv.
+        let macro_call = before[..before.len() - 1].ends_with('!');
+        if opener == Some('(') && (macro_call || NOT_ARGV.contains(&callee.as_str())) {
             continue;
         }
         let rest = &text[i + 1..];
