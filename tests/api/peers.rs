@@ -491,14 +491,14 @@ async fn metrics_count_requests_by_route_and_status() {
         .await;
     let text = String::from_utf8(resp.body().to_vec()).unwrap();
     assert!(
-        text.contains("waylume_api_requests_total{route=\"create_peer\",status=\"201\"} 1"),
+        text.contains("waylume_api_requests_total{route=\"create_peer\",code=\"201\"} 1"),
         "{text}"
     );
     assert!(
-        text.contains("waylume_api_requests_total{route=\"create_peer\",status=\"400\"} 1"),
+        text.contains("waylume_api_requests_total{route=\"create_peer\",code=\"400\"} 1"),
         "{text}"
     );
-    assert!(text.contains("waylume_peers{state=\"total\"} 1"));
+    assert!(text.contains("\nwaylume_peers 1\n"), "{text}");
 }
 
 #[tokio::test]
