@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{Notify, oneshot, watch};
 
-use super::{Fault, Node, NodeError, NodeView, PeerStatus, Removal, RemovalHook};
+use super::{Fault, Node, NodeError, NodeView, OwingHook, PeerStatus, Removal, RemovalHook};
 use crate::core::clientconf::{self, ServerSide};
 use crate::core::peer::Peer;
 use crate::sys::policy::PeerEnforcer;
@@ -24,10 +24,10 @@ pub struct NodeHandle {
     jobs: SyncSender<Job>,
     view: watch::Receiver<Arc<NodeView>>,
     server: Arc<ServerSide>,
-    backend: &'static str,
     policy: Arc<dyn PeerEnforcer>,
     trigger: Arc<Notify>,
     removal_hook: Arc<OnceLock<RemovalHook>>,
+    owing_hook: Arc<OnceLock<OwingHook>>,
 }
 
 impl Node {
@@ -38,10 +38,10 @@ impl Node {
             jobs,
             view: self.view.subscribe(),
             server: self.server.clone(),
-            backend: self.wg.backend_name(),
             policy: self.policy.clone(),
             trigger: self.trigger.clone(),
             removal_hook: self.removal_hook.clone(),
+            owing_hook: self.owing_hook.clone(),
         };
         std::thread::Builder::new()
             .name("waylume-node".into())
@@ -90,8 +90,9 @@ impl NodeHandle {
         &self.server
     }
 
+    /// `kernel` or `userspace`, as of the last change or pass.
     pub fn backend_name(&self) -> &'static str {
-        self.backend
+        self.view.borrow().backend
     }
 
     pub fn client_config(&self, peer: &Peer) -> String {
@@ -103,6 +104,18 @@ impl NodeHandle {
     pub fn on_removed(&self, f: impl Fn(&PeerStatus, Removal) + Send + Sync + 'static) {
         if self.removal_hook.set(Box::new(f)).is_err() {
             log::warn!("a removal hook was already set");
+        }
+    }
+
+    /// Makes every removal write `f`'s row into the store's outbox in the removal's own
+    /// transaction (only with a control plane: nothing else would ever drain it). Runs on the
+    /// node's thread: `f` must not wait.
+    pub fn owe_on_removal(
+        &self,
+        f: impl Fn(&PeerStatus, Removal) -> serde_json::Value + Send + Sync + 'static,
+    ) {
+        if self.owing_hook.set(Box::new(f)).is_err() {
+            log::warn!("an owing hook was already set");
         }
     }
 

@@ -38,6 +38,8 @@ pub use reconcile::Repairs;
 pub use view::{Health, NodeView, PassCounts, PeerCounts, PeerStatus};
 
 type RemovalHook = Box<dyn Fn(&PeerStatus, Removal) + Send + Sync>;
+/// Builds what a removed peer still owes Supabase (its final usage row), stored with the removal.
+type OwingHook = Box<dyn Fn(&PeerStatus, Removal) -> serde_json::Value + Send + Sync>;
 
 /// What the node talks to: WireGuard and the data plane, real or in-memory.
 pub struct Seams {
@@ -68,8 +70,10 @@ pub struct Node {
     passes: PassCounts,
     /// The peers as readers see them, kept in step entry by entry (see `view.rs`).
     view_peers: OrdMap<PeerId, PeerStatus>,
+    view_addresses: OrdMap<std::net::IpAddr, PeerId>,
     view: watch::Sender<Arc<NodeView>>,
     removal_hook: Arc<OnceLock<RemovalHook>>,
+    owing_hook: Arc<OnceLock<OwingHook>>,
     /// Wakes the reconcile loop after each change, so a repair never waits a whole interval.
     trigger: Arc<Notify>,
 }
@@ -135,8 +139,10 @@ impl Node {
         };
         let (view, _) = watch::channel(Arc::new(NodeView {
             peers: OrdMap::new(),
+            addresses: OrdMap::new(),
             free_addresses: registry.free_addresses(),
             health,
+            backend: seams.wg.backend_name(),
             passes: PassCounts::default(),
             generation: 0,
         }));
@@ -155,8 +161,10 @@ impl Node {
             health,
             passes: PassCounts::default(),
             view_peers: OrdMap::new(),
+            view_addresses: OrdMap::new(),
             view,
             removal_hook: Arc::default(),
+            owing_hook: Arc::default(),
             trigger: Arc::new(Notify::new()),
         };
         let ids: Vec<PeerId> = node.registry.iter().map(|p| p.id.clone()).collect();
@@ -249,6 +257,9 @@ impl Node {
         let live = self.wg.device()?.peers;
         self.fold(&live);
         let used = self.counters.get(&peer.id).map_or(0, |c| c.cap_used);
+        // What the peer owes Supabase is stored in the same transaction that removes it.
+        let owed = self.owing_hook.get().map(|f| f(&self.status(&peer), why));
+        let now = crate::sys::clock::unix_now();
         self.generation += 1;
         self.trigger.notify_one();
         self.wg.remove_peer(&peer.public_key)?;
@@ -257,10 +268,12 @@ impl Node {
             .change(&PeerChange::Remove(policy_of(&peer, used)))
             .map_err(NodeError::from)
             .and_then(|()| {
-                self.store.delete_peer(&peer.id).map_err(|e| {
-                    self.undo_policy(&PeerChange::Add(policy_of(&peer, used)), &peer.id);
-                    NodeError::from(e)
-                })
+                self.store
+                    .delete_peer_owing(&peer.id, owed.as_ref(), now)
+                    .map_err(|e| {
+                        self.undo_policy(&PeerChange::Add(policy_of(&peer, used)), &peer.id);
+                        NodeError::from(e)
+                    })
             });
         if let Err(e) = removed {
             // Put it back in WireGuard so that nothing changed.
@@ -283,6 +296,20 @@ impl Node {
             f(&status, why);
         }
         Ok(status)
+    }
+
+    /// Outbox entries with an id above `after`, oldest first.
+    pub fn owed(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<crate::store::OutboxRow>, NodeError> {
+        Ok(self.store.owed(after, limit)?)
+    }
+
+    /// Deletes acknowledged outbox entries (id, revision).
+    pub fn ack_owed(&mut self, done: &[(i64, i64)]) -> Result<usize, NodeError> {
+        Ok(self.store.ack_owed(done)?)
     }
 
     pub fn set_limit(&mut self, id: &PeerId, limit: SpeedLimit) -> Result<PeerStatus, NodeError> {

@@ -23,7 +23,7 @@ use crate::core::plan::PeerPolicy;
 use crate::core::registry::Selector;
 use crate::sys::clock::unix_now;
 use crate::sys::inspection::Inspection;
-use crate::sys::notify::{NotifyState, notify};
+use crate::sys::notify::{NotifyState, heartbeat};
 use crate::sys::policy::Repair;
 
 /// What one reconcile pass did.
@@ -237,7 +237,7 @@ pub async fn run(
                 loop {
                     let more = node.call(|n| n.remove_due(unix_now())).await;
                     let peers = node.view().peers.len();
-                    notify(&[
+                    heartbeat(&[
                         NotifyState::Watchdog,
                         NotifyState::Status(&format!("{peers} peers")),
                     ]);

@@ -9,6 +9,7 @@ pub mod journal;
 pub mod link;
 pub mod nft;
 pub mod notify;
+pub mod pcapfile;
 pub mod policy;
 pub mod runner;
 pub mod tc;

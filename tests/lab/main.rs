@@ -6,5 +6,8 @@ mod dataplane;
 mod fleet;
 mod harness;
 mod inspect;
+mod inspect_hostile;
 mod netlink;
 mod node_dataplane;
+mod prometheus;
+mod reconcile;
