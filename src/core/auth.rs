@@ -30,6 +30,8 @@ pub enum AuthError {
     BadSignature,
     #[error("request already seen (replay)")]
     Replay,
+    #[error("timestamp not later than the last request accepted before the node restarted")]
+    BeforeRestart,
 }
 
 /// What a request is signed over.
@@ -58,7 +60,7 @@ pub fn sign(secret: &[u8], server_id: &str, req: &Request, timestamp: u64, nonce
     )
 }
 
-fn mac(secret: &[u8], text: &str) -> Vec<u8> {
+pub(crate) fn mac(secret: &[u8], text: &str) -> Vec<u8> {
     // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
     let mut m = match Hmac::<Sha256>::new_from_slice(secret) {
         Ok(m) => m,
@@ -68,11 +70,11 @@ fn mac(secret: &[u8], text: &str) -> Vec<u8> {
     m.finalize().into_bytes().to_vec()
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }
@@ -95,6 +97,12 @@ pub struct Verifier {
     server_id: String,
     seen: HashMap<String, u64>,
     order: VecDeque<(u64, String)>,
+    /// Requests at or before this timestamp were possibly accepted by an earlier process, whose
+    /// nonces this one never saw: refused.
+    floor: u64,
+    /// Requests older than this cannot be told apart from ones an earlier process accepted.
+    oldest: u64,
+    last_accepted: u64,
 }
 
 impl Verifier {
@@ -104,7 +112,24 @@ impl Verifier {
             server_id: server_id.to_string(),
             seen: HashMap::new(),
             order: VecDeque::new(),
+            floor: 0,
+            oldest: 0,
+            last_accepted: 0,
         }
+    }
+
+    /// Carries replay protection across restarts: `floor` is the last request timestamp the
+    /// previous process accepted (persisted), `started` this process's start time.
+    pub fn after_restart(mut self, floor: u64, started: u64) -> Verifier {
+        self.floor = floor;
+        self.oldest = started.saturating_sub(WINDOW_SECS);
+        self.last_accepted = floor;
+        self
+    }
+
+    /// The newest timestamp accepted so far (or the floor): what to persist for the next process.
+    pub fn last_accepted(&self) -> u64 {
+        self.last_accepted
     }
 
     pub fn verify(&mut self, h: &Headers, req: &Request, now: u64) -> Result<(), AuthError> {
@@ -136,10 +161,17 @@ impl Verifier {
         if !bool::from(want.ct_eq(&given)) {
             return Err(AuthError::BadSignature);
         }
+        if ts < self.oldest {
+            return Err(AuthError::Stale);
+        }
+        if ts <= self.floor {
+            return Err(AuthError::BeforeRestart);
+        }
         self.forget_before(now.saturating_sub(WINDOW_SECS));
         if self.seen.contains_key(nonce) {
             return Err(AuthError::Replay);
         }
+        self.last_accepted = self.last_accepted.max(ts);
         // Remembered until its timestamp leaves the window; then the window check rejects it.
         let until = ts + WINDOW_SECS;
         self.seen.insert(nonce.to_string(), until);
@@ -279,6 +311,48 @@ mod tests {
         assert_eq!(
             v.verify(&headers("0", NONCE, "deadbeef"), &r, 0),
             Err(AuthError::Malformed(HEADER_SIGNATURE))
+        );
+    }
+
+    #[test]
+    fn a_request_accepted_before_a_restart_is_refused_after_it() {
+        let t = 1_000_000;
+        let sig = sign(b"k", "a", &req(b""), t, NONCE);
+        let ts = t.to_string();
+        let h = headers(&ts, NONCE, &sig);
+        let mut first = Verifier::new(b"k", "a");
+        assert_eq!(first.verify(&h, &req(b""), t), Ok(()));
+        assert_eq!(first.last_accepted(), t);
+        // The next process starts 5 s later with the floor the first one persisted.
+        let mut next = Verifier::new(b"k", "a").after_restart(first.last_accepted(), t + 5);
+        assert_eq!(
+            next.verify(&h, &req(b""), t + 5),
+            Err(AuthError::BeforeRestart)
+        );
+        // A fresh request after the floor passes and moves it.
+        let later = t + 6;
+        let n2 = "fedcba9876543210";
+        let sig2 = sign(b"k", "a", &req(b""), later, n2);
+        let ts2 = later.to_string();
+        assert_eq!(
+            next.verify(&headers(&ts2, n2, &sig2), &req(b""), later),
+            Ok(())
+        );
+        assert_eq!(next.last_accepted(), later);
+        // Without a persisted floor (lost state), anything from before start minus the window is
+        // refused even if the clock is far behind.
+        let mut lost = Verifier::new(b"k", "a").after_restart(0, t + WINDOW_SECS + 1);
+        assert_eq!(lost.verify(&h, &req(b""), t), Err(AuthError::Stale));
+        // A bad signature is reported as such, whatever the floor.
+        let mut v = Verifier::new(b"k", "a").after_restart(t, t);
+        let forged = headers(
+            &ts,
+            NONCE,
+            "v1=0000000000000000000000000000000000000000000000000000000000000000",
+        );
+        assert_eq!(
+            v.verify(&forged, &req(b""), t),
+            Err(AuthError::BadSignature)
         );
     }
 

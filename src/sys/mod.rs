@@ -1,6 +1,7 @@
 //! Everything that touches the operating system.
 pub mod capture;
 pub mod dataplane;
+pub mod durable;
 pub mod fake;
 pub mod flows;
 pub mod link;
