@@ -38,6 +38,13 @@ pub struct RawApi {
     /// that may end up world-readable.
     #[serde(skip)]
     pub secret: Option<String>,
+    pub seal: Option<bool>,
+    pub max_connections: Option<i64>,
+    pub max_connections_per_address: Option<i64>,
+    pub header_timeout_secs: Option<i64>,
+    pub body_timeout_secs: Option<i64>,
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -161,6 +168,8 @@ pub const ENV: &[(&str, &str, EnvSetter)] = &[
     env!("WAYLUME_API_BIND", api.bind, text),
     env!("WAYLUME_API_SECRET", api.secret, text),
     env!("WAYLUME_API_SECRET_FILE", api.secret_file, text),
+    env!("WAYLUME_API_SEAL", api.seal, boolean),
+    env!("WAYLUME_API_MAX_CONNECTIONS", api.max_connections, int),
     env!("WAYLUME_INTERFACE", wireguard.interface, text),
     env!("WAYLUME_WG_BACKEND", wireguard.backend, text),
     env!("WAYLUME_LISTEN_PORT", wireguard.listen_port, int),

@@ -299,7 +299,13 @@ mod tests {
         let flight = runner.in_flight();
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("go");
-        assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        assert!(
+            Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
         let f = fifo.clone();
         let t = std::thread::spawn(move || runner.run(&Cmd::new(["cat", f.to_str().unwrap()])));
         let mut seen = None;

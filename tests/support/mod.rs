@@ -17,7 +17,7 @@ use waylume::sys::fake::{FakePolicy, FakeWireGuard};
 use waylume::sys::wg::WireGuard;
 use wireguard_control::Key;
 
-pub const SECRET: &[u8] = b"test-secret-0123456789";
+pub const SECRET: &[u8] = b"7e57c0de7e57c0de7e57c0de7e57c0de7e57c0de7e57c0de7e57c0de7e57c0de";
 pub const SERVER_ID: &str = "test-node";
 
 pub struct TestNode {
