@@ -2,6 +2,7 @@
 //! Handlers call into `Node` off the async threads; every error leaves through `ApiError`.
 mod dto;
 mod error;
+pub mod listen;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
