@@ -127,3 +127,100 @@ fn the_client_exits_non_zero_when_the_node_is_unreachable() {
         error_lines(&out)
     );
 }
+
+#[test]
+fn keygen_derives_a_node_secret_from_the_fleet_master() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = dir.path().join("master");
+    std::fs::write(&master, "00".repeat(32) + "\n").unwrap();
+    let m = master.to_str().unwrap();
+    let derive = |id: &str| {
+        let out = run(
+            &[
+                "keygen",
+                "--api-secret",
+                "--from-master",
+                m,
+                "--server-id",
+                id,
+            ],
+            &[],
+        );
+        assert!(out.status.success(), "{:?}", error_lines(&out));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    // hex(HMAC-SHA256(master, "node-1")), computed independently with Python's hmac module.
+    assert_eq!(
+        derive("node-1"),
+        "5d8202cef8db9400e62c2cb5ded855281e141f1d09a80bce902fcb7cc712daa0"
+    );
+    assert_ne!(derive("node-2"), derive("node-1"));
+    // The server id defaults to the node's own.
+    let out = run(
+        &["keygen", "--api-secret", "--from-master", m],
+        &[("SERVER_ID", "node-1")],
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        derive("node-1")
+    );
+
+    // A weak master, a bad id and a missing file are refused with one line and print nothing.
+    std::fs::write(&master, "fleet").unwrap();
+    for (args, want) in [
+        (vec!["--server-id", "node-1"], "fleet master"),
+        (vec!["--server-id", "bad id"], "server id"),
+    ] {
+        let mut all = vec!["keygen", "--api-secret", "--from-master", m];
+        all.extend(args);
+        let out = run(&all, &[]);
+        assert!(!out.status.success());
+        assert!(out.stdout.is_empty());
+        assert!(
+            error_lines(&out)[0].contains(want),
+            "{:?}",
+            error_lines(&out)
+        );
+    }
+    let out = run(
+        &[
+            "keygen",
+            "--api-secret",
+            "--from-master",
+            "/nonexistent",
+            "--server-id",
+            "a",
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn check_config_refuses_a_weak_secret_and_plain_http_supabase() {
+    let out = run(
+        &["check-config"],
+        &[("WAYLUME_API_SECRET", "short-secret"), ("SERVER_ID", "a")],
+    );
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        error_lines(&out)[0].contains("api.secret"),
+        "{:?}",
+        error_lines(&out)
+    );
+    let out = run(
+        &["check-config"],
+        &[
+            ("SUPABASE_URL", "http://project.supabase.co"),
+            ("SUPABASE_KEY", "k"),
+            ("SERVER_ID", "a"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        error_lines(&out)[0].contains("https"),
+        "{:?}",
+        error_lines(&out)
+    );
+}

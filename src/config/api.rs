@@ -68,18 +68,21 @@ fn secret_bytes(s: &str) -> Option<usize> {
 }
 
 fn check_secret(s: &Secret) -> Result<(), ConfigError> {
-    match secret_bytes(s.expose()) {
+    strong_secret(s.expose()).map_err(|e| bad("api.secret", e))
+}
+
+/// Whether `s` carries at least [`MIN_SECRET_BYTES`] bytes written as hex or base64; the error
+/// says what is wrong and how to make a good one.
+pub fn strong_secret(s: &str) -> Result<(), String> {
+    match secret_bytes(s) {
         Some(n) if n >= MIN_SECRET_BYTES => Ok(()),
-        found => Err(bad(
-            "api.secret",
-            format!(
-                "must be at least {MIN_SECRET_BYTES} random bytes written as hex or base64 ({}); \
+        found => Err(format!(
+            "must be at least {MIN_SECRET_BYTES} random bytes written as hex or base64 ({}); \
                  make one with `waylume-server keygen --api-secret`",
-                match found {
-                    Some(n) => format!("this one has {n}"),
-                    None => "this one is neither".into(),
-                }
-            ),
+            match found {
+                Some(n) => format!("this one has {n}"),
+                None => "this one is neither".into(),
+            }
         )),
     }
 }

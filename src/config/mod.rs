@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use ipnet::{Ipv4Net, Ipv6Net};
 
-pub use api::{ApiConfig, ConnLimits, MIN_SECRET_BYTES, TlsFiles};
+pub use api::{ApiConfig, ConnLimits, MIN_SECRET_BYTES, TlsFiles, strong_secret};
 pub use raw::RawConfig;
 pub use types::{Backend, Endpoint, IfName, Secret, ServerId};
 
