@@ -3,6 +3,7 @@
 mod dto;
 mod error;
 pub mod listen;
+pub mod replay;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;

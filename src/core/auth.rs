@@ -84,6 +84,14 @@ pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// 16 to 64 URL-safe characters: what a request's nonce must be (and what an answer signs).
+pub fn valid_nonce(nonce: &str) -> bool {
+    (16..=64).contains(&nonce.len())
+        && nonce
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// The three signature headers as received.
 pub struct Headers<'a> {
     pub timestamp: Option<&'a str>,
@@ -99,7 +107,7 @@ pub struct Verifier {
     order: VecDeque<(u64, String)>,
     /// Requests at or before this timestamp were possibly accepted by an earlier process, whose
     /// nonces this one never saw: refused.
-    floor: u64,
+    floor: Option<u64>,
     /// Requests older than this cannot be told apart from ones an earlier process accepted.
     oldest: u64,
     last_accepted: u64,
@@ -112,18 +120,19 @@ impl Verifier {
             server_id: server_id.to_string(),
             seen: HashMap::new(),
             order: VecDeque::new(),
-            floor: 0,
+            floor: None,
             oldest: 0,
             last_accepted: 0,
         }
     }
 
     /// Carries replay protection across restarts: `floor` is the last request timestamp the
-    /// previous process accepted (persisted), `started` this process's start time.
-    pub fn after_restart(mut self, floor: u64, started: u64) -> Verifier {
+    /// previous process accepted (persisted; `None` when there was none), `started` this
+    /// process's start time.
+    pub fn after_restart(mut self, floor: Option<u64>, started: u64) -> Verifier {
         self.floor = floor;
         self.oldest = started.saturating_sub(WINDOW_SECS);
-        self.last_accepted = floor;
+        self.last_accepted = floor.unwrap_or(0);
         self
     }
 
@@ -139,11 +148,7 @@ impl Verifier {
         let ts: u64 = ts
             .parse()
             .map_err(|_| AuthError::Malformed(HEADER_TIMESTAMP))?;
-        let nonce_ok = (16..=64).contains(&nonce.len())
-            && nonce
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !nonce_ok {
+        if !valid_nonce(nonce) {
             return Err(AuthError::Malformed(HEADER_NONCE));
         }
         let given = sig
@@ -164,7 +169,7 @@ impl Verifier {
         if ts < self.oldest {
             return Err(AuthError::Stale);
         }
-        if ts <= self.floor {
+        if self.floor.is_some_and(|f| ts <= f) {
             return Err(AuthError::BeforeRestart);
         }
         self.forget_before(now.saturating_sub(WINDOW_SECS));
@@ -324,7 +329,7 @@ mod tests {
         assert_eq!(first.verify(&h, &req(b""), t), Ok(()));
         assert_eq!(first.last_accepted(), t);
         // The next process starts 5 s later with the floor the first one persisted.
-        let mut next = Verifier::new(b"k", "a").after_restart(first.last_accepted(), t + 5);
+        let mut next = Verifier::new(b"k", "a").after_restart(Some(first.last_accepted()), t + 5);
         assert_eq!(
             next.verify(&h, &req(b""), t + 5),
             Err(AuthError::BeforeRestart)
@@ -341,10 +346,10 @@ mod tests {
         assert_eq!(next.last_accepted(), later);
         // Without a persisted floor (lost state), anything from before start minus the window is
         // refused even if the clock is far behind.
-        let mut lost = Verifier::new(b"k", "a").after_restart(0, t + WINDOW_SECS + 1);
+        let mut lost = Verifier::new(b"k", "a").after_restart(None, t + WINDOW_SECS + 1);
         assert_eq!(lost.verify(&h, &req(b""), t), Err(AuthError::Stale));
         // A bad signature is reported as such, whatever the floor.
-        let mut v = Verifier::new(b"k", "a").after_restart(t, t);
+        let mut v = Verifier::new(b"k", "a").after_restart(Some(t), t);
         let forged = headers(
             &ts,
             NONCE,

@@ -27,6 +27,8 @@ pub enum SealError {
     Truncated,
     #[error("sealed text does not open with this secret and nonce (altered, or not for us)")]
     Open,
+    #[error("unknown sealing scheme (this client knows {SCHEME})")]
+    Scheme,
 }
 
 fn cipher(secret: &[u8], nonce: &str) -> Aes256Gcm {
@@ -80,6 +82,60 @@ pub fn open(
         .map_err(|_| SealError::Open)
 }
 
+/// The fields of a create answer that are sealed.
+pub const SEALED_FIELDS: [&str; 3] = ["private_key", "preshared_key", "config"];
+
+/// Moves the secret fields of an answer into `"sealed": {"scheme", "data"}`, where `data` seals
+/// a JSON object holding them.
+pub fn seal_fields(
+    answer: &mut serde_json::Map<String, serde_json::Value>,
+    secret: &[u8],
+    server_id: &str,
+    nonce: &str,
+    iv: [u8; IV_LEN],
+) {
+    let mut inner = serde_json::Map::new();
+    for f in SEALED_FIELDS {
+        if let Some(v) = answer.remove(f) {
+            inner.insert(f.to_string(), v);
+        }
+    }
+    let plain = serde_json::Value::Object(inner).to_string();
+    let data = seal(secret, server_id, nonce, iv, plain.as_bytes());
+    answer.insert(
+        "sealed".into(),
+        serde_json::json!({ "scheme": SCHEME, "data": data }),
+    );
+}
+
+/// Puts the sealed fields of an answer back in place; an answer without `sealed` is left as is.
+pub fn open_fields(
+    answer: &mut serde_json::Map<String, serde_json::Value>,
+    secret: &[u8],
+    server_id: &str,
+    nonce: &str,
+) -> Result<(), SealError> {
+    let Some(sealed) = answer.remove("sealed") else {
+        return Ok(());
+    };
+    if sealed["scheme"] != SCHEME {
+        return Err(SealError::Scheme);
+    }
+    let data = sealed["data"].as_str().ok_or(SealError::Encoding)?;
+    let plain = open(secret, server_id, nonce, data)?;
+    let serde_json::Value::Object(inner) =
+        serde_json::from_slice(&plain).map_err(|_| SealError::Encoding)?
+    else {
+        return Err(SealError::Encoding);
+    };
+    for (k, v) in inner {
+        if SEALED_FIELDS.contains(&k.as_str()) {
+            answer.insert(k, v);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +185,33 @@ mod tests {
             open(b"k", "a", NONCE, &STANDARD.encode([0u8; 27])),
             Err(SealError::Truncated)
         );
+    }
+
+    #[test]
+    fn answer_fields_round_trip_and_leave_nothing_in_clear() {
+        let orig = serde_json::json!({
+            "peer_id": "p", "private_key": "PRIV", "preshared_key": "PSK",
+            "config": "[Interface]\nPrivateKey = PRIV\n", "endpoint": "1.2.3.4:51820",
+        });
+        let mut a = orig.as_object().unwrap().clone();
+        seal_fields(&mut a, b"k", "a", NONCE, IV);
+        let text = serde_json::to_string(&a).unwrap();
+        assert!(!text.contains("PRIV") && !text.contains("PSK"), "{text}");
+        assert_eq!(a["sealed"]["scheme"], SCHEME);
+        assert_eq!(a["endpoint"], "1.2.3.4:51820");
+        let mut wrong = a.clone();
+        assert_eq!(
+            open_fields(&mut wrong, b"k", "a", "fedcba9876543210"),
+            Err(SealError::Open)
+        );
+        let mut unknown = a.clone();
+        unknown["sealed"]["scheme"] = "rot13".into();
+        assert_eq!(
+            open_fields(&mut unknown, b"k", "a", NONCE),
+            Err(SealError::Scheme)
+        );
+        open_fields(&mut a, b"k", "a", NONCE).unwrap();
+        assert_eq!(serde_json::Value::Object(a), orig);
     }
 
     #[test]
