@@ -97,9 +97,11 @@ pub fn ifb_name(iface: &str) -> String {
 fn kernel_policy(
     cfg: &Config,
     outward: Option<&str>,
+    commands: &Arc<crate::sys::runner::InFlight>,
 ) -> Result<Arc<dyn crate::sys::policy::Policy>> {
     use crate::sys::runner::SystemRunner;
-    let runner: Arc<dyn crate::sys::runner::Runner> = Arc::new(SystemRunner::new());
+    let runner: Arc<dyn crate::sys::runner::Runner> =
+        Arc::new(SystemRunner::new().with_in_flight(commands.clone()));
     let wgc = &cfg.wireguard;
     let (blocked_v4, blocked_v6) = if cfg.dataplane.block_private_networks {
         crate::sys::dataplane::blocked_defaults(runner.as_ref(), wgc.subnet, wgc.subnet_v6)?
@@ -124,7 +126,19 @@ fn kernel_policy(
 }
 
 pub async fn serve(cfg: Config) -> Result<()> {
+    let started = unix_now();
+    let file_limit = api::listen::raise_file_limit();
     let store = Store::open(&cfg.state_dir)?;
+    let (floor, previous_floor) = api::replay::ReplayFloor::open(&cfg.state_dir)?;
+    let tls = cfg
+        .api
+        .tls
+        .as_ref()
+        .map(api::listen::tls_acceptor)
+        .transpose()
+        .context("api: TLS certificate and key")?;
+    // Every nft/tc/ip call of the node, watched so the API can refuse policy changes while one hangs.
+    let commands = Arc::new(crate::sys::runner::InFlight::default());
     let private_key =
         store::load_or_create_key(&cfg.state_dir, wireguard_control::Key::generate_private)?;
     check_host(&cfg).await?;
@@ -152,7 +166,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
         persistent_keepalive: wgc.persistent_keepalive,
     };
     let registry = Registry::new(wgc.subnet, wgc.subnet_v6, cfg.node.max_capacity);
-    let policy = kernel_policy(&cfg, outward.as_deref())?;
+    let policy = kernel_policy(&cfg, outward.as_deref(), &commands)?;
     let node = Arc::new(Node::open(
         registry,
         store,
@@ -177,7 +191,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
         }
     );
     metrics.dataplane_ok.store(true, Ordering::Relaxed);
-    let inspection = start_inspection(&cfg, &metrics);
+    let inspection = start_inspection(&cfg, &metrics, &commands);
 
     let secret = cfg
         .api
@@ -237,6 +251,15 @@ pub async fn serve(cfg: Config) -> Result<()> {
             }
         },
     );
+    let api = api
+        .with_replay_floor(floor, previous_floor, started)
+        .with_commands(commands.clone(), api::STUCK_AFTER);
+    // Secrets travel in clear only where nobody else can listen, or when the operator says so.
+    let api = if cfg.api.seal && !cfg.api.bind.is_loopback() {
+        api
+    } else {
+        api.without_sealing()
+    };
     let api = Arc::new(match &inspection {
         Some(i) => api.with_inspection(i.clone()),
         None => api,
@@ -246,16 +269,40 @@ pub async fn serve(cfg: Config) -> Result<()> {
         .await
         .with_context(|| format!("api: cannot listen on {addr}"))?;
     let (stop_tx, mut stop_rx) = watch::channel(false);
-    let mut server_stop = stop_rx.clone();
-    let server = tokio::spawn(
-        warp::serve(api::routes(api))
-            .incoming(listener)
-            .graceful(async move {
-                let _ = server_stop.wait_for(|s| *s).await;
-            })
-            .run(),
+    let max_connections = cfg
+        .api
+        .limits
+        .max_connections
+        .unwrap_or_else(|| api::listen::default_max_connections(file_limit));
+    let listen_stats = Arc::new(api::listen::ListenStats::default());
+    let how = api::listen::Listen {
+        limits: cfg.api.limits.clone(),
+        max_connections,
+        tls,
+        stats: listen_stats.clone(),
+    };
+    metrics.add_source(move |out| api::listen::render_metrics(&listen_stats, out));
+    let c = commands.clone();
+    metrics.add_source(move |out| {
+        out.push_str(&format!(
+            "# TYPE waylume_command_timeouts_total counter\nwaylume_command_timeouts_total {}\n",
+            c.timeouts()
+        ));
+    });
+    let server = tokio::spawn(api::listen::serve(
+        listener,
+        warp::service(api::routes(api)),
+        how,
+        stop_rx.clone(),
+    ));
+    log::info!(
+        "api listening on {addr}{} (at most {max_connections} connections, file limit {file_limit})",
+        if cfg.api.tls.is_some() {
+            " with TLS"
+        } else {
+            ""
+        }
     );
-    log::info!("api listening on {addr}");
     notify(&[
         NotifyState::Ready,
         NotifyState::Status(&format!("{peers} peers; api on {addr}")),
@@ -307,7 +354,11 @@ pub async fn serve(cfg: Config) -> Result<()> {
 }
 
 /// Starts the capture on the WireGuard interface when inspection is on.
-fn start_inspection(cfg: &Config, metrics: &Arc<Metrics>) -> Option<Arc<Inspection>> {
+fn start_inspection(
+    cfg: &Config,
+    metrics: &Arc<Metrics>,
+    commands: &Arc<crate::sys::runner::InFlight>,
+) -> Option<Arc<Inspection>> {
     if !cfg.inspection.enabled {
         return None;
     }
@@ -321,7 +372,8 @@ fn start_inspection(cfg: &Config, metrics: &Arc<Metrics>) -> Option<Arc<Inspecti
         .iter()
         .any(|p| policy.get(*p) != Action::Report);
     let enforcer = if enforcing {
-        let runner = Arc::new(crate::sys::runner::SystemRunner::new());
+        let runner =
+            Arc::new(crate::sys::runner::SystemRunner::new().with_in_flight(commands.clone()));
         match crate::sys::flows::FlowEnforcer::start(runner) {
             Ok(e) => Some(e),
             Err(e) => {

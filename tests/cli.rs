@@ -224,3 +224,55 @@ fn check_config_refuses_a_weak_secret_and_plain_http_supabase() {
         error_lines(&out)
     );
 }
+
+/// A one-shot HTTP server on loopback that answers whatever it is asked with `answer`.
+fn fake_node(answer: &'static str) -> (String, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let t = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf);
+        s.write_all(answer.as_bytes()).unwrap();
+    });
+    (url, t)
+}
+
+#[test]
+fn the_client_refuses_unsigned_and_altered_answers() {
+    let secret = "ab".repeat(32);
+    let body = r#"{"peers":[{"endpoint":"198.51.100.66:51820"}]}"#;
+    let unsigned: &'static str = Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_boxed_str(),
+    );
+    let forged: &'static str = Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-waylume-signature: v1={}\r\nconnection: close\r\n\r\n{body}",
+            body.len(),
+            "0".repeat(64)
+        )
+        .into_boxed_str(),
+    );
+    for (answer, want) in [(unsigned, "not signed"), (forged, "does not match")] {
+        let (url, server) = fake_node(answer);
+        let out = run(
+            &["peers", "list"],
+            &[
+                ("WAYLUME_API_URL", &url),
+                ("WAYLUME_API_SECRET", &secret),
+                ("SERVER_ID", "a"),
+            ],
+        );
+        server.join().unwrap();
+        assert!(!out.status.success());
+        assert!(out.stdout.is_empty(), "printed an unchecked answer");
+        let errors = error_lines(&out);
+        assert!(errors[0].contains("refusing the answer"), "{errors:?}");
+        assert!(errors[0].contains(want), "{errors:?}");
+    }
+}

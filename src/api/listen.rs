@@ -37,6 +37,21 @@ pub struct ListenStats {
     pub refused_per_address: AtomicU64,
 }
 
+/// The listener's counters in Prometheus text.
+pub fn render_metrics(stats: &ListenStats, out: &mut String) {
+    use std::fmt::Write as _;
+    let _ = write!(
+        out,
+        "# TYPE waylume_api_connections gauge\nwaylume_api_connections {}\n\
+         # TYPE waylume_api_connections_refused_total counter\n\
+         waylume_api_connections_refused_total{{reason=\"full\"}} {}\n\
+         waylume_api_connections_refused_total{{reason=\"per_address\"}} {}\n",
+        stats.open.load(Ordering::Relaxed),
+        stats.refused_full.load(Ordering::Relaxed),
+        stats.refused_per_address.load(Ordering::Relaxed),
+    );
+}
+
 /// Raises the soft file limit to the hard one, as servers do; returns the limit now in force.
 pub fn raise_file_limit() -> u64 {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};

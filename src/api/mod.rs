@@ -1,5 +1,6 @@
 //! The REST API: one warp filter that reads the whole request, checks its signature and routes it.
 //! Handlers call into `Node` off the async threads; every error leaves through `ApiError`.
+mod answer;
 mod dto;
 mod error;
 pub mod listen;
@@ -35,11 +36,18 @@ pub struct ControlHealth {
     pub ok: bool,
 }
 
+/// A data-plane command running longer than this holds up policy changes: they get 503 until it
+/// finishes or is killed at its deadline.
+pub const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
+
 pub struct Api {
     pub node: Arc<Node>,
     pub metrics: Arc<Metrics>,
     pub max_capacity: u16,
     verifier: Option<Mutex<Verifier>>,
+    signer: Option<answer::Signer>,
+    floor: Option<Arc<replay::ReplayFloor>>,
+    commands: Option<(Arc<crate::sys::runner::InFlight>, std::time::Duration)>,
     clock: Box<dyn Fn() -> u64 + Send + Sync>,
     control: Box<dyn Fn() -> ControlHealth + Send + Sync>,
     inspection: Option<Arc<Inspection>>,
@@ -60,10 +68,48 @@ impl Api {
             metrics,
             max_capacity,
             verifier: secret.map(|(s, id)| Mutex::new(Verifier::new(s, id))),
+            signer: secret.map(|(s, id)| answer::Signer::new(s, id, true)),
+            floor: None,
+            commands: None,
             clock: Box::new(clock),
             control: Box::new(control),
             inspection: None,
         }
+    }
+
+    /// Create answers carry their secrets in clear (a loopback-only API, or `api.seal = false`).
+    pub fn without_sealing(mut self) -> Api {
+        if let Some(s) = &mut self.signer {
+            s.seal = false;
+        }
+        self
+    }
+
+    /// Refuses requests the previous process may have accepted (see `replay`), and records each
+    /// newer accepted timestamp in `floor` before the request runs.
+    pub fn with_replay_floor(
+        mut self,
+        floor: replay::ReplayFloor,
+        previous: Option<u64>,
+        started: u64,
+    ) -> Api {
+        self.verifier = self.verifier.map(|v| {
+            let v = v.into_inner().unwrap_or_else(|e| e.into_inner());
+            Mutex::new(v.after_restart(previous, started))
+        });
+        self.floor = Some(Arc::new(floor));
+        self
+    }
+
+    /// Policy changes answer 503 while one of these commands has run longer than `stuck_after`
+    /// ([`STUCK_AFTER`] in the daemon).
+    pub fn with_commands(
+        mut self,
+        commands: Arc<crate::sys::runner::InFlight>,
+        stuck_after: std::time::Duration,
+    ) -> Api {
+        self.commands = Some((commands, stuck_after));
+        self
     }
 
     /// Adds each peer's per-protocol breakdown to the peers the API shows.
@@ -112,10 +158,27 @@ pub fn routes(
                 async move {
                     let started = Instant::now();
                     let body = read_body(&headers, body).await;
+                    let nonce = headers
+                        .get(auth::HEADER_NONCE)
+                        .and_then(|v| v.to_str().ok())
+                        .filter(|n| auth::valid_nonce(n))
+                        .map(str::to_string);
                     let (route, result) = api
-                        .handle(&method, path.as_str(), &query, &headers, body)
+                        .handle(
+                            &method,
+                            path.as_str(),
+                            &query,
+                            &headers,
+                            body,
+                            nonce.as_deref(),
+                        )
                         .await;
-                    let response = result.unwrap_or_else(ApiError::into_response);
+                    let mut response = result.unwrap_or_else(ApiError::into_response);
+                    if let (true, Some(signer), Some(nonce)) =
+                        (path.as_str().starts_with("/api/"), &api.signer, &nonce)
+                    {
+                        response = signer.sign(response, nonce).await;
+                    }
                     api.metrics.observe_request(
                         route,
                         response.status().as_u16(),
@@ -161,6 +224,7 @@ impl Api {
         query: &str,
         headers: &HeaderMap,
         body: Result<Vec<u8>, ApiError>,
+        nonce: Option<&str>,
     ) -> Routed {
         match (method, path) {
             (&Method::GET, "/health") => return ("health", Ok(self.health().await)),
@@ -184,6 +248,9 @@ impl Api {
             return ("unauthorized", Err(e.into()));
         }
         let route = route_name(method, path);
+        if let Err(e) = self.record_floor().await {
+            return (route, Err(e));
+        }
         if *method == Method::POST {
             let json = headers
                 .get(header::CONTENT_TYPE)
@@ -197,7 +264,39 @@ impl Api {
                 return (route, Err(ApiError::UnsupportedMediaType));
             }
         }
-        (route, self.dispatch(method, path, body).await)
+        if *method == Method::POST
+            && let Some(cmd) = self
+                .commands
+                .as_ref()
+                .and_then(|(c, after)| c.stuck(*after))
+        {
+            return (
+                route,
+                Err(ApiError::Unavailable(format!(
+                    "the data plane is busy (`{cmd}` has not finished); try again shortly"
+                ))),
+            );
+        }
+        (route, self.dispatch(method, path, body, nonce).await)
+    }
+
+    /// Persists the newest accepted timestamp before the request runs.
+    async fn record_floor(&self) -> Result<(), ApiError> {
+        let (Some(floor), Some(v)) = (&self.floor, &self.verifier) else {
+            return Ok(());
+        };
+        let ts = v.lock().unwrap_or_else(|e| e.into_inner()).last_accepted();
+        let floor = floor.clone();
+        match tokio::task::spawn_blocking(move || floor.record(ts)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                log::error!("cannot record the replay floor: {e}");
+                Err(ApiError::Unavailable(
+                    "cannot record the request; try again".into(),
+                ))
+            }
+            Err(_) => Err(ApiError::Internal),
+        }
     }
 
     fn authenticate(
@@ -232,10 +331,11 @@ impl Api {
         method: &Method,
         path: &str,
         body: Vec<u8>,
+        nonce: Option<&str>,
     ) -> Result<Response, ApiError> {
         let segments: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
         match (method, segments.as_slice()) {
-            (&Method::POST, ["peers"]) => self.create(body).await,
+            (&Method::POST, ["peers"]) => self.create(body, nonce).await,
             (&Method::POST, ["peers", "delete"]) => {
                 let sel = parse::<dto::DeleteBody>(&body)?.selector()?;
                 let s = self
@@ -278,7 +378,11 @@ impl Api {
         }
     }
 
-    async fn create(self: &Arc<Self>, body: Vec<u8>) -> Result<Response, ApiError> {
+    async fn create(
+        self: &Arc<Self>,
+        body: Vec<u8>,
+        nonce: Option<&str>,
+    ) -> Result<Response, ApiError> {
         let req = parse::<dto::CreateBody>(&body)?.validate(&self.node.server().public_key)?;
         let now = (self.clock)();
         let fresh = Fresh {
@@ -292,7 +396,12 @@ impl Api {
         } else {
             StatusCode::OK
         };
-        Ok(self.peer_response(status, &s, true))
+        let view = serde_json::to_value(self.view(&s, true)).map_err(|_| ApiError::Internal)?;
+        let view = match (&self.signer, nonce) {
+            (Some(signer), Some(nonce)) => signer.seal_answer(view, nonce),
+            _ => view,
+        };
+        Ok(json_response(status, &view))
     }
 
     fn peer_response(&self, status: StatusCode, s: &PeerStatus, secrets: bool) -> Response {
