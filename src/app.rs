@@ -93,15 +93,23 @@ pub fn ifb_name(iface: &str) -> String {
     format!("ifb-{iface}").chars().take(15).collect()
 }
 
+/// The command runner for `nft`, `tc` and `ip`: with the configured deadline, watched by `commands`.
+fn runner(
+    cfg: &Config,
+    commands: &Arc<crate::sys::runner::InFlight>,
+) -> crate::sys::runner::SystemRunner {
+    crate::sys::runner::SystemRunner::new()
+        .with_timeout(cfg.dataplane.command_timeout)
+        .with_in_flight(commands.clone())
+}
+
 /// Isolation, speed limits and caps through `nft` and `tc`.
 fn kernel_policy(
     cfg: &Config,
     outward: Option<&str>,
     commands: &Arc<crate::sys::runner::InFlight>,
 ) -> Result<Arc<dyn crate::sys::policy::Policy>> {
-    use crate::sys::runner::SystemRunner;
-    let runner: Arc<dyn crate::sys::runner::Runner> =
-        Arc::new(SystemRunner::new().with_in_flight(commands.clone()));
+    let runner: Arc<dyn crate::sys::runner::Runner> = Arc::new(runner(cfg, commands));
     let wgc = &cfg.wireguard;
     let (blocked_v4, blocked_v6) = if cfg.dataplane.block_private_networks {
         crate::sys::dataplane::blocked_defaults(runner.as_ref(), wgc.subnet, wgc.subnet_v6)?
@@ -372,8 +380,7 @@ fn start_inspection(
         .iter()
         .any(|p| policy.get(*p) != Action::Report);
     let enforcer = if enforcing {
-        let runner =
-            Arc::new(crate::sys::runner::SystemRunner::new().with_in_flight(commands.clone()));
+        let runner = Arc::new(runner(cfg, commands));
         match crate::sys::flows::FlowEnforcer::start(runner) {
             Ok(e) => Some(e),
             Err(e) => {

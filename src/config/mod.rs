@@ -89,6 +89,8 @@ pub struct DataplaneConfig {
     pub isolation: bool,
     pub block_private_networks: bool,
     pub shaping: bool,
+    /// How long one `nft`/`tc`/`ip` call may run before it is killed.
+    pub command_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -90,6 +90,7 @@ pub struct RawDataplane {
     pub block_private_networks: Option<bool>,
     pub shaping: Option<bool>,
     pub firewall_backend: Option<String>,
+    pub command_timeout_secs: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -185,6 +186,11 @@ pub const ENV: &[(&str, &str, EnvSetter)] = &[
     ),
     env!("WAYLUME_ISOLATION", dataplane.isolation, boolean),
     env!("WAYLUME_SHAPING", dataplane.shaping, boolean),
+    env!(
+        "WAYLUME_COMMAND_TIMEOUT_SECS",
+        dataplane.command_timeout_secs,
+        int
+    ),
     env!("WAYLUME_IDLE_TIMEOUT_SECS", peers.idle_timeout_secs, int),
     env!(
         "WAYLUME_HEARTBEAT_INTERVAL_SECS",

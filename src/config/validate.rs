@@ -252,6 +252,13 @@ pub fn validate(raw: RawConfig, src: &Sources) -> Result<Config, ConfigError> {
         isolation: dp.isolation.unwrap_or(true),
         block_private_networks: dp.block_private_networks.unwrap_or(true),
         shaping: dp.shaping.unwrap_or(true),
+        command_timeout: secs(
+            "dataplane.command_timeout_secs",
+            dp.command_timeout_secs,
+            1,
+            600,
+            crate::sys::runner::DEFAULT_TIMEOUT.as_secs(),
+        )?,
     };
 
     let peers = PeerLifetimes {
