@@ -1,15 +1,13 @@
-//! Lab benchmark of the data plane (root, network namespaces; run by scripts/bench-dataplane.sh,
+//! TunnelLab benchmark of the data plane (root, network namespaces; run by scripts/bench-dataplane.sh,
 //! not in CI). Forwarding throughput through the tunnel with 10 and with 5,000 peers that all
 //! have speed limits and caps, the measured peer added last; the time to install 5,000 peers
 //! from nothing and to add one more. Prints ratios measured in one run.
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
-#[path = "../tests/lab_support/mod.rs"]
-mod lab_support;
-
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use lab_support::*;
+use common::netns::wait_for;
+use common::tunnels::*;
 use waylume::core::plan::{PeerChange, PeerPolicy, PlanInput};
 
 const REPS: usize = 3;
@@ -41,7 +39,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Received UDP packets per second for 64-byte datagrams from A to the internet host.
-fn udp_pps(lab: &Lab, port: u16) -> f64 {
+fn udp_pps(lab: &TunnelLab, port: u16) -> f64 {
     let p = port.to_string();
     let out = lab
         .ns(
@@ -63,7 +61,7 @@ struct Rates {
     udp: f64,
 }
 
-fn measure(lab: &Lab) -> Rates {
+fn measure(lab: &TunnelLab) -> Rates {
     let mut up = Vec::new();
     let mut down = Vec::new();
     let mut udp = Vec::new();
@@ -79,7 +77,7 @@ fn measure(lab: &Lab) -> Rates {
     }
 }
 
-fn with_peers(lab: &Lab, n: u32) -> PlanInput {
+fn with_peers(lab: &TunnelLab, n: u32) -> PlanInput {
     let mut peers: Vec<_> = (0..n.saturating_sub(2)).map(dummy).collect();
     peers.push(policy(B));
     peers.push(measured());
@@ -87,7 +85,7 @@ fn with_peers(lab: &Lab, n: u32) -> PlanInput {
 }
 
 fn main() {
-    let mut lab = Lab::new("bench");
+    let mut lab = TunnelLab::new("pbnch");
     lab.spawn(
         &lab.inet.clone(),
         &["iperf3", "-s", "-B", INET, "-p", "5201"],

@@ -9,8 +9,8 @@ source scripts/deps.sh test
 step() { printf '\n== %s\n' "$*"; }
 
 step "format and lints"
-cargo fmt --check
-cargo clippy --locked --all-targets -- -D warnings
+cargo fmt --all --check
+cargo clippy --locked --workspace --all-targets -- -D warnings
 
 step "unit and in-process tests"
 cargo test --locked

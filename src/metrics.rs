@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::node::PeerCounts;
 
 type Source = Box<dyn Fn(&mut String) + Send + Sync>;
 /// (route, status) → (count, seconds spent).
@@ -15,8 +17,6 @@ pub struct Metrics {
     pub reconcile_runs: AtomicU64,
     pub reconcile_repairs: AtomicU64,
     pub reconcile_errors: AtomicU64,
-    /// Whether the last reconcile left the data plane in place.
-    pub dataplane_ok: AtomicBool,
     sources: Mutex<Vec<Source>>,
 }
 
@@ -110,14 +110,6 @@ impl Metrics {
         }
         s
     }
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-pub struct PeerCounts {
-    pub total: usize,
-    /// Handshake within the last 180 s.
-    pub active: usize,
-    pub capped: usize,
 }
 
 #[cfg(test)]

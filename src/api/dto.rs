@@ -6,7 +6,7 @@ use super::error::ApiError;
 use crate::core::clientconf::CLIENT_ALLOWED_IPS;
 use crate::core::peer::{PeerId, SpeedLimit};
 use crate::core::registry::{NewPeer, Selector};
-use crate::node::{Node, PeerStatus};
+use crate::node::{NodeHandle, PeerStatus};
 
 /// Larger caps are typos: 2^53 bytes (8 PiB) is also the largest integer JavaScript keeps exact.
 pub const MAX_CAP_BYTES: u64 = 1 << 53;
@@ -204,7 +204,7 @@ pub struct PeerView {
 impl PeerView {
     /// `secrets`: include the private key, preshared key and config (the answer to a create only).
     pub fn new(
-        node: &Node,
+        node: &NodeHandle,
         s: &PeerStatus,
         secrets: bool,
         protocols: serde_json::Map<String, serde_json::Value>,

@@ -1,10 +1,19 @@
 //! The REST API: one warp filter that reads the whole request, checks its signature and routes it.
-//! Handlers call into `Node` off the async threads; every error leaves through `ApiError`.
+//! Changes go to the node's thread through its handle; reads (`GET /api/peers`, `/health`,
+//! `/metrics`) come from the view it publishes and never wait for a change. Every error leaves
+//! through `ApiError`.
+//!
+//! Why not one warp filter per route: the signature covers the method, the path with its query
+//! and the raw body, so the whole request is read and verified before anything is routed or
+//! parsed. Composed filters would each take the body apart on their own, and a rejection from
+//! one would say which routes exist to a caller that has not signed. `Route::parse` is the one
+//! route table.
 mod answer;
 mod dto;
 mod error;
 pub mod listen;
 pub mod replay;
+mod route;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -19,29 +28,24 @@ use warp::reply::Response;
 
 pub use dto::{MAX_CAP_BYTES, PeerView};
 pub use error::ApiError;
+pub use route::Route;
 
+use crate::control::HealthHandle;
 use crate::core::auth::{self, Headers, Request, Verifier};
-use crate::core::registry::{Fresh, Selector};
+use crate::core::registry::Fresh;
 use crate::inspection::Inspection;
-use crate::metrics::{Metrics, PeerCounts};
-use crate::node::{Node, PeerStatus};
+use crate::metrics::Metrics;
+use crate::node::{NodeError, NodeHandle, PeerStatus, Removal};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
-
-/// How the control plane is doing, for `/health`.
-#[derive(Debug, Clone, Serialize)]
-pub struct ControlHealth {
-    pub state: String,
-    pub ok: bool,
-}
 
 /// A data-plane command running longer than this holds up policy changes: they get 503 until it
 /// finishes or is killed at its deadline.
 pub const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
 
 pub struct Api {
-    pub node: Arc<Node>,
+    pub node: NodeHandle,
     pub metrics: Arc<Metrics>,
     pub max_capacity: u16,
     verifier: Option<Mutex<Verifier>>,
@@ -49,19 +53,20 @@ pub struct Api {
     floor: Option<Arc<replay::ReplayFloor>>,
     commands: Option<(Arc<crate::sys::runner::InFlight>, std::time::Duration)>,
     clock: Box<dyn Fn() -> u64 + Send + Sync>,
-    control: Box<dyn Fn() -> ControlHealth + Send + Sync>,
+    /// `None`: standalone, no control plane.
+    control: Option<HealthHandle>,
     inspection: Option<Arc<Inspection>>,
 }
 
 impl Api {
     /// `secret`: `None` accepts unsigned requests (the API then listens on loopback only).
     pub fn new(
-        node: Arc<Node>,
+        node: NodeHandle,
         metrics: Arc<Metrics>,
         max_capacity: u16,
         secret: Option<(&[u8], &str)>,
         clock: impl Fn() -> u64 + Send + Sync + 'static,
-        control: impl Fn() -> ControlHealth + Send + Sync + 'static,
+        control: Option<HealthHandle>,
     ) -> Api {
         Api {
             node,
@@ -72,7 +77,7 @@ impl Api {
             floor: None,
             commands: None,
             clock: Box::new(clock),
-            control: Box::new(control),
+            control,
             inspection: None,
         }
     }
@@ -226,13 +231,13 @@ impl Api {
         body: Result<Vec<u8>, ApiError>,
         nonce: Option<&str>,
     ) -> Routed {
-        match (method, path) {
-            (&Method::GET, "/health") => return ("health", Ok(self.health().await)),
-            (&Method::GET, "/metrics") => return ("metrics", Ok(self.metrics_text().await)),
+        let route = Route::parse(method, path);
+        match &route {
+            Ok(Route::Health) => return ("health", Ok(self.health())),
+            Ok(Route::Metrics) => return ("metrics", Ok(self.metrics_text())),
+            // Outside /api/ nothing is signed, so nothing is revealed by a 404.
+            Err(_) if !path.starts_with("/api/") => return ("unknown", Err(ApiError::NotFound)),
             _ => {}
-        }
-        if !path.starts_with("/api/") {
-            return ("unknown", Err(ApiError::NotFound));
         }
         let body = match body {
             Ok(b) => b,
@@ -247,11 +252,15 @@ impl Api {
             log::debug!("rejected {method} {path}: {e}");
             return ("unauthorized", Err(e.into()));
         }
-        let route = route_name(method, path);
+        let route = match route {
+            Ok(r) => r,
+            Err(e) => return ("unknown", Err(e)),
+        };
+        let name = route.name();
         if let Err(e) = self.record_floor().await {
-            return (route, Err(e));
+            return (name, Err(e));
         }
-        if *method == Method::POST {
+        if route.has_body() {
             let json = headers
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
@@ -261,23 +270,23 @@ impl Api {
                         .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
                 });
             if !json {
-                return (route, Err(ApiError::UnsupportedMediaType));
+                return (name, Err(ApiError::UnsupportedMediaType));
             }
         }
-        if *method == Method::POST
+        if route.has_body()
             && let Some(cmd) = self
                 .commands
                 .as_ref()
                 .and_then(|(c, after)| c.stuck(*after))
         {
             return (
-                route,
+                name,
                 Err(ApiError::Unavailable(format!(
                     "the data plane is busy (`{cmd}` has not finished); try again shortly"
                 ))),
             );
         }
-        (route, self.dispatch(method, path, body, nonce).await)
+        (name, self.dispatch(route, body, nonce).await)
     }
 
     /// Persists the newest accepted timestamp before the request runs.
@@ -295,7 +304,9 @@ impl Api {
                     "cannot record the request; try again".into(),
                 ))
             }
-            Err(_) => Err(ApiError::Internal),
+            Err(_) => Err(ApiError::Unavailable(
+                "cannot record the request; try again".into(),
+            )),
         }
     }
 
@@ -328,54 +339,47 @@ impl Api {
 
     async fn dispatch(
         self: &Arc<Self>,
-        method: &Method,
-        path: &str,
+        route: Route,
         body: Vec<u8>,
         nonce: Option<&str>,
     ) -> Result<Response, ApiError> {
-        let segments: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
-        match (method, segments.as_slice()) {
-            (&Method::POST, ["peers"]) => self.create(body, nonce).await,
-            (&Method::POST, ["peers", "delete"]) => {
+        let s = match route {
+            Route::CreatePeer => return self.create(body, nonce).await,
+            Route::DeletePeer => {
                 let sel = parse::<dto::DeleteBody>(&body)?.selector()?;
-                let s = self
-                    .blocking(move |n| n.delete(&sel, crate::node::Removal::Deleted))
-                    .await?;
-                Ok(self.peer_response(StatusCode::OK, &s, false))
+                self.change(move |n| n.delete(&sel, Removal::Deleted))
+                    .await?
             }
-            (&Method::POST, ["peers", "speed-limit"]) => {
+            Route::SpeedLimit => {
                 let b: dto::SpeedLimitBody = parse(&body)?;
                 let (id, limit) = (
                     dto::peer_id(&b.peer_id)?,
                     dto::limit(b.download_kbps, b.upload_kbps)?,
                 );
-                let s = self.blocking(move |n| n.set_limit(&id, limit)).await?;
-                Ok(self.peer_response(StatusCode::OK, &s, false))
+                self.change(move |n| n.set_limit(&id, limit)).await?
             }
-            (&Method::POST, ["peers", "data-cap"]) => {
+            Route::DataCap => {
                 let b: dto::DataCapBody = parse(&body)?;
                 let (id, cap) = (dto::peer_id(&b.peer_id)?, dto::cap(b.data_cap_bytes)?);
-                let s = self.blocking(move |n| n.set_cap(&id, cap)).await?;
-                Ok(self.peer_response(StatusCode::OK, &s, false))
+                self.change(move |n| n.set_cap(&id, cap)).await?
             }
-            (&Method::GET, ["peers"]) => {
-                let all = self.blocking(|n| Ok(n.list())).await?;
-                let views: Vec<PeerView> = all.iter().map(|s| self.view(s, false)).collect();
-                Ok(json_response(StatusCode::OK, &json!({ "peers": views })))
+            Route::ListPeers => {
+                let view = self.node.view();
+                let views: Vec<PeerView> = view
+                    .list()
+                    .into_iter()
+                    .map(|s| self.view(s, false))
+                    .collect();
+                return Ok(json_response(StatusCode::OK, &json!({ "peers": views })));
             }
-            (&Method::GET, ["peers", id]) => {
-                let id = crate::core::peer::PeerId::parse(id).ok_or(ApiError::NotFound)?;
-                let s = self
-                    .blocking(move |n| {
-                        n.get(&Selector::Id(id))
-                            .ok_or(crate::node::NodeError::NotFound)
-                    })
-                    .await?;
-                Ok(self.peer_response(StatusCode::OK, &s, false))
+            Route::GetPeer(id) => {
+                let view = self.node.view();
+                let s = id.and_then(|id| view.get(&id)).ok_or(ApiError::NotFound)?;
+                return Ok(self.peer_response(StatusCode::OK, s, false));
             }
-            (_, ["peers"] | ["peers", _]) => Err(ApiError::MethodNotAllowed),
-            _ => Err(ApiError::NotFound),
-        }
+            Route::Health | Route::Metrics => return Err(ApiError::NotFound),
+        };
+        Ok(self.peer_response(StatusCode::OK, &s, false))
     }
 
     async fn create(
@@ -390,13 +394,15 @@ impl Api {
             private_key: wireguard_control::Key::generate_private(),
             preshared_key: wireguard_control::Key::generate_preshared(),
         };
-        let (s, created) = self.blocking(move |n| n.create(&req, fresh, now)).await?;
+        let (s, created) = self.change(move |n| n.create(&req, fresh, now)).await?;
         let status = if created {
             StatusCode::CREATED
         } else {
             StatusCode::OK
         };
-        let view = serde_json::to_value(self.view(&s, true)).map_err(|_| ApiError::Internal)?;
+        // A PeerView is plain data; encoding it cannot fail.
+        let view = serde_json::to_value(self.view(&s, true))
+            .map_err(|e| ApiError::Unavailable(format!("cannot encode the answer: {e}")))?;
         let view = match (&self.signer, nonce) {
             (Some(signer), Some(nonce)) => signer.seal_answer(view, nonce),
             _ => view,
@@ -408,47 +414,25 @@ impl Api {
         json_response(status, &self.view(s, secrets))
     }
 
-    async fn blocking<T: Send + 'static>(
+    /// A change, run on the node's thread.
+    async fn change<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Node) -> Result<T, crate::node::NodeError> + Send + 'static,
+        f: impl FnOnce(&mut crate::node::Node) -> Result<T, NodeError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let node = self.node.clone();
-        match tokio::task::spawn_blocking(move || f(&node)).await {
-            Ok(r) => r.map_err(ApiError::from),
-            Err(e) => {
-                log::error!("request task failed: {e}");
-                Err(ApiError::Internal)
+        Ok(self.node.call(f).await??)
+    }
+
+    fn health(&self) -> Response {
+        let view = self.node.view();
+        let counts = view.counts((self.clock)());
+        let control = match &self.control {
+            None => json!({"state": "standalone", "ok": true}),
+            Some(h) => {
+                let h = h.get();
+                json!({"state": h.summary(), "ok": h.is_healthy()})
             }
-        }
-    }
-
-    fn peer_counts(&self, all: &[PeerStatus]) -> PeerCounts {
-        let now = (self.clock)();
-        PeerCounts {
-            total: all.len(),
-            active: all
-                .iter()
-                .filter(|s| {
-                    s.counters
-                        .last_handshake
-                        .is_some_and(|h| now.saturating_sub(h) < 180)
-                })
-                .count(),
-            capped: all.iter().filter(|s| s.capped()).count(),
-        }
-    }
-
-    async fn health(self: &Arc<Self>) -> Response {
-        let all = self.blocking(|n| Ok(n.list())).await.unwrap_or_default();
-        let counts = self.peer_counts(&all);
-        let (_, free) = self.node.count();
-        let dataplane = self
-            .metrics
-            .dataplane_ok
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let store_ok = self.blocking(|n| Ok(n.store_ok())).await.unwrap_or(false);
-        let control = (self.control)();
-        let at_capacity = counts.total >= usize::from(self.max_capacity) || free == 0;
+        };
+        let (dataplane, store_ok) = (view.health.dataplane_ok, view.health.store_ok);
         let ok = dataplane && store_ok;
         let body = json!({
             "status": if ok { "ok" } else { "degraded" },
@@ -460,8 +444,8 @@ impl Api {
                 "max": self.max_capacity,
                 "peers": counts.total,
                 "active": counts.active,
-                "free_addresses": free,
-                "at_capacity": at_capacity,
+                "free_addresses": view.free_addresses,
+                "at_capacity": view.at_capacity(self.max_capacity),
             },
         });
         json_response(
@@ -474,9 +458,9 @@ impl Api {
         )
     }
 
-    async fn metrics_text(self: &Arc<Self>) -> Response {
-        let all = self.blocking(|n| Ok(n.list())).await.unwrap_or_default();
-        let text = self.metrics.render(self.peer_counts(&all));
+    fn metrics_text(&self) -> Response {
+        let counts = self.node.view().counts((self.clock)());
+        let text = self.metrics.render(counts);
         let mut r = Response::new(text.into());
         r.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -491,16 +475,4 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let v: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::Malformed(format!("malformed JSON: {e}")))?;
     serde_json::from_value(v).map_err(|e| ApiError::Invalid(e.to_string()))
-}
-
-fn route_name(method: &Method, path: &str) -> &'static str {
-    match (method.as_str(), path) {
-        ("POST", "/api/peers") => "create_peer",
-        ("POST", "/api/peers/delete") => "delete_peer",
-        ("POST", "/api/peers/speed-limit") => "speed_limit",
-        ("POST", "/api/peers/data-cap") => "data_cap",
-        ("GET", "/api/peers") => "list_peers",
-        ("GET", p) if p.starts_with("/api/peers/") => "get_peer",
-        _ => "unknown",
-    }
 }

@@ -93,13 +93,7 @@ pub struct DataplaneConfig {
     pub command_timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
-pub struct PeerLifetimes {
-    /// Remove peers with no handshake for this long; `None` keeps them.
-    pub idle_timeout: Option<Duration>,
-    /// A peer that never handshakes is idle once this has passed since creation.
-    pub handshake_grace: Duration,
-}
+pub use crate::core::lifetime::PeerLifetimes;
 
 #[derive(Debug, Clone)]
 pub struct InspectionConfig {

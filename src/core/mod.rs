@@ -4,6 +4,7 @@ pub mod auth;
 pub mod backoff;
 pub mod classify;
 pub mod clientconf;
+pub mod lifetime;
 pub mod packet;
 pub mod peer;
 pub mod plan;

@@ -1,11 +1,14 @@
 //! Everything that touches the operating system.
 pub mod capture;
+pub mod clock;
 pub mod dataplane;
 pub mod durable;
 pub mod fake;
 pub mod flows;
+pub mod journal;
 pub mod link;
 pub mod nft;
+pub mod notify;
 pub mod policy;
 pub mod runner;
 pub mod tc;

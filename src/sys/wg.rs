@@ -88,7 +88,10 @@ pub struct InterfaceSpec {
 pub struct RealDevice {
     spec: InterfaceSpec,
     iface: InterfaceName,
-    rt: tokio::runtime::Handle,
+    /// Drives the netlink requests (rtnetlink is async only). Its own single-threaded runtime,
+    /// entered only from the node's thread, never from the daemon's: a blocking call never
+    /// re-enters the runtime that serves the API.
+    rt: Option<tokio::runtime::Runtime>,
     active: Mutex<Option<WgBackend>>,
     child: Mutex<Option<Child>>,
 }
@@ -103,8 +106,7 @@ fn on_path(program: &str) -> bool {
 }
 
 impl RealDevice {
-    /// Must be called inside a tokio runtime; its methods must then be called off the runtime's
-    /// worker threads (from `spawn_blocking`), since netlink requests are driven on it.
+    /// Its methods block and must be called outside any async runtime (the node's thread).
     pub fn new(spec: InterfaceSpec) -> Result<RealDevice, WgError> {
         let iface = spec
             .name
@@ -115,10 +117,19 @@ impl RealDevice {
                 what: "interface name",
                 source: std::io::Error::other(e.to_string()),
             })?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|source| WgError::Device {
+                iface: spec.name.to_string(),
+                what: "netlink runtime",
+                source,
+            })?;
         Ok(RealDevice {
             spec,
             iface,
-            rt: tokio::runtime::Handle::current(),
+            rt: Some(rt),
             active: Mutex::new(None),
             child: Mutex::new(None),
         })
@@ -126,6 +137,31 @@ impl RealDevice {
 
     fn name(&self) -> String {
         self.spec.name.to_string()
+    }
+
+    /// Runs one netlink request to completion on the device's own runtime.
+    fn netlink<T>(
+        &self,
+        f: impl AsyncFnOnce(&Netlink) -> Result<T, LinkError>,
+    ) -> Result<T, WgError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Blocking here would stall an async worker; the node calls from its own thread.
+            return Err(WgError::Device {
+                iface: self.name(),
+                what: "netlink",
+                source: std::io::Error::other("called from inside the async runtime"),
+            });
+        }
+        let rt = self.rt.as_ref().ok_or_else(|| WgError::Device {
+            iface: self.name(),
+            what: "netlink",
+            source: std::io::Error::other("runtime gone"),
+        })?;
+        let nl = {
+            let _guard = rt.enter();
+            Netlink::connect()?
+        };
+        Ok(rt.block_on(f(&nl))?)
     }
 
     fn err(&self, what: &'static str) -> impl Fn(std::io::Error) -> WgError + '_ {
@@ -150,17 +186,17 @@ impl RealDevice {
     }
 
     /// Creates the link with the configured backend; returns which one carries it.
-    fn create(&self, nl: &Netlink) -> Result<WgBackend, WgError> {
+    fn create(&self) -> Result<WgBackend, WgError> {
         let name = self.spec.name.as_str();
-        let kernel = || self.rt.block_on(nl.create_wireguard(name));
+        let kernel = || self.netlink(async |nl| nl.create_wireguard(name).await);
         match self.spec.backend {
-            Backend::Kernel => kernel().map(|()| WgBackend::Kernel).map_err(WgError::from),
-            Backend::Userspace => self.spawn_userspace(nl).map(|()| WgBackend::Userspace),
+            Backend::Kernel => kernel().map(|()| WgBackend::Kernel),
+            Backend::Userspace => self.spawn_userspace().map(|()| WgBackend::Userspace),
             Backend::Auto => match kernel() {
                 Ok(()) => Ok(WgBackend::Kernel),
                 Err(e) if on_path("wireguard-go") => {
                     log::info!("{name}: kernel WireGuard unavailable ({e}); using wireguard-go");
-                    self.spawn_userspace(nl).map(|()| WgBackend::Userspace)
+                    self.spawn_userspace().map(|()| WgBackend::Userspace)
                 }
                 Err(e) => Err(WgError::NoImplementation {
                     iface: name.into(),
@@ -170,7 +206,7 @@ impl RealDevice {
         }
     }
 
-    fn spawn_userspace(&self, nl: &Netlink) -> Result<(), WgError> {
+    fn spawn_userspace(&self) -> Result<(), WgError> {
         let name = self.spec.name.as_str();
         let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(mut old) = child.take() {
@@ -197,7 +233,8 @@ impl RealDevice {
         *child = Some(spawned);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            let up = self.rt.block_on(nl.index(name))?.is_some() && userspace_socket(name).exists();
+            let up = self.netlink(async |nl| nl.index(name).await)?.is_some()
+                && userspace_socket(name).exists();
             if up {
                 return Ok(());
             }
@@ -221,27 +258,32 @@ impl RealDevice {
 
 use std::os::unix::process::CommandExt;
 
+impl Drop for RealDevice {
+    fn drop(&mut self) {
+        // Dropping a runtime waits for its tasks; this one may be dropped on an async thread.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 impl WireGuard for RealDevice {
     fn ensure_interface(&self) -> Result<bool, WgError> {
-        let nl = {
-            let _guard = self.rt.enter();
-            Netlink::connect()?
-        };
         let name = self.spec.name.as_str();
-        let exists = self.rt.block_on(nl.index(name))?.is_some();
+        let exists = self.netlink(async |nl| nl.index(name).await)?.is_some();
         // A userspace link whose process died leaves a stale socket; the link goes with it.
         let created = if exists {
             false
         } else {
-            let b = self.create(&nl)?;
+            let b = self.create()?;
             self.set_backend(b);
             true
         };
         if created {
             self.set_identity()?;
         }
-        self.rt
-            .block_on(nl.configure(name, &self.spec.addresses, self.spec.mtu))?;
+        let (addresses, mtu) = (&self.spec.addresses, self.spec.mtu);
+        self.netlink(async |nl| nl.configure(name, addresses, mtu).await)?;
         Ok(created)
     }
 
@@ -303,11 +345,8 @@ impl WireGuard for RealDevice {
     }
 
     fn teardown(&self) -> Result<(), WgError> {
-        let nl = {
-            let _guard = self.rt.enter();
-            Netlink::connect()?
-        };
-        self.rt.block_on(nl.delete(self.spec.name.as_str()))?;
+        let name = self.spec.name.as_str();
+        self.netlink(async |nl| nl.delete(name).await)?;
         if let Some(mut c) = self.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
             // Deleting the link makes wireguard-go exit; reap it, or stop it if it lingers.
             let deadline = Instant::now() + Duration::from_secs(3);

@@ -1,0 +1,8 @@
+//! The operator's tools: the signed client for the node API (`peers …`) and the offline
+//! classifier (`inspect`).
+pub mod client;
+pub mod inspect;
+mod peers;
+
+pub use client::Target;
+pub use peers::{PeersCmd, peers};

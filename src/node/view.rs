@@ -1,0 +1,122 @@
+//! What readers see of the node: an immutable snapshot the owner publishes after every change
+//! and every reconcile pass. The API's reads, `/health`, `/metrics` and the control feed use
+//! it and never wait for a change in progress.
+//!
+//! The peers are a persistent map: publishing after a change copies O(log n) of it, not the
+//! whole table, so a change costs the same with 10 or 10,000 peers.
+use imbl::OrdMap;
+
+use super::{Counters, Node};
+use crate::core::lifetime;
+use crate::core::peer::{Peer, PeerId, Usage};
+
+/// A peer with its counters, as the API shows it.
+#[derive(Debug, Clone)]
+pub struct PeerStatus {
+    pub peer: Peer,
+    pub counters: Counters,
+}
+
+impl PeerStatus {
+    pub fn capped(&self) -> bool {
+        self.peer
+            .data_cap
+            .is_some_and(|cap| self.counters.cap_used >= cap)
+    }
+    pub fn usage(&self) -> Usage {
+        self.counters.accounting.total
+    }
+}
+
+/// How the node's own parts are doing, as of the last change or reconcile pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Health {
+    /// The last reconcile pass left the interface, peers and data plane in place.
+    pub dataplane_ok: bool,
+    /// The store answered at the last pass and took the last write.
+    pub store_ok: bool,
+}
+
+/// Peers by state, for `/metrics`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCounts {
+    pub total: usize,
+    /// Handshake within `core::lifetime::ACTIVE_SECS`.
+    pub active: usize,
+    pub capped: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeView {
+    pub peers: OrdMap<PeerId, PeerStatus>,
+    pub free_addresses: u64,
+    pub health: Health,
+    /// Counts the changes that touched the kernel; a data-plane check made against an older
+    /// generation is not applied.
+    pub generation: u64,
+}
+
+impl NodeView {
+    pub fn get(&self, id: &PeerId) -> Option<&PeerStatus> {
+        self.peers.get(id)
+    }
+
+    /// Every peer, oldest first.
+    pub fn list(&self) -> Vec<&PeerStatus> {
+        let mut all: Vec<_> = self.peers.values().collect();
+        all.sort_by(|a, b| (a.peer.created_at, &a.peer.id).cmp(&(b.peer.created_at, &b.peer.id)));
+        all
+    }
+
+    pub fn counts(&self, now: u64) -> PeerCounts {
+        PeerCounts {
+            total: self.peers.len(),
+            active: self
+                .peers
+                .values()
+                .filter(|s| lifetime::is_active(s.counters.last_handshake, now))
+                .count(),
+            capped: self.peers.values().filter(|s| s.capped()).count(),
+        }
+    }
+
+    pub fn at_capacity(&self, max: u16) -> bool {
+        lifetime::at_capacity(self.peers.len(), max, self.free_addresses)
+    }
+}
+
+impl Node {
+    pub(super) fn status(&self, peer: &Peer) -> PeerStatus {
+        PeerStatus {
+            peer: peer.clone(),
+            counters: self.counters.get(&peer.id).copied().unwrap_or_default(),
+        }
+    }
+
+    /// Brings the view's entry for `id` in line with the registry and counters.
+    pub(super) fn touch(&mut self, id: &PeerId) {
+        let status = self
+            .registry
+            .find(&crate::core::registry::Selector::Id(id.clone()))
+            .map(|p| self.status(p));
+        match status {
+            Some(s) => {
+                self.view_peers.insert(id.clone(), s);
+            }
+            None => {
+                self.view_peers.remove(id);
+            }
+        }
+    }
+
+    /// Publishes the current state to readers.
+    pub(super) fn publish(&self) {
+        let view = NodeView {
+            peers: self.view_peers.clone(),
+            free_addresses: self.registry.free_addresses(),
+            health: self.health,
+            generation: self.generation,
+        };
+        self.view.send_replace(std::sync::Arc::new(view));
+    }
+}
