@@ -269,8 +269,10 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let c = commands.clone();
     metrics.add_source(move |out| {
         out.push_str(&format!(
-            "# TYPE waylume_command_timeouts_total counter\nwaylume_command_timeouts_total {}\n",
-            c.timeouts()
+            "# TYPE waylume_command_timeouts_total counter\nwaylume_command_timeouts_total {}\n\
+             # TYPE waylume_commands_stuck gauge\nwaylume_commands_stuck {}\n",
+            c.timeouts(),
+            c.stuck_count(api::STUCK_AFTER),
         ));
     });
     let server = tokio::spawn(api::listen::serve(

@@ -98,6 +98,12 @@ impl InFlight {
             .map(|(_, argv)| argv.clone())
     }
 
+    /// How many calls have run longer than `after`.
+    pub fn stuck_count(&self, after: Duration) -> usize {
+        let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        calls.values().filter(|(t, _)| t.elapsed() > after).count()
+    }
+
     /// Calls killed at their deadline since start.
     pub fn timeouts(&self) -> u64 {
         self.timeouts.load(Ordering::Relaxed)
@@ -314,6 +320,8 @@ mod tests {
             std::thread::yield_now();
         }
         assert!(seen.unwrap().starts_with("cat "));
+        assert_eq!(flight.stuck_count(Duration::ZERO), 1);
+        assert_eq!(flight.stuck_count(Duration::from_secs(3600)), 0);
         std::fs::write(&fifo, "done").unwrap();
         assert_eq!(t.join().unwrap().unwrap(), "done");
         assert!(flight.stuck(Duration::ZERO).is_none());
