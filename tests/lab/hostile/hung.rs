@@ -38,7 +38,7 @@ fn alive(pid: &str) -> bool {
 #[test]
 #[ignore = "needs root"]
 fn a_hung_nft_is_killed_reported_and_peer_changes_get_503_meanwhile() {
-    let mut nl = NodeLab::new("n");
+    let mut nl = NodeLab::new("hn");
     let (bin, hang, pids) = stubs(nl.lab.dir.path());
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     let d = nl.daemon(&[("PATH", &path), ("WAYLUME_COMMAND_TIMEOUT_SECS", "10")]);

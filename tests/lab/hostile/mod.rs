@@ -5,6 +5,7 @@
 //! Needs root, `wireguard-go`, `wg`, `nft`, `tc`, `prlimit`: run with `cargo test -- --ignored`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::harness::{BIN, Daemon, Notify, SECRET};
@@ -27,8 +28,43 @@ fn in_netns<T: Send + 'static>(
     })
 }
 
+/// What a daemon tells systemd, read all the time on a thread of its own: a datagram socket
+/// nobody reads fills up, and the daemon's next notification would block.
+pub struct Notes {
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Notes {
+    fn drain(mut notify: Notify) -> Notes {
+        let seen = Arc::new(Mutex::new(std::mem::take(&mut notify.seen)));
+        let weak = Arc::downgrade(&seen);
+        // Ends when the `Notes` goes.
+        std::thread::spawn(move || {
+            while let Some(s) = weak.upgrade() {
+                drop(s);
+                notify.wait("", Duration::from_millis(200));
+                if let Some(s) = weak.upgrade() {
+                    s.lock().unwrap().append(&mut notify.seen);
+                }
+            }
+        });
+        Notes { seen }
+    }
+
+    /// Waits until a message has the line `line`.
+    pub fn wait(&self, line: &str, limit: Duration) -> bool {
+        common::netns::poll(limit, || self.count(line) > 0)
+    }
+
+    /// How many messages so far had the line `line`.
+    pub fn count(&self, line: &str) -> usize {
+        let seen = self.seen.lock().unwrap();
+        seen.iter().filter(|m| m.lines().any(|l| l == line)).count()
+    }
+}
+
 /// Starts the daemon as `wrapper… waylume-server serve`; returns once it is READY.
-fn start(d: &Daemon, lab: &mut Lab, name: &str, wrapper: &[&str]) -> (u32, Notify) {
+fn start(d: &Daemon, lab: &mut Lab, name: &str, wrapper: &[&str]) -> (u32, Notes) {
     let log = lab.dir.path().join(format!("{name}.log"));
     let mut notify = Notify::new(lab.dir.path(), &format!("notify-{name}"));
     let mut env = d.env();
@@ -43,7 +79,7 @@ fn start(d: &Daemon, lab: &mut Lab, name: &str, wrapper: &[&str]) -> (u32, Notif
         "not READY: {}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
-    (pid, notify)
+    (pid, Notes::drain(notify))
 }
 
 /// One signed request as an Edge Function makes it, and the raw answer.
@@ -104,6 +140,11 @@ fn sign(method: &str, path: &str, body: &[u8]) -> Signed {
 }
 
 async fn send(client: &reqwest::Client, base: &str, req: &Signed) -> Answer {
+    try_send(client, base, req).await.unwrap()
+}
+
+/// Like `send`, but a request that gets no answer at all is an error, not a panic.
+async fn try_send(client: &reqwest::Client, base: &str, req: &Signed) -> Result<Answer, String> {
     let mut r = client
         .post(format!("{base}{}", req.path))
         .header("content-type", "application/json")
@@ -111,7 +152,7 @@ async fn send(client: &reqwest::Client, base: &str, req: &Signed) -> Answer {
     for (k, v) in &req.headers {
         r = r.header(*k, v);
     }
-    let resp = r.send().await.unwrap();
+    let resp = r.send().await.map_err(|e| format!("{e:?}"))?;
     let status = resp.status().as_u16();
     let sig = resp
         .headers()
@@ -127,11 +168,11 @@ async fn send(client: &reqwest::Client, base: &str, req: &Signed) -> Answer {
         sig.as_deref(),
     )
     .unwrap_or_else(|e| panic!("{status} {}: {e}", String::from_utf8_lossy(&body)));
-    Answer {
+    Ok(Answer {
         status,
         body,
         nonce: req.nonce.clone(),
-    }
+    })
 }
 
 /// Sends `reqs` in order from namespace `ns`; the answers.
