@@ -12,7 +12,7 @@ use waylume::core::plan::PlanInput;
 use waylume::core::registry::{Fresh, NewPeer, Registry, Selector};
 use waylume::node::{Node, Removal, Seams};
 use waylume::store::Store;
-use waylume::sys::fake::{FakePolicy, FakeWireGuard};
+use waylume::sys::fake::{FakeEnforcer, FakeWireGuard};
 use wireguard_control::Key;
 
 fn fresh(i: u64) -> Fresh {
@@ -44,7 +44,7 @@ fn node_with(n: u64, dir: &std::path::Path) -> Node {
     };
     let seams = Seams {
         wg: Arc::new(FakeWireGuard::default()),
-        policy: Arc::new(FakePolicy::default()),
+        policy: Arc::new(FakeEnforcer::default()),
         rules: PlanInput {
             iface: "wl-bench".into(),
             ifb: "ifb-wl-bench".into(),

@@ -8,8 +8,6 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod core;
-pub mod inspection;
-pub mod metrics;
 pub mod node;
 pub mod store;
 pub mod sys;

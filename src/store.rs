@@ -35,7 +35,8 @@ pub enum StoreError {
 }
 
 /// Each entry upgrades the schema by one version; never edit a released one.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE peers (
     id             TEXT PRIMARY KEY,
     public_key     TEXT NOT NULL UNIQUE,
@@ -57,7 +58,19 @@ CREATE TABLE peers (
     cap_used       INTEGER NOT NULL DEFAULT 0,
     last_handshake INTEGER
 );
-"];
+",
+    r"
+-- What the node owes Supabase, kept until acknowledged (see store/outbox.rs).
+CREATE TABLE outbox (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    rev        INTEGER NOT NULL DEFAULT 0,
+    kind       TEXT NOT NULL CHECK (kind IN ('session', 'summary')),
+    body       TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX outbox_kind ON outbox (kind, id);
+",
+];
 
 /// A peer as stored, with what the node has counted for it.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,6 +93,8 @@ pub struct UsageRow<'a> {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// Most final session rows the outbox holds before the oldest are summarised.
+    outbox_limit: u64,
 }
 
 impl Store {
@@ -100,7 +115,11 @@ impl Store {
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
         )
         .map_err(db)?;
-        let mut store = Store { conn, path };
+        let mut store = Store {
+            conn,
+            path,
+            outbox_limit: outbox::DEFAULT_LIMIT,
+        };
         store.migrate()?;
         std::fs::set_permissions(&store.path, std::fs::Permissions::from_mode(0o600)).map_err(
             |source| StoreError::Dir {
@@ -411,6 +430,9 @@ pub fn load_or_create_key(dir: &Path, generate: impl FnOnce() -> Key) -> Result<
         Err(e) => Err(err(e)),
     }
 }
+
+mod outbox;
+pub use outbox::OutboxRow;
 
 #[cfg(test)]
 mod tests;

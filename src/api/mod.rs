@@ -12,8 +12,10 @@ mod answer;
 mod dto;
 mod error;
 pub mod listen;
+pub mod metrics;
 pub mod replay;
 mod route;
+mod status;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -33,9 +35,9 @@ pub use route::Route;
 use crate::control::HealthHandle;
 use crate::core::auth::{self, Headers, Request, Verifier};
 use crate::core::registry::Fresh;
-use crate::inspection::Inspection;
-use crate::metrics::Metrics;
 use crate::node::{NodeError, NodeHandle, PeerStatus, Removal};
+use crate::sys::inspection::Inspection;
+use metrics::Metrics;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -125,7 +127,7 @@ impl Api {
 
     fn view(&self, s: &PeerStatus, secrets: bool) -> PeerView {
         let protocols = match &self.inspection {
-            Some(i) => crate::inspection::protocols_json(&i.traffic(s.peer.address.into())),
+            Some(i) => crate::sys::inspection::protocols_json(&i.traffic(&s.peer.id)),
             None => serde_json::Map::new(),
         };
         PeerView::new(&self.node, s, secrets, protocols)
@@ -420,53 +422,6 @@ impl Api {
         f: impl FnOnce(&mut crate::node::Node) -> Result<T, NodeError> + Send + 'static,
     ) -> Result<T, ApiError> {
         Ok(self.node.call(f).await??)
-    }
-
-    fn health(&self) -> Response {
-        let view = self.node.view();
-        let counts = view.counts((self.clock)());
-        let control = match &self.control {
-            None => json!({"state": "standalone", "ok": true}),
-            Some(h) => {
-                let h = h.get();
-                json!({"state": h.summary(), "ok": h.is_healthy()})
-            }
-        };
-        let (dataplane, store_ok) = (view.health.dataplane_ok, view.health.store_ok);
-        let ok = dataplane && store_ok;
-        let body = json!({
-            "status": if ok { "ok" } else { "degraded" },
-            "version": env!("CARGO_PKG_VERSION"),
-            "interface": { "up": dataplane, "backend": self.node.backend_name() },
-            "store": if store_ok { "ok" } else { "failing" },
-            "control_plane": control,
-            "capacity": {
-                "max": self.max_capacity,
-                "peers": counts.total,
-                "active": counts.active,
-                "free_addresses": view.free_addresses,
-                "at_capacity": view.at_capacity(self.max_capacity),
-            },
-        });
-        json_response(
-            if ok {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            },
-            &body,
-        )
-    }
-
-    fn metrics_text(&self) -> Response {
-        let counts = self.node.view().counts((self.clock)());
-        let text = self.metrics.render(counts);
-        let mut r = Response::new(text.into());
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        );
-        r
     }
 }
 

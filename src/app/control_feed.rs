@@ -1,19 +1,21 @@
 //! The daemon's side of the control-plane seam: what the fleet table and `vpn_sessions` are fed
 //! from. Reads only the node's published view; never waits for a change.
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::control::{NodeSnapshot, NodeSource, NodeStatus, SessionStatus, SessionUsage};
+use futures::future::BoxFuture;
+
+use crate::control::{
+    NodeSnapshot, NodeSource, NodeStatus, Owed, OwedKind, SessionStatus, SessionUsage,
+};
 use crate::core::classify::Protocol;
-use crate::inspection::Inspection;
 use crate::node::{NodeHandle, PeerStatus, Removal};
+use crate::sys::inspection::Inspection;
 
 pub struct ControlSource {
     pub node: NodeHandle,
     pub max_capacity: u16,
-    /// Final rows of removed peers, kept until Supabase has them.
-    finals: Mutex<Vec<SessionUsage>>,
     inspection: Option<Arc<Inspection>>,
 }
 
@@ -22,7 +24,6 @@ impl ControlSource {
         ControlSource {
             node,
             max_capacity,
-            finals: Mutex::new(Vec::new()),
             inspection: None,
         }
     }
@@ -36,7 +37,7 @@ impl ControlSource {
     fn session(&self, s: &PeerStatus) -> SessionUsage {
         let mut row = session(s);
         if let Some(i) = &self.inspection {
-            let t = i.traffic(s.peer.address.into());
+            let t = i.traffic(&s.peer.id);
             row.protocol_bytes = t
                 .by_protocol()
                 .filter(|(_, bytes, _)| *bytes > 0)
@@ -47,14 +48,23 @@ impl ControlSource {
         row
     }
 
-    /// Call after a peer was deleted (API) or removed (expired, idle) with its final status.
-    pub fn removed(&self, status: &PeerStatus, why: SessionStatus) {
+    /// From now on every removal writes the peer's final row into the store's outbox, in the
+    /// removal's own transaction. Only with a control plane: nothing else would drain it.
+    pub fn owe_removals(source: &Arc<ControlSource>) {
+        let weak = Arc::downgrade(source);
+        source
+            .node
+            .owe_on_removal(move |status, why| match weak.upgrade() {
+                Some(src) => src.final_row(status, session_status(why)),
+                None => serde_json::Value::Null,
+            });
+    }
+
+    /// A removed peer's final row for the store's outbox (written with the removal).
+    pub fn final_row(&self, status: &PeerStatus, why: SessionStatus) -> serde_json::Value {
         let mut row = self.session(status);
         row.status = why;
-        self.finals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(row);
+        crate::control::owed_session(&row)
     }
 }
 
@@ -114,22 +124,40 @@ impl NodeSource for ControlSource {
 
     fn usage(&self) -> Vec<SessionUsage> {
         let view = self.node.view();
-        let mut rows: Vec<SessionUsage> =
-            view.list().into_iter().map(|s| self.session(s)).collect();
-        rows.extend(
-            self.finals
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .cloned(),
-        );
-        rows
+        view.list().into_iter().map(|s| self.session(s)).collect()
     }
 
-    fn usage_reported(&self, rows: &[SessionUsage]) {
-        self.finals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|f| !rows.contains(f));
+    fn owed(&self, after: i64, limit: usize) -> BoxFuture<'_, Vec<Owed>> {
+        Box::pin(async move {
+            match self.node.call(move |n| n.owed(after, limit)).await {
+                Ok(Ok(rows)) => rows
+                    .into_iter()
+                    .filter_map(|r| {
+                        Some(Owed {
+                            id: r.id,
+                            rev: r.rev,
+                            kind: OwedKind::parse(&r.kind)?,
+                            body: r.body,
+                        })
+                    })
+                    .collect(),
+                Ok(Err(e)) | Err(e) => {
+                    log::warn!("outbox read failed: {e}");
+                    Vec::new()
+                }
+            }
+        })
+    }
+
+    fn acknowledge<'a>(&'a self, done: &'a [Owed]) -> BoxFuture<'a, ()> {
+        let ids: Vec<(i64, i64)> = done.iter().map(|o| (o.id, o.rev)).collect();
+        Box::pin(async move {
+            match self.node.call(move |n| n.ack_owed(&ids)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) | Err(e) => {
+                    log::warn!("outbox acknowledgement not stored (re-sent later, harmless): {e}")
+                }
+            }
+        })
     }
 }

@@ -8,12 +8,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use tokio::sync::watch;
 
+use crate::api::metrics::Metrics;
 use crate::api::{self, Api};
 use crate::config::{Config, Endpoint, check_subnet_overlap};
 use crate::core::clientconf::ServerSide;
 use crate::core::registry::Registry;
-use crate::inspection::Inspection;
-use crate::metrics::Metrics;
 use crate::node::{Node, Seams};
 use crate::store::{self, Store};
 use crate::sys::clock::unix_now;
@@ -22,6 +21,7 @@ use crate::sys::notify::{NotifyState, notify};
 use crate::sys::wg::{InterfaceSpec, RealDevice, WireGuard};
 
 mod control_feed;
+mod inspection;
 
 pub use control_feed::ControlSource;
 
@@ -102,7 +102,7 @@ fn kernel_policy(
     outward: Option<&str>,
     commands: &Arc<crate::sys::runner::InFlight>,
 ) -> Result<(
-    Arc<dyn crate::sys::policy::Policy>,
+    Arc<dyn crate::sys::policy::PeerEnforcer>,
     crate::core::plan::PlanInput,
 )> {
     let runner: Arc<dyn crate::sys::runner::Runner> = Arc::new(runner(cfg, commands));
@@ -127,7 +127,7 @@ fn kernel_policy(
     };
     let dp = crate::sys::dataplane::Dataplane::new(runner);
     Ok((
-        Arc::new(crate::sys::policy::KernelPolicy::new(dp, base.clone())),
+        Arc::new(crate::sys::policy::KernelEnforcer::new(dp, base.clone())),
         base,
     ))
 }
@@ -191,7 +191,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
             ""
         }
     );
-    let inspection = start_inspection(&cfg, &metrics, &commands);
+    let inspection = inspection::start(&cfg, &metrics, &node, &commands);
 
     let secret = cfg
         .api
@@ -212,12 +212,12 @@ pub async fn serve(cfg: Config) -> Result<()> {
         Some(i) => source.with_inspection(i.clone()),
         None => source,
     });
-    let weak = Arc::downgrade(&source);
-    node.on_removed(move |status, why| {
-        if let Some(src) = weak.upgrade() {
-            src.removed(status, control_feed::session_status(why));
-        }
-    });
+    if let Some(i) = inspection.clone() {
+        node.on_removed(move |status, _why| i.peer_removed(&status.peer.id));
+    }
+    if control.is_some() {
+        control_feed::ControlSource::owe_removals(&source);
+    }
     if let Some(h) = control_health.clone() {
         metrics.add_source(move |out| {
             let h = h.get();
@@ -289,10 +289,13 @@ pub async fn serve(cfg: Config) -> Result<()> {
             ""
         }
     );
-    notify(&[
-        NotifyState::Ready,
-        NotifyState::Status(&format!("{peers} peers; api on {addr}")),
-    ]);
+    // May wait briefly for room on systemd's socket: not on an async worker's time.
+    tokio::task::block_in_place(|| {
+        notify(&[
+            NotifyState::Ready,
+            NotifyState::Status(&format!("{peers} peers; api on {addr}")),
+        ])
+    });
 
     // Registers in the background: READY above never waits for Supabase.
     let (control_stop, control_rx) = watch::channel(false);
@@ -300,16 +303,17 @@ pub async fn serve(cfg: Config) -> Result<()> {
 
     let reconciler = tokio::spawn(crate::node::reconcile::run(
         node.clone(),
-        metrics.clone(),
         inspection.clone(),
         cfg.dataplane.reconcile_interval,
-        node.trigger(),
         stop_rx.clone(),
     ));
 
     shutdown_signal().await;
+    // `offline` first, so the fleet stops sending sessions here while the API drains; the
+    // control plane then reports usage with what is left of its budget.
+    control_stop.send_replace(true);
     log::info!("stopping");
-    notify(&[NotifyState::Stopping]);
+    tokio::task::block_in_place(|| notify(&[NotifyState::Stopping]));
     let _ = stop_tx.send(true);
     let _ = stop_rx.changed().await;
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
@@ -330,61 +334,11 @@ pub async fn serve(cfg: Config) -> Result<()> {
         }
     })
     .await?;
-    // Final usage to Supabase and `offline`, bounded by the control plane's own budget (5 s).
-    control_stop.send_replace(true);
+    // Bounded by the control plane's own budget (5 s); what it could not send stays owed.
     if let Some(t) = control_task {
         let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
     }
     Ok(())
-}
-
-/// Starts the capture on the WireGuard interface when inspection is on.
-fn start_inspection(
-    cfg: &Config,
-    metrics: &Arc<Metrics>,
-    commands: &Arc<crate::sys::runner::InFlight>,
-) -> Option<Arc<Inspection>> {
-    if !cfg.inspection.enabled {
-        return None;
-    }
-    let wgc = &cfg.wireguard;
-    let mut nets = vec![ipnet::IpNet::V4(wgc.subnet)];
-    nets.extend(wgc.subnet_v6.map(ipnet::IpNet::V6));
-    // Block and throttle need the flow table; a report-only policy writes nothing.
-    use crate::core::classify::{Action, Protocol};
-    let policy = &cfg.inspection.policy;
-    let enforcing = Protocol::ALL
-        .iter()
-        .any(|p| policy.get(*p) != Action::Report);
-    let enforcer = if enforcing {
-        let runner = Arc::new(runner(cfg, commands));
-        match crate::sys::flows::FlowEnforcer::start(runner) {
-            Ok(e) => Some(e),
-            Err(e) => {
-                log::error!("flow policy disabled: cannot start its thread: {e}");
-                None
-            }
-        }
-    } else {
-        None
-    };
-    let enforcer = std::sync::Mutex::new(enforcer);
-    let i = Arc::new(Inspection::new(
-        wgc.interface.as_str(),
-        nets,
-        policy.clone(),
-        cfg.inspection.log_hostnames,
-        move |d| {
-            crate::inspection::log_decision(d);
-            if let Some(e) = enforcer.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                e.submit(d);
-            }
-        },
-    ));
-    i.restart();
-    let m = i.clone();
-    metrics.add_source(move |out| m.render_metrics(out));
-    Some(i)
 }
 
 async fn shutdown_signal() {

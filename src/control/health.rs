@@ -36,6 +36,10 @@ pub struct ControlHealth {
     pub usage_failures_total: u64,
     /// Unix seconds of the last successful registration or heartbeat.
     pub last_heartbeat_ok_unix: Option<u64>,
+    /// An operator set the row's status to `draining`: the fleet sends no new sessions here.
+    pub operator_draining: bool,
+    /// Outbox rows Supabase refused for good (kept in the store, retried after a restart).
+    pub parked: u64,
 }
 
 impl ControlHealth {
@@ -48,6 +52,8 @@ impl ControlHealth {
             heartbeat_failures_total: 0,
             usage_failures_total: 0,
             last_heartbeat_ok_unix: None,
+            operator_draining: false,
+            parked: 0,
         }
     }
 
@@ -60,6 +66,7 @@ impl ControlHealth {
     pub fn summary(&self) -> String {
         match &self.heartbeat {
             LinkState::Starting => "starting".into(),
+            LinkState::Healthy if self.operator_draining => "healthy (drained by operator)".into(),
             LinkState::Healthy => "healthy".into(),
             LinkState::Failing { reason } => format!("failing: {reason}"),
         }
@@ -77,6 +84,23 @@ impl HealthHandle {
 
     pub fn get(&self) -> ControlHealth {
         self.lock().clone()
+    }
+
+    /// Logs a change of the operator's drain once.
+    pub(crate) fn set_operator_draining(&self, id: &str, draining: bool) {
+        let mut h = self.lock();
+        if h.operator_draining != draining {
+            if draining {
+                log::info!("supabase: {id} is drained by an operator; no new sessions come here");
+            } else {
+                log::info!("supabase: {id} is no longer drained");
+            }
+            h.operator_draining = draining;
+        }
+    }
+
+    pub(crate) fn add_parked(&self, n: u64) {
+        self.lock().parked += n;
     }
 
     fn lock(&self) -> MutexGuard<'_, ControlHealth> {

@@ -9,10 +9,10 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{Notify, oneshot, watch};
 
-use super::{Fault, Node, NodeError, NodeView, PeerStatus, Removal, RemovalHook};
+use super::{Fault, Node, NodeError, NodeView, OwingHook, PeerStatus, Removal, RemovalHook};
 use crate::core::clientconf::{self, ServerSide};
 use crate::core::peer::Peer;
-use crate::sys::policy::Policy;
+use crate::sys::policy::PeerEnforcer;
 
 /// Changes waiting for the node's thread before new ones are refused.
 pub const QUEUE: usize = 1024;
@@ -24,10 +24,10 @@ pub struct NodeHandle {
     jobs: SyncSender<Job>,
     view: watch::Receiver<Arc<NodeView>>,
     server: Arc<ServerSide>,
-    backend: &'static str,
-    policy: Arc<dyn Policy>,
+    policy: Arc<dyn PeerEnforcer>,
     trigger: Arc<Notify>,
     removal_hook: Arc<OnceLock<RemovalHook>>,
+    owing_hook: Arc<OnceLock<OwingHook>>,
 }
 
 impl Node {
@@ -38,10 +38,10 @@ impl Node {
             jobs,
             view: self.view.subscribe(),
             server: self.server.clone(),
-            backend: self.wg.backend_name(),
             policy: self.policy.clone(),
             trigger: self.trigger.clone(),
             removal_hook: self.removal_hook.clone(),
+            owing_hook: self.owing_hook.clone(),
         };
         std::thread::Builder::new()
             .name("waylume-node".into())
@@ -90,8 +90,9 @@ impl NodeHandle {
         &self.server
     }
 
+    /// `kernel` or `userspace`, as of the last change or pass.
     pub fn backend_name(&self) -> &'static str {
-        self.backend
+        self.view.borrow().backend
     }
 
     pub fn client_config(&self, peer: &Peer) -> String {
@@ -106,8 +107,20 @@ impl NodeHandle {
         }
     }
 
+    /// Makes every removal write `f`'s row into the store's outbox in the removal's own
+    /// transaction (only with a control plane: nothing else would ever drain it). Runs on the
+    /// node's thread: `f` must not wait.
+    pub fn owe_on_removal(
+        &self,
+        f: impl Fn(&PeerStatus, Removal) -> serde_json::Value + Send + Sync + 'static,
+    ) {
+        if self.owing_hook.set(Box::new(f)).is_err() {
+            log::warn!("an owing hook was already set");
+        }
+    }
+
     /// The data plane, for the reconcile's check made off the node's thread (reads only).
-    pub(super) fn policy(&self) -> Arc<dyn Policy> {
+    pub(super) fn policy(&self) -> Arc<dyn PeerEnforcer> {
         self.policy.clone()
     }
 }

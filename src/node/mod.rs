@@ -20,7 +20,7 @@ use crate::core::peer::{Peer, PeerId, SpeedLimit};
 use crate::core::plan::{self, PeerChange, PeerPolicy, PlanInput};
 use crate::core::registry::{Fresh, NewPeer, Prepared, Registry, Selector};
 use crate::store::{Store, StoreError, StoredPeer};
-use crate::sys::policy::Policy;
+use crate::sys::policy::PeerEnforcer;
 use crate::sys::wg::{PeerSpec, WireGuard};
 
 mod counters;
@@ -34,14 +34,16 @@ pub use counters::Counters;
 pub use error::{Fault, NodeError};
 pub use handle::NodeHandle;
 pub use reconcile::Repairs;
-pub use view::{Health, NodeView, PeerCounts, PeerStatus};
+pub use view::{Health, NodeView, PassCounts, PeerCounts, PeerStatus};
 
 type RemovalHook = Box<dyn Fn(&PeerStatus, Removal) + Send + Sync>;
+/// Builds what a removed peer still owes Supabase (its final usage row), stored with the removal.
+type OwingHook = Box<dyn Fn(&PeerStatus, Removal) -> serde_json::Value + Send + Sync>;
 
 /// What the node talks to: WireGuard and the data plane, real or in-memory.
 pub struct Seams {
     pub wg: Arc<dyn WireGuard>,
-    pub policy: Arc<dyn Policy>,
+    pub policy: Arc<dyn PeerEnforcer>,
     /// The data plane's settings (no peers): each peer's policy is checked against them before
     /// the kernel is touched.
     pub rules: PlanInput,
@@ -50,7 +52,7 @@ pub struct Seams {
 pub struct Node {
     server: Arc<ServerSide>,
     wg: Arc<dyn WireGuard>,
-    policy: Arc<dyn Policy>,
+    policy: Arc<dyn PeerEnforcer>,
     rules: PlanInput,
     lifetimes: PeerLifetimes,
     registry: Registry,
@@ -64,10 +66,12 @@ pub struct Node {
     /// Where each peer was last seen, to resume its session on a re-created interface.
     endpoints: HashMap<PeerId, SocketAddr>,
     health: Health,
+    passes: PassCounts,
     /// The peers as readers see them, kept in step entry by entry (see `view.rs`).
     view_peers: OrdMap<PeerId, PeerStatus>,
     view: watch::Sender<Arc<NodeView>>,
     removal_hook: Arc<OnceLock<RemovalHook>>,
+    owing_hook: Arc<OnceLock<OwingHook>>,
     /// Wakes the reconcile loop after each change, so a repair never waits a whole interval.
     trigger: Arc<Notify>,
 }
@@ -135,6 +139,8 @@ impl Node {
             peers: OrdMap::new(),
             free_addresses: registry.free_addresses(),
             health,
+            backend: seams.wg.backend_name(),
+            passes: PassCounts::default(),
             generation: 0,
         }));
         let mut node = Node {
@@ -150,9 +156,11 @@ impl Node {
             generation: 0,
             endpoints: HashMap::new(),
             health,
+            passes: PassCounts::default(),
             view_peers: OrdMap::new(),
             view,
             removal_hook: Arc::default(),
+            owing_hook: Arc::default(),
             trigger: Arc::new(Notify::new()),
         };
         let ids: Vec<PeerId> = node.registry.iter().map(|p| p.id.clone()).collect();
@@ -245,6 +253,9 @@ impl Node {
         let live = self.wg.device()?.peers;
         self.fold(&live);
         let used = self.counters.get(&peer.id).map_or(0, |c| c.cap_used);
+        // What the peer owes Supabase is stored in the same transaction that removes it.
+        let owed = self.owing_hook.get().map(|f| f(&self.status(&peer), why));
+        let now = crate::sys::clock::unix_now();
         self.generation += 1;
         self.trigger.notify_one();
         self.wg.remove_peer(&peer.public_key)?;
@@ -253,10 +264,12 @@ impl Node {
             .change(&PeerChange::Remove(policy_of(&peer, used)))
             .map_err(NodeError::from)
             .and_then(|()| {
-                self.store.delete_peer(&peer.id).map_err(|e| {
-                    self.undo_policy(&PeerChange::Add(policy_of(&peer, used)), &peer.id);
-                    NodeError::from(e)
-                })
+                self.store
+                    .delete_peer_owing(&peer.id, owed.as_ref(), now)
+                    .map_err(|e| {
+                        self.undo_policy(&PeerChange::Add(policy_of(&peer, used)), &peer.id);
+                        NodeError::from(e)
+                    })
             });
         if let Err(e) = removed {
             // Put it back in WireGuard so that nothing changed.
@@ -279,6 +292,20 @@ impl Node {
             f(&status, why);
         }
         Ok(status)
+    }
+
+    /// Outbox entries with an id above `after`, oldest first.
+    pub fn owed(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<crate::store::OutboxRow>, NodeError> {
+        Ok(self.store.owed(after, limit)?)
+    }
+
+    /// Deletes acknowledged outbox entries (id, revision).
+    pub fn ack_owed(&mut self, done: &[(i64, i64)]) -> Result<usize, NodeError> {
+        Ok(self.store.ack_owed(done)?)
     }
 
     pub fn set_limit(&mut self, id: &PeerId, limit: SpeedLimit) -> Result<PeerStatus, NodeError> {

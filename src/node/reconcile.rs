@@ -12,20 +12,18 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use wireguard_control::Key;
 
 use super::{Node, NodeError, NodeHandle, policy_of, spec};
 use crate::core::plan::PeerPolicy;
 use crate::core::registry::Selector;
-use crate::inspection::Inspection;
-use crate::metrics::Metrics;
 use crate::sys::clock::unix_now;
-use crate::sys::notify::{NotifyState, notify};
+use crate::sys::inspection::Inspection;
+use crate::sys::notify::{NotifyState, heartbeat};
 use crate::sys::policy::Repair;
 
 /// What one reconcile pass did.
@@ -146,17 +144,22 @@ impl Node {
 
     /// After a failed pass: `/health` reports the data plane down until a pass works.
     pub fn pass_failed(&mut self) {
+        self.passes.runs += 1;
+        self.passes.errors += 1;
         self.health.dataplane_ok = false;
         self.publish();
     }
 
-    /// Removes the peers due at `now`.
-    pub fn remove_due(&mut self, now: u64) {
+    /// After a pass that worked: counts it and removes the peers due at `now`.
+    pub fn pass_done(&mut self, repaired: bool, now: u64) {
+        self.passes.runs += 1;
+        self.passes.repairs += u64::from(repaired);
         for (id, why) in self.due_for_removal(now) {
             if let Err(e) = self.delete(&Selector::Id(id), why) {
                 log::warn!("removing an {why:?} peer failed: {e}");
             }
         }
+        self.publish();
     }
 }
 
@@ -193,12 +196,11 @@ async fn pass(node: &NodeHandle, persist: bool, whole: bool) -> Result<(Repairs,
 /// watchdog only after a pass that worked.
 pub async fn run(
     node: NodeHandle,
-    metrics: Arc<Metrics>,
     inspection: Option<Arc<Inspection>>,
     every: Duration,
-    trigger: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let trigger = node.trigger();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
@@ -216,9 +218,7 @@ pub async fn run(
         }
         pass_no += 1;
         let whole = last_current.elapsed() >= every * 2;
-        let result = pass(&node, pass_no.is_multiple_of(6), whole).await;
-        metrics.reconcile_runs.fetch_add(1, Ordering::Relaxed);
-        match result {
+        match pass(&node, pass_no.is_multiple_of(6), whole).await {
             Ok((repairs, stale)) => {
                 if !stale {
                     last_current = Instant::now();
@@ -232,19 +232,18 @@ pub async fn run(
                 {
                     i.restart();
                 }
-                if repairs.any() {
-                    metrics.reconcile_repairs.fetch_add(1, Ordering::Relaxed);
+                let repaired = repairs.any();
+                if repaired {
                     log::warn!("reconcile repaired the data plane: {repairs:?}");
                 }
-                let _ = node.call(|n| n.remove_due(unix_now())).await;
+                let _ = node.call(move |n| n.pass_done(repaired, unix_now())).await;
                 let peers = node.view().peers.len();
-                notify(&[
+                heartbeat(&[
                     NotifyState::Watchdog,
                     NotifyState::Status(&format!("{peers} peers")),
                 ]);
             }
             Err(e) => {
-                metrics.reconcile_errors.fetch_add(1, Ordering::Relaxed);
                 let _ = node.call(Node::pass_failed).await;
                 if !failing {
                     log::error!("reconcile failed: {e}");

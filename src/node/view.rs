@@ -37,6 +37,15 @@ pub struct Health {
     pub store_ok: bool,
 }
 
+/// Reconcile passes since start, for `/metrics`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PassCounts {
+    pub runs: u64,
+    /// Passes that had to repair something.
+    pub repairs: u64,
+    pub errors: u64,
+}
+
 /// Peers by state, for `/metrics`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PeerCounts {
@@ -51,6 +60,9 @@ pub struct NodeView {
     pub peers: OrdMap<PeerId, PeerStatus>,
     pub free_addresses: u64,
     pub health: Health,
+    /// `kernel` or `userspace`, as the interface runs now.
+    pub backend: &'static str,
+    pub passes: PassCounts,
     /// Counts the changes that touched the kernel; a data-plane check made against an older
     /// generation is not applied.
     pub generation: u64,
@@ -115,6 +127,8 @@ impl Node {
             peers: self.view_peers.clone(),
             free_addresses: self.registry.free_addresses(),
             health: self.health,
+            backend: self.wg.backend_name(),
+            passes: self.passes,
             generation: self.generation,
         };
         self.view.send_replace(std::sync::Arc::new(view));

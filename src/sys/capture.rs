@@ -4,6 +4,10 @@
 //! payload is kept once a packet has been classified. Per-peer counters live in a shared
 //! [`CaptureStats`] (kernel drop counts refreshed a few times a second); each newly classified
 //! flow is handed to a callback with the policy's decision, for the caller to enforce.
+//!
+//! A flow belongs to the peer that holds one of its addresses as the tunnel carried them (the
+//! outermost header, which WireGuard checked against the peer's allowed IPs): addresses inside
+//! an encapsulated packet are the sender's to choose and never name another peer.
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +22,7 @@ use crate::core::classify::{
     Action, Classifier, ClassifierConfig, Endpoint, FlowRecord, Policy, Protocol,
 };
 use crate::core::packet::{self, L4};
+use crate::core::peer::PeerId;
 
 /// Enough for every signature the classifier reads: IPv6 and TCP headers with options, and
 /// the first few hundred bytes of a hello or request.
@@ -51,7 +56,7 @@ pub enum CaptureError {
 pub struct CaptureConfig {
     pub interface: String,
     pub snaplen: i32,
-    /// The tunnel's address ranges: the endpoint inside them is the peer a flow belongs to.
+    /// The tunnel's address ranges: only addresses inside them are looked up as peers.
     pub tunnel_nets: Vec<IpNet>,
     pub classifier: ClassifierConfig,
     pub policy: Policy,
@@ -80,25 +85,40 @@ impl PeerTraffic {
     }
 }
 
-/// Counters the daemon reads.
+/// Counters the daemon reads, and the peers they belong to. Lives across capture restarts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CaptureStats {
-    /// By the peer's tunnel address.
-    pub peers: HashMap<IpAddr, PeerTraffic>,
+    /// By peer id: a removed peer's counters go with it, and a peer that gets its address
+    /// later starts from zero.
+    pub peers: HashMap<PeerId, PeerTraffic>,
     pub packets: u64,
     /// Packets the kernel dropped because the capture buffer was full.
     pub kernel_dropped: u64,
     /// Packets the interface or driver dropped.
     pub interface_dropped: u64,
-    /// Packets of new flows that found the flow table full.
-    pub untracked: u64,
+    /// Flows that made room for newer ones in a full table or a peer's full share of it.
+    pub evicted: u64,
+    /// Addresses of removed peers whose flows the capture thread has yet to forget.
+    released: Vec<PeerId>,
 }
+
+impl CaptureStats {
+    /// Forgets a removed peer: its counters now, its flows and address at the next packet.
+    pub fn remove_peer(&mut self, id: &PeerId) {
+        self.peers.remove(id);
+        self.released.push(id.clone());
+    }
+}
+
+/// Finds the peer that holds a tunnel address (asks the node).
+pub type Resolve = Arc<dyn Fn(IpAddr) -> Option<PeerId> + Send + Sync>;
 
 pub type SharedStats = Arc<Mutex<CaptureStats>>;
 
 /// A flow whose protocol just became known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowDecision {
+    /// The peer's tunnel address.
     pub peer: IpAddr,
     pub l4: L4,
     /// The flow's originator and its other end.
@@ -115,15 +135,10 @@ pub struct FlowDecision {
 pub struct CaptureHandle {
     stop: Arc<AtomicBool>,
     breaker: pcap::BreakLoop,
-    stats: SharedStats,
     thread: JoinHandle<Result<(), CaptureError>>,
 }
 
 impl CaptureHandle {
-    pub fn stats(&self) -> SharedStats {
-        Arc::clone(&self.stats)
-    }
-
     /// Wakes the thread out of its read, waits for it to finish.
     pub fn stop(self) -> Result<(), CaptureError> {
         self.stop.store(true, Ordering::Relaxed);
@@ -132,9 +147,12 @@ impl CaptureHandle {
     }
 }
 
-/// Opens the interface and starts the capture thread.
+/// Opens the interface and starts the capture thread, which counts into `stats` and asks
+/// `resolve` which peer holds an address.
 pub fn start(
     cfg: CaptureConfig,
+    stats: SharedStats,
+    resolve: Resolve,
     on_decision: impl FnMut(&FlowDecision) + Send + 'static,
 ) -> Result<CaptureHandle, CaptureError> {
     let open_err = |source| CaptureError::Open {
@@ -154,16 +172,16 @@ pub fn start(
     })?;
     let breaker = cap.breakloop_handle();
     let stop = Arc::new(AtomicBool::new(false));
-    let stats = SharedStats::default();
+    // A new capture starts with nothing to forget: its table and peers are empty.
+    lock(&stats).released.clear();
     let (stop2, stats2) = (Arc::clone(&stop), Arc::clone(&stats));
     let thread = std::thread::Builder::new()
         .name(format!("capture-{}", cfg.interface))
-        .spawn(move || run(cap, link, cfg, &stop2, &stats2, on_decision))
+        .spawn(move || run(cap, link, cfg, &stop2, &stats2, resolve, on_decision))
         .map_err(CaptureError::Spawn)?;
     Ok(CaptureHandle {
         stop,
         breaker,
-        stats,
         thread,
     })
 }
@@ -179,16 +197,23 @@ fn run(
     cfg: CaptureConfig,
     stop: &AtomicBool,
     shared: &Mutex<CaptureStats>,
+    resolve: Resolve,
     mut on_decision: impl FnMut(&FlowDecision),
 ) -> Result<(), CaptureError> {
-    let nets = Peers(cfg.tunnel_nets);
-    // Peers choose their own 5-tuples: a fresh hash seed per capture keeps them from
+    let mut peers = Peers {
+        nets: cfg.tunnel_nets,
+        known: HashMap::new(),
+        resolve,
+    };
+    // Peers choose their own 5-tuples: a fresh secret hash key per capture keeps them from
     // preparing keys that collide in the flow table.
     let mut classifier = Classifier::new(ClassifierConfig {
         hash_seed: rand::random(),
         ..cfg.classifier
     });
     let mut last_drops = Instant::now();
+    // This handle's drop counters so far: the shared ones add what each reading adds.
+    let (mut kernel_seen, mut iface_seen, mut evicted_seen) = (0u32, 0u32, 0u64);
     while !stop.load(Ordering::Relaxed) {
         match cap.next_packet() {
             Ok(frame) => {
@@ -200,28 +225,43 @@ fn run(
                 // nanoseconds) so readers never see stale figures when traffic pauses.
                 let mut g = lock(shared);
                 g.packets += 1;
+                if !g.released.is_empty() {
+                    forget(&mut g, &mut peers, &mut classifier);
+                }
                 let Some(p) =
                     link::ip_payload(link, frame.data).and_then(|ip| packet::parse_ip(ip).ok())
                 else {
                     continue;
                 };
-                let Some(step) =
-                    classifier.observe(now_us, &p, &mut |r| nets.flow_ended(&mut g, &r))
-                else {
-                    continue;
-                };
-                let Some(rec) = classifier.get(&step.key) else {
-                    continue;
-                };
-                if step.newly_classified {
-                    let decision = nets.classified(&mut g, &rec, p.ip_len as u64, &cfg.policy);
-                    drop(g);
-                    if let Some(mut d) = decision {
-                        d.hostname = classifier.hostname(&step.key).map(str::to_owned);
-                        on_decision(&d);
+                let p = p.as_tunnel_sees_it();
+                let mut unknown_ended = Vec::new();
+                let step = classifier.observe_owned(now_us, &p, || peers.owner(&p), &mut |r| {
+                    if r.protocol == Protocol::Unknown {
+                        unknown_ended.extend(r.owner);
                     }
+                });
+                // A flow that ends without a protocol is counted as an unknown flow.
+                for owner in unknown_ended {
+                    if let Some(id) = peers.known.get(&owner) {
+                        g.peers.entry(id.clone()).or_default().flows[Protocol::Unknown.index()] +=
+                            1;
+                    }
+                }
+                let Some(id) = step.owner.and_then(|o| peers.known.get(&o)) else {
+                    continue;
+                };
+                if step.newly_classified
+                    && let Some(rec) = classifier.get(&step.key)
+                {
+                    let mut d = classified(&mut g, id, &rec, p.ip_len as u64, &cfg.policy);
+                    drop(g);
+                    d.hostname = classifier.hostname(&step.key).map(str::to_owned);
+                    on_decision(&d);
+                } else if let Some(t) = g.peers.get_mut(id) {
+                    t.bytes[step.protocol.index()] += p.ip_len as u64;
                 } else {
-                    nets.add_bytes(&mut g, &rec, p.ip_len as u64);
+                    g.peers.entry(id.clone()).or_default().bytes[step.protocol.index()] +=
+                        p.ip_len as u64;
                 }
             }
             Err(pcap::Error::TimeoutExpired) => {}
@@ -238,65 +278,97 @@ fn run(
             last_drops = Instant::now();
             let kernel = cap.stats().ok();
             let mut g = lock(shared);
+            // Removals are also handled when no traffic comes, so the list stays short.
+            forget(&mut g, &mut peers, &mut classifier);
             if let Some(s) = kernel {
-                g.kernel_dropped = u64::from(s.dropped);
-                g.interface_dropped = u64::from(s.if_dropped);
+                g.kernel_dropped += u64::from(s.dropped.wrapping_sub(kernel_seen));
+                g.interface_dropped += u64::from(s.if_dropped.wrapping_sub(iface_seen));
+                (kernel_seen, iface_seen) = (s.dropped, s.if_dropped);
             }
-            g.untracked = classifier.untracked();
+            g.evicted += classifier.evicted() - evicted_seen;
+            evicted_seen = classifier.evicted();
         }
     }
     Ok(())
 }
 
-/// Attributes flows to peers by their tunnel address.
-struct Peers(Vec<IpNet>);
+/// Forgets the addresses and flows of peers removed since the last call.
+fn forget(g: &mut CaptureStats, peers: &mut Peers, classifier: &mut Classifier) {
+    for id in std::mem::take(&mut g.released) {
+        for addr in peers.forget(&id) {
+            classifier.forget_owner(addr);
+        }
+    }
+}
+
+/// Moves the bytes counted as unknown so far to the flow's protocol, counts the flow, and
+/// states the policy's decision.
+fn classified(
+    s: &mut CaptureStats,
+    id: &PeerId,
+    r: &FlowRecord,
+    bytes: u64,
+    policy: &Policy,
+) -> FlowDecision {
+    let t = s.peers.entry(id.clone()).or_default();
+    let earlier = r.bytes.saturating_sub(bytes);
+    let unknown = &mut t.bytes[Protocol::Unknown.index()];
+    *unknown = unknown.saturating_sub(earlier);
+    t.bytes[r.protocol.index()] += r.bytes;
+    t.flows[r.protocol.index()] += 1;
+    FlowDecision {
+        peer: r.owner.unwrap_or(r.a.ip),
+        l4: r.l4,
+        a: r.a,
+        b: r.b,
+        protocol: r.protocol,
+        tracker: r.tracker,
+        action: policy.decide(r.protocol, r.tracker),
+        hostname: None,
+    }
+}
+
+/// Which peer a flow belongs to: the one holding one of the addresses WireGuard verified.
+/// Only addresses that are a peer's are ever remembered, so nothing here grows with what peers
+/// send; a removed peer's addresses are forgotten with it.
+struct Peers {
+    nets: Vec<IpNet>,
+    known: HashMap<IpAddr, PeerId>,
+    resolve: Resolve,
+}
 
 impl Peers {
-    fn peer_of(&self, r: &FlowRecord) -> Option<IpAddr> {
-        [r.a.ip, r.b.ip]
+    /// The tunnel-side address of a new flow that belongs to a peer, asking the node about
+    /// addresses not seen before.
+    fn owner(&mut self, p: &packet::Packet<'_>) -> Option<IpAddr> {
+        if let Some(ip) = [p.src, p.dst]
             .into_iter()
-            .find(|ip| self.0.iter().any(|n| n.contains(ip)))
-    }
-
-    fn add_bytes(&self, s: &mut CaptureStats, r: &FlowRecord, bytes: u64) {
-        if let Some(peer) = self.peer_of(r) {
-            s.peers.entry(peer).or_default().bytes[r.protocol.index()] += bytes;
-        }
-    }
-
-    /// Moves the bytes counted as unknown so far to the flow's protocol and counts the flow.
-    fn classified(
-        &self,
-        s: &mut CaptureStats,
-        r: &FlowRecord,
-        bytes: u64,
-        policy: &Policy,
-    ) -> Option<FlowDecision> {
-        let peer = self.peer_of(r)?;
-        let t = s.peers.entry(peer).or_default();
-        let earlier = r.bytes.saturating_sub(bytes);
-        let unknown = &mut t.bytes[Protocol::Unknown.index()];
-        *unknown = unknown.saturating_sub(earlier);
-        t.bytes[r.protocol.index()] += r.bytes;
-        t.flows[r.protocol.index()] += 1;
-        Some(FlowDecision {
-            peer,
-            l4: r.l4,
-            a: r.a,
-            b: r.b,
-            protocol: r.protocol,
-            tracker: r.tracker,
-            action: policy.decide(r.protocol, r.tracker),
-            hostname: None,
-        })
-    }
-
-    /// A flow that ends without a protocol is counted as an unknown flow.
-    fn flow_ended(&self, s: &mut CaptureStats, r: &FlowRecord) {
-        if r.protocol == Protocol::Unknown
-            && let Some(peer) = self.peer_of(r)
+            .find(|ip| self.known.contains_key(ip))
         {
-            s.peers.entry(peer).or_default().flows[Protocol::Unknown.index()] += 1;
+            return Some(ip);
         }
+        for ip in [p.src, p.dst] {
+            if self.nets.iter().any(|n| n.contains(&ip))
+                && let Some(id) = (self.resolve)(ip)
+            {
+                self.known.insert(ip, id);
+                return Some(ip);
+            }
+        }
+        None
+    }
+
+    /// Forgets a removed peer's addresses and returns them.
+    fn forget(&mut self, id: &PeerId) -> Vec<IpAddr> {
+        let gone: Vec<IpAddr> = self
+            .known
+            .iter()
+            .filter(|(_, v)| *v == id)
+            .map(|(k, _)| *k)
+            .collect();
+        for ip in &gone {
+            self.known.remove(ip);
+        }
+        gone
     }
 }

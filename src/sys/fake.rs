@@ -110,13 +110,13 @@ impl WireGuard for FakeWireGuard {
 /// A policy that only records: the changes asked for, a usage map tests set, and an optional
 /// injected failure.
 #[derive(Default)]
-pub struct FakePolicy {
+pub struct FakeEnforcer {
     pub changes: Mutex<Vec<crate::core::plan::PeerChange>>,
     pub used: Mutex<std::collections::BTreeMap<std::net::Ipv4Addr, u64>>,
     pub fail_next: AtomicBool,
 }
 
-impl super::policy::Policy for FakePolicy {
+impl super::policy::PeerEnforcer for FakeEnforcer {
     fn change(
         &self,
         c: &crate::core::plan::PeerChange,

@@ -16,7 +16,9 @@ pub struct Repair {
     pub what: Vec<String>,
 }
 
-pub trait Policy: Send + Sync + 'static {
+/// Puts each peer's `PeerPolicy` into the kernel (as `FlowEnforcer` does a flow's decision).
+/// `Policy` alone names one thing in this code: inspection's per-protocol actions.
+pub trait PeerEnforcer: Send + Sync + 'static {
     /// One peer's change, in O(1) kernel work.
     fn change(&self, change: &PeerChange) -> Result<(), DataplaneError>;
     /// Compares the kernel with the plan for `peers`; writes nothing.
@@ -29,18 +31,18 @@ pub trait Policy: Send + Sync + 'static {
 }
 
 /// `nft` and `tc` through the data plane's renderer; `base` is the node's settings (no peers).
-pub struct KernelPolicy {
+pub struct KernelEnforcer {
     dp: Dataplane,
     base: PlanInput,
 }
 
-impl KernelPolicy {
-    pub fn new(dp: Dataplane, base: PlanInput) -> KernelPolicy {
-        KernelPolicy { dp, base }
+impl KernelEnforcer {
+    pub fn new(dp: Dataplane, base: PlanInput) -> KernelEnforcer {
+        KernelEnforcer { dp, base }
     }
 }
 
-impl Policy for KernelPolicy {
+impl PeerEnforcer for KernelEnforcer {
     fn change(&self, change: &PeerChange) -> Result<(), DataplaneError> {
         self.dp.apply_change(&self.base, change).map(|_| ())
     }

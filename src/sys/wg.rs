@@ -208,8 +208,9 @@ impl RealDevice {
 
     fn spawn_userspace(&self) -> Result<(), WgError> {
         let name = self.spec.name.as_str();
-        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(mut old) = child.take() {
+        // Taken out of the lock: nothing below (a process start, netlink, waiting) holds it.
+        let old = self.child.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut old) = old {
             // Reap the one that died (or stop a stuck one) before starting another.
             if !matches!(old.try_wait(), Ok(Some(_))) {
                 let _ = old.kill();
@@ -217,7 +218,7 @@ impl RealDevice {
             }
         }
         // Its own process group: a Ctrl-C in the operator's terminal is for the daemon only.
-        let spawned = Command::new("wireguard-go")
+        let mut child = Command::new("wireguard-go")
             .args(["-f", name])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -229,30 +230,32 @@ impl RealDevice {
                 iface: name.into(),
                 source,
             })?;
-        log::info!("{name}: started wireguard-go (pid {})", spawned.id());
-        *child = Some(spawned);
+        log::info!("{name}: started wireguard-go (pid {})", child.id());
         let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            let up = self.netlink(async |nl| nl.index(name).await)?.is_some()
-                && userspace_socket(name).exists();
-            if up {
-                return Ok(());
-            }
-            if let Some(c) = child.as_mut()
-                && let Ok(Some(status)) = c.try_wait()
+        let up = loop {
+            if self.netlink(async |nl| nl.index(name).await)?.is_some()
+                && userspace_socket(name).exists()
             {
+                break Ok(());
+            }
+            if let Ok(Some(status)) = child.try_wait() {
                 let source = std::io::Error::other(format!("exited with {status}"));
-                return Err(WgError::Spawn {
+                break Err(WgError::Spawn {
                     iface: name.into(),
                     source,
                 });
             }
+            if Instant::now() >= deadline {
+                break Err(WgError::SpawnTimeout {
+                    iface: name.into(),
+                    secs: 10,
+                });
+            }
             std::thread::sleep(Duration::from_millis(20));
-        }
-        Err(WgError::SpawnTimeout {
-            iface: name.into(),
-            secs: 10,
-        })
+        };
+        // Kept either way, so that the next attempt or teardown reaps it.
+        *self.child.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
+        up
     }
 }
 
@@ -347,7 +350,8 @@ impl WireGuard for RealDevice {
     fn teardown(&self) -> Result<(), WgError> {
         let name = self.spec.name.as_str();
         self.netlink(async |nl| nl.delete(name).await)?;
-        if let Some(mut c) = self.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        let child = self.child.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut c) = child {
             // Deleting the link makes wireguard-go exit; reap it, or stop it if it lingers.
             let deadline = Instant::now() + Duration::from_secs(3);
             while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {

@@ -9,9 +9,9 @@ use std::time::Duration;
 use common::node::{SECRET, SERVER_ID, TestNode};
 use serde_json::Value;
 use warp::http::StatusCode;
+use waylume::api::metrics::Metrics;
 use waylume::api::{self, Api};
 use waylume::core::{answer, auth};
-use waylume::metrics::Metrics;
 
 /// An Api over the test node's `Node`, as the daemon builds it.
 fn api_for(t: &TestNode) -> Api {

@@ -1,14 +1,16 @@
 //! Live capture on the loopback interface: flows to an address of a pretend tunnel range are
-//! classified, counted for that peer, and reported with the policy's action.
+//! classified, counted for the peer holding it, and reported with the policy's action; when the
+//! address passes to another peer, that peer starts clean.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use common::packets::bt_handshake;
 use waylume::core::classify::{Action, ClassifierConfig, Policy, Protocol};
-use waylume::sys::capture::{self, CaptureConfig, DEFAULT_SNAPLEN};
+use waylume::core::peer::PeerId;
+use waylume::sys::capture::{self, CaptureConfig, DEFAULT_SNAPLEN, SharedStats};
 
 /// Sends `payload` over a fresh TCP connection to `listener` and reads the echo of one byte.
 fn send_over_tcp(listener: &TcpListener, payload: &[u8]) {
@@ -39,8 +41,18 @@ fn loopback_flows_are_classified_per_peer() {
         },
         policy,
     };
+    // Which peer holds the address: the test hands it from one peer to the next.
+    let first = PeerId::from_random([1; 16]);
+    let holder = Arc::new(Mutex::new(first.clone()));
+    let resolve = {
+        let holder = holder.clone();
+        Arc::new(move |ip: IpAddr| {
+            (ip == IpAddr::V4(peer)).then(|| holder.lock().expect("holder").clone())
+        })
+    };
+    let stats = SharedStats::default();
     let (tx, rx) = mpsc::channel();
-    let handle = capture::start(cfg, move |d| {
+    let handle = capture::start(cfg, stats.clone(), resolve, move |d| {
         let _ = tx.send(d.clone());
     })
     .expect("capture starts");
@@ -50,15 +62,9 @@ fn loopback_flows_are_classified_per_peer() {
     send_over_tcp(&listener, b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n");
     send_over_tcp(&listener, b"SSH-2.0-test\r\n");
 
-    let stats = handle.stats();
     let deadline = Instant::now() + Duration::from_secs(10);
     let traffic = loop {
-        let t = stats
-            .lock()
-            .expect("stats")
-            .peers
-            .get(&IpAddr::V4(peer))
-            .copied();
+        let t = stats.lock().expect("stats").peers.get(&first).copied();
         if let Some(t) = t.filter(|t| {
             t.flows_of(Protocol::Ssh) >= 1
                 && t.flows_of(Protocol::Bittorrent) >= 1
@@ -90,5 +96,27 @@ fn loopback_flows_are_classified_per_peer() {
         .expect("an HTTP decision");
     assert_eq!(http.action, Action::Report);
     assert_eq!(http.hostname.as_deref(), Some("t"));
+
+    // The peer goes, another gets its address: it starts from zero, its flows are its own.
+    stats.lock().expect("stats").remove_peer(&first);
+    let second = PeerId::from_random([2; 16]);
+    *holder.lock().expect("holder") = second.clone();
+    assert!(!stats.lock().expect("stats").peers.contains_key(&first));
+    send_over_tcp(&listener, b"SSH-2.0-next\r\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let next = loop {
+        let t = stats.lock().expect("stats").peers.get(&second).copied();
+        if let Some(t) = t.filter(|t| t.flows_of(Protocol::Ssh) >= 1) {
+            break t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new peer's flow was never counted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(next.flows_of(Protocol::Bittorrent), 0);
+    assert_eq!(next.bytes_of(Protocol::Bittorrent), 0);
+    assert!(!stats.lock().expect("stats").peers.contains_key(&first));
     handle.stop().expect("capture stops cleanly");
 }

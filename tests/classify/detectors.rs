@@ -91,9 +91,9 @@ fn utp_state_that_does_not_acknowledge_the_syn_is_not_enough() {
 #[test]
 fn utp_one_way_needs_a_consistent_run() {
     let data = |ts, seq| udp(C, 50000, S, 6881, &utp(0, 7, ts, seq, 40, b"payload"));
-    assert_eq!(proto(&[data(10, 1), data(20, 2)]), Protocol::Unknown);
+    assert_eq!(proto(&[data(1000, 1), data(2000, 2)]), Protocol::Unknown);
     assert_eq!(
-        proto(&[data(10, 1), data(20, 2), data(30, 3)]),
+        proto(&[data(1000, 1), data(2000, 2), data(3000, 3)]),
         Protocol::Bittorrent
     );
     // Repeated identical packets (a constant header) are not a uTP connection.

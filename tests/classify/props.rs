@@ -87,23 +87,24 @@ proptest! {
     }
 
     #[test]
-    fn flow_table_never_exceeds_its_bound(pkts in prop::collection::vec(arb_packet(), 1..120), max in 1usize..16, step in 0u64..200_000_000) {
-        let cfg = ClassifierConfig { max_flows: max, budget: 4, tcp_idle_us: 100_000_000, udp_idle_us: 50_000_000, ..Default::default() };
+    fn flow_table_never_exceeds_its_bounds_and_tracks_every_new_flow(pkts in prop::collection::vec(arb_packet(), 1..120), max in 1usize..16, per_owner in 1usize..16, step in 0u64..200_000_000) {
+        let cfg = ClassifierConfig { max_flows: max, max_flows_per_owner: per_owner, budget: 4, tcp_idle_us: 100_000_000, udp_idle_us: 50_000_000, ..Default::default() };
         let mut c = Classifier::new(cfg);
         let mut ended = 0u64;
-        let mut tracked = 0u64;
         for (i, p) in pkts.iter().enumerate() {
             let pk = packet::parse_ip(p).expect("generated packets parse");
-            if c.observe(i as u64 * step, &pk, &mut |_| ended += 1).is_some() {
-                tracked += 1;
-            }
+            // Owners by the source's last byte: a few peers sharing the table.
+            let owner = Some(pk.src).filter(|ip| !ip.is_unspecified());
+            let step = c.observe_owned(i as u64 * step, &pk, || owner, &mut |_| ended += 1);
+            prop_assert!(c.get(&step.key).is_some(), "the packet's flow is tracked");
             prop_assert!(c.len() <= max);
+            prop_assert!(c.flows_of(step.owner) <= per_owner);
         }
-        prop_assert_eq!(tracked + c.untracked(), pkts.len() as u64);
         let open = c.len() as u64;
         let mut drained = 0u64;
         c.drain(&mut |r| drained += r.packets);
         prop_assert_eq!(drained > 0, open > 0);
+        prop_assert_eq!(c.flows_of(None), 0);
     }
 
     #[test]

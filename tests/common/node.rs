@@ -4,16 +4,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
 use warp::http::StatusCode;
+use waylume::api::metrics::Metrics;
 use waylume::api::{self, Api};
 use waylume::config::PeerLifetimes;
 use waylume::core::auth;
 use waylume::core::clientconf::ServerSide;
 use waylume::core::plan::PlanInput;
 use waylume::core::registry::Registry;
-use waylume::metrics::Metrics;
 use waylume::node::{Node, NodeHandle, PeerStatus, Removal, Repairs, Seams};
 use waylume::store::Store;
-use waylume::sys::fake::{FakePolicy, FakeWireGuard};
+use waylume::sys::fake::{FakeEnforcer, FakeWireGuard};
 use waylume::sys::wg::WireGuard;
 use wireguard_control::Key;
 
@@ -23,7 +23,7 @@ pub const SERVER_ID: &str = "test-node";
 pub struct TestNode {
     pub dir: tempfile::TempDir,
     pub wg: Arc<FakeWireGuard>,
-    pub policy: Arc<FakePolicy>,
+    pub policy: Arc<FakeEnforcer>,
     pub node: NodeHandle,
     pub api: Arc<Api>,
     pub clock: Arc<AtomicU64>,
@@ -63,8 +63,8 @@ impl TestNode {
             handshake_grace: std::time::Duration::from_secs(600),
         };
         let dyn_wg: Arc<dyn WireGuard> = wg.clone();
-        let policy = Arc::new(FakePolicy::default());
-        let dyn_policy: Arc<dyn waylume::sys::policy::Policy> = policy.clone();
+        let policy = Arc::new(FakeEnforcer::default());
+        let dyn_policy: Arc<dyn waylume::sys::policy::PeerEnforcer> = policy.clone();
         let seams = Seams {
             wg: dyn_wg,
             policy: dyn_policy,

@@ -1,7 +1,7 @@
-//! The reference Edge Function, run for real under Deno with supabase-js, against the
+//! The connection-request Edge Function, run for real under Deno with supabase-js, against the
 //! PostgREST-compatible server (fleet table and Auth) and stand-in node APIs that verify the
 //! request signatures. Needs the example's npm packages:
-//! `npm ci --prefix examples/edge-functions/connection-request`.
+//! `npm ci --prefix supabase/functions/connection-request`.
 // Helpers here are test code too: a failed setup step should panic with its error.
 #![allow(clippy::unwrap_used)]
 
@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 const API_SECRET: &str = "edge-function-test-secret";
 
-use common::control::edge::example_dir;
+use common::control::edge::function_dir;
 
 /// A node API that checks signatures for one server id, as the node does, and creates peers.
 struct NodeApi {
@@ -117,18 +117,22 @@ async fn node_api(server_id: &'static str) -> NodeApi {
     NodeApi { port, seen }
 }
 
-/// Inserts a server row; `age_secs` is how old its last heartbeat is.
+/// Inserts a server row as a node registers it; `age_secs` is how old its last heartbeat is
+/// (set with the database's triggers off: the guard would write now()).
 async fn server(
     db: &tokio_postgres::Client,
     id: &str,
     (status, country): (&str, &str),
-    (load, cap): (i32, i16),
+    (peers, cap): (i32, i16),
     age_secs: i32,
     api_port: u16,
 ) {
+    db.batch_execute("SET session_replication_role = replica")
+        .await
+        .unwrap();
     db.execute(
         "INSERT INTO waylume_servers (id, endpoint, public_ip, wg_port, api_port, wg_public_key,
-             country, city, max_capacity, current_load, status, version, last_heartbeat)
+             country, city, max_capacity, peer_count, status, version, last_heartbeat)
          VALUES ($1, '127.0.0.1:51820', '127.0.0.1', 51820, $2, $3, $4, 'Test', $5, $6, $7, '0.1.0',
                  now() - make_interval(secs => $8))",
         &[
@@ -137,13 +141,16 @@ async fn server(
             &key(200),
             &country,
             &cap,
-            &load,
+            &peers,
             &status,
             &f64::from(age_secs),
         ],
     )
     .await
     .unwrap();
+    db.batch_execute("SET session_replication_role = DEFAULT")
+        .await
+        .unwrap();
 }
 
 async fn call(port: u16, token: Option<&str>, body: Value) -> (u16, Value) {
@@ -159,7 +166,7 @@ async fn call(port: u16, token: Option<&str>, body: Value) -> (u16, Value) {
 }
 
 #[tokio::test]
-#[ignore = "needs Deno and supabase-js: npm ci --prefix examples/edge-functions/connection-request"]
+#[ignore = "needs Deno and supabase-js: npm ci --prefix supabase/functions/connection-request"]
 async fn connection_request_picks_a_server_and_returns_its_config() {
     let pg = PgCluster::start().await.unwrap();
     let rest = FakeRest::start(&pg).await.unwrap();
@@ -172,12 +179,24 @@ async fn connection_request_picks_a_server_and_returns_its_config() {
         .local_addr()
         .unwrap()
         .port();
+    // Not offered: silent for ten minutes, offline, full, drained by an operator.
     server(&db, "ef-stale", ("online", "DE"), (0, 100), 600, best.port).await;
     server(&db, "ef-offline", ("offline", "DE"), (0, 100), 5, best.port).await;
     server(&db, "ef-full", ("online", "DE"), (100, 100), 5, best.port).await;
-    // Least loaded, but its API does not answer: the function moves on to the next.
+    server(
+        &db,
+        "ef-drained",
+        ("draining", "DE"),
+        (0, 100),
+        5,
+        best.port,
+    )
+    .await;
+    // Offered, but its API does not answer: the function moves on to the next.
     server(&db, "ef-dead", ("online", "DE"), (0, 100), 5, dead).await;
     server(&db, "ef-best", ("online", "DE"), (10, 100), 5, best.port).await;
+    // Offered, but its API is ef-best's, which refuses a request signed for another node (as a
+    // node with the wrong secret does): 401, and the function moves on.
     server(&db, "ef-busy", ("online", "DE"), (90, 100), 5, best.port).await;
     server(&db, "ef-fr", ("online", "FR"), (50, 100), 5, fr.port).await;
 
@@ -185,18 +204,37 @@ async fn connection_request_picks_a_server_and_returns_its_config() {
         .await
         .unwrap();
     let port = function.port;
-    let (status, out) = call(port, Some(USER_TOKEN), json!({})).await;
-    assert_eq!(status, 200, "{out}");
-    assert_eq!(out["server_id"], "ef-best", "{out}");
-    assert!(
-        out["config"].as_str().unwrap().starts_with("[Interface]"),
-        "{out}"
-    );
-    let sent = best.seen.lock().unwrap().clone();
-    assert_eq!(sent.len(), 1, "{sent:?}");
-    assert_eq!(sent[0].0, 201, "the node accepted the signature");
-    assert_eq!(sent[0].1["user_id"], USER_ID);
-    assert_eq!(sent[0].1["session_id"], out["session_id"]);
+    // Whatever order the weighted draw picks, three attempts reach the one good node.
+    for round in 0..3 {
+        let (status, out) = call(port, Some(USER_TOKEN), json!({"country": "DE"})).await;
+        assert_eq!(status, 200, "{out}");
+        assert_eq!(out["server_id"], "ef-best", "{out}");
+        assert!(
+            out["config"].as_str().unwrap().starts_with("[Interface]"),
+            "{out}"
+        );
+        assert!(out.get("endpoint").is_none() && out["peer"].get("private_key").is_none());
+        let sent = best.seen.lock().unwrap().clone();
+        let created: Vec<_> = sent.iter().filter(|(s, _)| *s == 201).collect();
+        assert_eq!(created.len(), round + 1, "{sent:?}");
+        let last = created[round];
+        assert_eq!(last.1["user_id"], USER_ID);
+        assert_eq!(last.1["session_id"], out["session_id"]);
+        // A refused attempt of this round carried the same session id.
+        for (status, body) in &sent {
+            if *status == 401 && body["session_id"] == out["session_id"] {
+                assert_eq!(body["user_id"], USER_ID);
+            }
+        }
+    }
+    let tried_busy = best
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(s, _)| *s == 401)
+        .count();
+    let best_before = best.seen.lock().unwrap().len();
 
     let (status, out) = call(
         port,
@@ -225,15 +263,17 @@ async fn connection_request_picks_a_server_and_returns_its_config() {
     assert_eq!(status, 422, "{out}");
     assert_eq!(
         best.seen.lock().unwrap().len(),
-        1,
+        best_before,
         "refused requests reach no node"
     );
+    println!("ef-busy (401) was tried in {tried_busy} of 3 requests");
 
-    // The function read the fleet table through PostgREST with the service key, as supabase-js does.
+    // The function read the fleet view through PostgREST with the service key, as supabase-js
+    // does.
     let reads: Vec<_> = rest
         .seen()
         .into_iter()
-        .filter(|r| r.method == "GET" && r.path.ends_with("waylume_servers"))
+        .filter(|r| r.method == "GET" && r.path.ends_with("waylume_available_servers"))
         .collect();
     assert!(!reads.is_empty());
     assert!(reads.iter().all(|r| r.status == 200));
@@ -241,18 +281,24 @@ async fn connection_request_picks_a_server_and_returns_its_config() {
 }
 
 #[test]
-#[ignore = "needs Deno and supabase-js: npm ci --prefix examples/edge-functions/connection-request"]
+#[ignore = "needs Deno and supabase-js: npm ci --prefix supabase/functions/connection-request"]
 fn the_function_type_checks_and_its_unit_tests_pass() {
-    let deno = example_dir().join("node_modules/.bin/deno");
+    let deno = function_dir().join("node_modules/.bin/deno");
     let deno_dir = tempfile::tempdir().unwrap();
     for args in [
         vec!["check", "--node-modules-dir=manual", "index.ts"],
-        vec!["test", "--node-modules-dir=manual", "sign_test.ts"],
-        vec!["lint"],
+        vec![
+            "test",
+            "--node-modules-dir=manual",
+            "handler_test.ts",
+            "../_shared/waylume-api_test.ts",
+        ],
+        vec!["lint", ".", "../_shared"],
+        vec!["fmt", "--check", ".", "../_shared"],
     ] {
         let out = std::process::Command::new(&deno)
             .args(&args)
-            .current_dir(example_dir())
+            .current_dir(function_dir())
             .env("DENO_DIR", deno_dir.path())
             .env("DENO_NO_UPDATE_CHECK", "1")
             .env("NO_COLOR", "1")

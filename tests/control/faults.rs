@@ -199,3 +199,17 @@ async fn each_change_of_failure_is_logged_once() {
     assert_eq!(logcap::lines("f-change heartbeat recovered").len(), 1);
     cp.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_oversized_answer_is_refused_as_it_streams_in() {
+    cycle(
+        "f-huge",
+        Fault::HugeSuccess(4 << 20),
+        "unexpected answer",
+        2,
+        false,
+    )
+    .await;
+    let line = &logcap::lines("f-huge heartbeat failing")[0].1;
+    assert!(line.contains("larger than"), "{line}");
+}

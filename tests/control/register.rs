@@ -208,3 +208,99 @@ fn standalone_mode_builds_no_control_plane() {
         .unwrap();
     assert!(err.to_string().starts_with("supabase.url"), "{err}");
 }
+
+/// An operator drains the node by editing its row: heartbeats keep coming and keep the drain,
+/// the node reports it, and the operator can take it back. A node that is full says so in
+/// `accepting`, never in `status`.
+#[tokio::test]
+async fn an_operators_drain_survives_heartbeats_and_the_nodes_own_state_is_separate() {
+    let h = Harness::start("reg-drain").await.unwrap();
+    let cp = h.spawn().unwrap();
+    let first = h
+        .wait_row("registration", |r| r["status"] == "online")
+        .await
+        .unwrap();
+    assert_eq!(first["accepting"], true);
+    assert_eq!(first["heartbeat_interval_s"], 1);
+    h.db.execute(
+        "update waylume_servers set status = 'draining' where id = 'reg-drain'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let health = cp.health.clone();
+    common::control::wait_for(
+        "the node to see the drain",
+        common::control::harness::PATIENCE,
+        || {
+            let h = health.get();
+            async move { h.operator_draining }
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(cp.health.get().summary(), "healthy (drained by operator)");
+    let drained_at = h.server_row().await.unwrap().unwrap()["last_heartbeat"].clone();
+    let later = h
+        .wait_row("a heartbeat after the drain", |r| {
+            r["last_heartbeat"] != drained_at
+        })
+        .await
+        .unwrap();
+    assert_eq!(later["status"], "draining", "{later}");
+
+    // The node fills up: it says so in `accepting`; the operator's word stays.
+    h.node.snapshot.lock().unwrap().status = waylume::control::NodeStatus::Draining;
+    h.wait_row("not accepting", |r| r["accepting"] == false)
+        .await
+        .unwrap();
+    assert_eq!(h.server_row().await.unwrap().unwrap()["status"], "draining");
+    h.node.snapshot.lock().unwrap().status = waylume::control::NodeStatus::Online;
+    h.db.execute(
+        "update waylume_servers set status = 'online' where id = 'reg-drain'",
+        &[],
+    )
+    .await
+    .unwrap();
+    h.wait_row("undrained and accepting", |r| {
+        r["status"] == "online" && r["accepting"] == true
+    })
+    .await
+    .unwrap();
+    let health = cp.health.clone();
+    common::control::wait_for(
+        "the node to see the undrain",
+        common::control::harness::PATIENCE,
+        || {
+            let h = health.get();
+            async move { !h.operator_draining }
+        },
+    )
+    .await
+    .unwrap();
+    cp.stop().await.unwrap();
+}
+
+/// A new-format secret key goes in `apikey` only: the gateway refuses it as a Bearer token.
+#[tokio::test]
+async fn a_new_format_secret_key_is_never_sent_as_a_bearer_token() {
+    use common::control::rest::SB_SECRET_KEY;
+    let h = Harness::start("reg-sbkey").await.unwrap();
+    let mut sb = h.supabase();
+    sb.key = waylume::config::Secret::new(SB_SECRET_KEY);
+    let cp = ControlPlane::new(&sb, h.node_info().unwrap(), Harness::timing()).unwrap();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(cp.run(h.node.clone(), rx));
+    h.wait_row("registration", |r| r["status"] == "online")
+        .await
+        .unwrap();
+    let seen = h.rest.seen();
+    assert!(seen.iter().all(|r| r.status / 100 == 2), "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|r| !r.headers.contains_key("authorization"))
+    );
+    assert!(seen.iter().all(|r| r.headers["apikey"] == SB_SECRET_KEY));
+    stop.send_replace(true);
+    task.await.unwrap();
+}

@@ -196,3 +196,38 @@ async fn final_usage_is_flushed_on_shutdown() {
     assert_eq!(rows[0]["status"], "deleted");
     assert_eq!(h.server_row().await.unwrap().unwrap()["status"], "offline");
 }
+
+/// One owed row Supabase refuses for good (a CHECK violation) is parked; the rows around it are
+/// delivered and acknowledged, and the link stays healthy instead of retrying one batch forever.
+#[tokio::test]
+async fn a_refused_outbox_row_is_parked_and_holds_nothing_back() {
+    use waylume::control::{Owed, OwedKind, owed_session};
+    let h = Harness::start("use-park").await.unwrap();
+    let entry = |id: i64, n: u8, status: &str| {
+        let mut body = owed_session(&session(n, 100 * u64::from(n), 1));
+        body["status"] = status.into();
+        Owed {
+            id,
+            rev: 0,
+            kind: OwedKind::Session,
+            body,
+        }
+    };
+    *h.node.owed.lock().unwrap() = vec![
+        entry(1, 1, "deleted"),
+        entry(2, 2, "no-such-status"),
+        entry(3, 3, "expired"),
+    ];
+    let cp = h.spawn().unwrap();
+    wait_totals(&h, &[(1, 100, 1), (3, 300, 1)]).await;
+    let health = cp.health.clone();
+    wait_for("the bad row parked", PATIENCE, || {
+        let h = health.get();
+        async move { h.parked == 1 && h.usage == waylume::control::LinkState::Healthy }
+    })
+    .await
+    .unwrap();
+    let left: Vec<i64> = h.node.owed.lock().unwrap().iter().map(|o| o.id).collect();
+    assert_eq!(left, [2], "only the refused row stays owed");
+    cp.stop().await.unwrap();
+}

@@ -131,7 +131,7 @@ fn bulk(nl: &NodeLab, client: &str, ready: impl FnOnce(&str)) -> String {
 
 /// The test server behind the node, the daemon (with `config` as its TOML file when given), and
 /// one peer whose client is up and reaches the server.
-fn setup(
+pub(crate) fn setup(
     tag: &str,
     config: Option<&str>,
 ) -> (NodeLab, crate::harness::Daemon<'static>, serde_json::Value) {

@@ -7,4 +7,6 @@ mod fleet;
 mod harness;
 mod hostile;
 mod inspect;
+mod inspect_hostile;
 mod node_dataplane;
+mod reconcile;

@@ -6,6 +6,7 @@ mod bencode;
 mod bittorrent;
 mod dns;
 mod engine;
+mod evict;
 mod flow;
 pub mod link;
 mod policy;
@@ -13,6 +14,7 @@ mod quic;
 mod table;
 mod text;
 mod tls;
+mod utp;
 
 use serde::{Deserialize, Serialize};
 

@@ -1,23 +1,25 @@
-//! The reference Edge Function run under npm's Deno, as the tests use it.
+//! The connection-request Edge Function run under npm's Deno, as the tests use it.
 use std::path::PathBuf;
 
 use super::harness::PATIENCE;
 use super::rest::SERVICE_KEY;
 use super::wait_for;
 
-pub fn example_dir() -> PathBuf {
+pub fn function_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-        .join("examples/edge-functions/connection-request")
+        .join("supabase/functions/connection-request")
 }
 
 pub fn deno() -> PathBuf {
-    example_dir().join("node_modules/.bin/deno")
+    function_dir().join("node_modules/.bin/deno")
 }
 
 /// A running function: its port, the process, and Deno's cache directory.
 pub struct Function {
     pub port: u16,
     pub child: tokio::process::Child,
+    /// The function's own log (stderr): which nodes failed and why.
+    pub log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -27,13 +29,14 @@ pub async fn start(supabase_url: &str, api_secret: &str) -> anyhow::Result<Funct
     let deno = deno();
     anyhow::ensure!(
         deno.exists(),
-        "{} missing: run npm ci in the example",
+        "{} missing: run npm ci in supabase/functions/connection-request",
         deno.display()
     );
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
     let dir = tempfile::tempdir()?;
+    let log = dir.path().join("function.log");
     let child = tokio::process::Command::new(&deno)
         .args([
             "run",
@@ -43,7 +46,7 @@ pub async fn start(supabase_url: &str, api_secret: &str) -> anyhow::Result<Funct
             "--allow-read",
         ])
         .arg("index.ts")
-        .current_dir(example_dir())
+        .current_dir(function_dir())
         .env("SUPABASE_URL", supabase_url)
         .env("SUPABASE_SERVICE_ROLE_KEY", SERVICE_KEY)
         .env("WAYLUME_API_SECRET", api_secret)
@@ -51,6 +54,7 @@ pub async fn start(supabase_url: &str, api_secret: &str) -> anyhow::Result<Funct
         .env("DENO_DIR", dir.path())
         .env("DENO_NO_UPDATE_CHECK", "1")
         .env("NO_COLOR", "1")
+        .stderr(std::fs::File::create(&log)?)
         .kill_on_drop(true)
         .spawn()?;
     wait_for("the function to listen", PATIENCE, || async move {
@@ -62,6 +66,7 @@ pub async fn start(supabase_url: &str, api_secret: &str) -> anyhow::Result<Funct
     Ok(Function {
         port,
         child,
+        log,
         _dir: dir,
     })
 }

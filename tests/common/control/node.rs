@@ -1,14 +1,18 @@
 //! A stand-in for the daemon's side of the seam: what the control plane reads, settable by tests.
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
-use waylume::control::{NodeSnapshot, NodeSource, NodeStatus, SessionStatus, SessionUsage};
+use waylume::control::{NodeSnapshot, NodeSource, NodeStatus, Owed, SessionStatus, SessionUsage};
 
 pub struct FakeNode {
     pub snapshot: Mutex<NodeSnapshot>,
     pub sessions: Mutex<Vec<SessionUsage>>,
     /// Every batch passed to `usage_reported`.
     pub reported: Mutex<Vec<Vec<SessionUsage>>>,
+    /// The outbox: entries are removed when acknowledged.
+    pub owed: Mutex<Vec<Owed>>,
 }
 
 /// A valid base64 x25519 public key made from one byte.
@@ -30,6 +34,7 @@ impl FakeNode {
             }),
             sessions: Mutex::new(Vec::new()),
             reported: Mutex::new(Vec::new()),
+            owed: Mutex::new(Vec::new()),
         })
     }
 
@@ -80,5 +85,27 @@ impl NodeSource for FakeNode {
         if let Ok(mut r) = self.reported.lock() {
             r.push(rows.to_vec());
         }
+    }
+    fn owed(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Pin<Box<dyn Future<Output = Vec<Owed>> + Send + '_>> {
+        let owed = self.owed.lock().map(|o| o.clone()).unwrap_or_default();
+        let out = owed
+            .into_iter()
+            .filter(|o| o.id > after)
+            .take(limit)
+            .collect();
+        Box::pin(std::future::ready(out))
+    }
+    fn acknowledge<'a>(
+        &'a self,
+        done: &'a [Owed],
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        if let Ok(mut o) = self.owed.lock() {
+            o.retain(|x| !done.iter().any(|d| d.id == x.id && d.rev == x.rev));
+        }
+        Box::pin(std::future::ready(()))
     }
 }

@@ -31,6 +31,12 @@ pub struct PgCluster {
 impl PgCluster {
     /// Starts a cluster with the roles and every migration under `supabase/migrations` applied.
     pub async fn start() -> Result<PgCluster> {
+        PgCluster::start_after("").await
+    }
+
+    /// Starts a cluster with the roles, then `before` (e.g. tables an earlier server made), then
+    /// the migrations.
+    pub async fn start_after(before: &str) -> Result<PgCluster> {
         let bin = bin_dir()?;
         let as_postgres = std::fs::metadata("/proc/self")?.uid() == 0;
         let dir = tempfile::Builder::new().prefix("waylume-pg-").tempdir()?;
@@ -86,13 +92,24 @@ impl PgCluster {
         }
         let db = cluster.connect().await?;
         db.batch_execute(SUPABASE_ROLES).await?;
+        db.batch_execute(before)
+            .await
+            .context("applying the pre-existing schema")?;
+        cluster.migrate().await?;
+        Ok(cluster)
+    }
+
+    /// Applies every migration under `supabase/migrations` (again), each in its own session as
+    /// `supabase db push` does.
+    pub async fn migrate(&self) -> Result<()> {
         for sql in migrations()? {
             let text = std::fs::read_to_string(&sql)?;
+            let db = self.connect().await?;
             db.batch_execute(&text)
                 .await
                 .with_context(|| format!("applying {}", sql.display()))?;
         }
-        Ok(cluster)
+        Ok(())
     }
 
     fn data(&self) -> String {

@@ -12,6 +12,9 @@
 mod reply;
 mod sql;
 
+#[allow(unused_imports)]
+pub use reply::status_for;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -29,6 +32,8 @@ use super::pg::PgCluster;
 
 pub const SERVICE_KEY: &str = "test-service-role-key";
 pub const ANON_KEY: &str = "test-anon-key";
+/// A new-format secret key: not a JWT, so the gateway refuses it as a Bearer token.
+pub const SB_SECRET_KEY: &str = "sb_secret_test0123456789abcdef";
 /// The access token of the one signed-in user `/auth/v1/user` knows.
 pub const USER_TOKEN: &str = "test-user-access-token";
 pub const USER_ID: &str = "8d0f5a8e-7d0c-4a51-9a55-3b4c1a2f9e10";
@@ -48,6 +53,8 @@ pub enum Fault {
     TooManyUntil(std::time::Duration),
     /// 200 with a body that is not what PostgREST sends (an HTML page).
     OddSuccess,
+    /// 200 with a JSON body of this many bytes.
+    HugeSuccess(usize),
     /// Accept the request and never answer while the fault lasts.
     Stall,
     /// Nothing listens on the port.
@@ -197,7 +204,10 @@ async fn handle(
     };
     let fault = shared.fault.borrow().clone();
     let resp = match fault {
-        Fault::Stall | Fault::Refuse => {
+        // Never answered: the client's own timeout ends it, even after the fault is lifted
+        // (an answer arriving then would be a different failure than the one under test).
+        Fault::Stall => std::future::pending().await,
+        Fault::Refuse => {
             let mut faults = shared.fault.subscribe();
             let _ = faults.wait_for(|f| *f != fault).await;
             // The client has long given up; this answer goes nowhere.
@@ -221,6 +231,10 @@ async fn handle(
             too_many(&at)
         }
         Fault::TooMany(after) => too_many(&after),
+        Fault::HugeSuccess(n) => json(
+            StatusCode::OK,
+            &format!("[{{\"id\":\"{}\"}}]", "x".repeat(n)),
+        ),
         Fault::OddSuccess => plain(
             StatusCode::OK,
             "text/html",
@@ -250,6 +264,15 @@ fn auth(headers: &hyper::HeaderMap) -> Result<&'static str, Response<Full<Bytes>
             ));
         }
         Some(SERVICE_KEY) => "service_role",
+        Some(SB_SECRET_KEY) => {
+            if headers.contains_key("authorization") {
+                return Err(json(
+                    StatusCode::UNAUTHORIZED,
+                    r#"{"message":"Invalid authorization header: secret keys are not JWTs; send them in apikey only"}"#,
+                ));
+            }
+            "service_role"
+        }
         Some(ANON_KEY) => "anon",
         Some(_) => {
             return Err(json(
@@ -258,6 +281,10 @@ fn auth(headers: &hyper::HeaderMap) -> Result<&'static str, Response<Full<Bytes>
             ));
         }
     };
+    // A signed-in user: the anon key with the user's access token.
+    if role == "anon" && get("authorization") == Some(&format!("Bearer {USER_TOKEN}")) {
+        return Ok("authenticated");
+    }
     if let Some(bearer) = get("authorization")
         && Some(bearer.trim_start_matches("Bearer ")) != get("apikey")
     {

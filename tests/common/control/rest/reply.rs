@@ -59,20 +59,34 @@ pub(super) fn prefer(parts: &Parts) -> Result<Prefer, Resp> {
     Ok(p)
 }
 
-/// PostgREST's SQLSTATE → HTTP table.
-pub(super) fn status_for(code: &str, role: &str) -> u16 {
+/// PostgREST's SQLSTATE → HTTP table (`mapSQLtoHTTP` in PostgREST's `src/PostgREST/Error.hs`).
+/// `authed`: the request carried a user's JWT rather than the anon key.
+pub fn status_for(code: &str, message: &str, authed: bool) -> u16 {
     let class = code.get(..2).unwrap_or("");
     match code {
         "23503" | "23505" => 409,
         "25006" => 405,
-        "42883" | "42P01" => 404,
-        "42501" if role == "anon" => 401,
-        "42501" => 403,
+        // pg-safeupdate's refusal is the client's fault; any other cardinality error is not.
+        "21000" if message.ends_with("requires a WHERE clause") => 400,
+        "21000" => 500,
+        "22023" if message.starts_with("role") && message.ends_with("does not exist") => 401,
         "53400" => 500,
+        "57P01" => 503,
+        "P0001" => 400,
+        "42883" if message.starts_with("function xmlagg(") => 406,
+        "42883" | "42P01" => 404,
+        "42P17" => 500,
+        "42501" if authed => 403,
+        "42501" => 401,
         _ if class == "PT" => code[2..].parse().unwrap_or(500),
-        _ if class == "08" || class == "53" => 503,
-        _ if matches!(class, "40" | "54" | "55" | "56" | "57" | "58" | "XX") => 500,
-        _ => 400,
+        _ => match class {
+            "08" => 503,
+            "0L" | "0P" | "28" => 403,
+            "09" | "25" | "2D" | "38" | "39" | "3B" | "40" | "54" | "55" | "57" | "58" | "F0"
+            | "HV" | "P0" | "XX" => 500,
+            "53" => 503,
+            _ => 400,
+        },
     }
 }
 
@@ -81,7 +95,7 @@ pub(super) fn db_error(e: &tokio_postgres::Error, role: &str) -> Resp {
         Some(db) => {
             let code = db.code().code();
             error(
-                status_for(code, role),
+                status_for(code, db.message(), role == "authenticated"),
                 code,
                 db.message(),
                 Some((db.detail(), db.hint())),

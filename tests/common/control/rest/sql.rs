@@ -38,6 +38,24 @@ pub(super) async fn dispatch(
         Ok(p) => p,
         Err(r) => return r,
     };
+    if let Some(function) = table.strip_prefix("rpc/") {
+        return rpc(db, role, function, body).await;
+    }
+    // An empty array is a valid bulk body: nothing to write.
+    if parts.method == Method::POST
+        && matches!(serde_json::from_slice(body), Ok(Value::Array(a)) if a.is_empty())
+    {
+        let status = if prefer.resolution.is_some() {
+            200
+        } else {
+            201
+        };
+        return if prefer.representation {
+            json(code(status), "[]")
+        } else {
+            super::plain(code(status), "text/plain", "")
+        };
+    }
     let mut client = db.lock().await;
     let tx = match client.transaction().await {
         Ok(tx) => tx,
@@ -341,4 +359,74 @@ async fn columns(
 
 fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `POST /rpc/<function>` with named arguments, each cast to its declared parameter type.
+async fn rpc(
+    db: &tokio::sync::Mutex<tokio_postgres::Client>,
+    role: &str,
+    function: &str,
+    body: &[u8],
+) -> Resp {
+    let args = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(o)) => o,
+        _ => return error(400, "PGRST102", "Empty or invalid json", None),
+    };
+    let mut client = db.lock().await;
+    let tx = match client.transaction().await {
+        Ok(tx) => tx,
+        Err(e) => return db_error(&e, role),
+    };
+    let found = tx
+        .query_opt(
+            "SELECT coalesce(p.proargnames, '{}')::text[],
+                    array(SELECT format_type(t, NULL) FROM unnest(p.proargtypes) t)
+               FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+              WHERE n.nspname = 'public' AND p.proname = $1",
+            &[&function],
+        )
+        .await;
+    let (names, types): (Vec<String>, Vec<String>) = match found {
+        Ok(Some(r)) => (r.get(0), r.get(1)),
+        Ok(None) => {
+            let msg = format!("Could not find the function public.{function} in the schema cache");
+            return error(404, "PGRST202", &msg, None);
+        }
+        Err(e) => return db_error(&e, role),
+    };
+    if args.keys().any(|k| !names.contains(k)) {
+        let msg = format!("Could not find the function public.{function} in the schema cache");
+        return error(404, "PGRST202", &msg, None);
+    }
+    let mut params = Vec::new();
+    let mut list = Vec::new();
+    for (name, ty) in names.iter().zip(&types) {
+        if let Some(v) = args.get(name) {
+            params.push(match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            });
+            list.push(format!("{} => ${}::text::{ty}", ident(name), params.len()));
+        }
+    }
+    if let Err(e) = tx.batch_execute(&format!("SET LOCAL ROLE {role}")).await {
+        return db_error(&e, role);
+    }
+    let sql = format!(
+        "SELECT to_jsonb(\"public\".{}({}))::text",
+        ident(function),
+        list.join(", ")
+    );
+    let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+    let row = match tx.query_one(&sql, &refs).await {
+        Ok(r) => r,
+        Err(e) => return db_error(&e, role),
+    };
+    if let Err(e) = tx.commit().await {
+        return db_error(&e, role);
+    }
+    match row.get::<_, Option<String>>(0) {
+        Some(v) => json(code(200), &v),
+        None => super::plain(code(204), "text/plain", ""),
+    }
 }

@@ -1,11 +1,10 @@
-//! Counters for `/metrics` and the node's health for `/health`. Subsystems add their own lines
-//! through `add_source`, so this file does not need to know them.
+//! `/metrics`: the API's request counters, the node's peer and reconcile counts from its view,
+//! and lines subsystems add through `add_source`, so this file does not need to know them.
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::node::PeerCounts;
+use crate::node::{PassCounts, PeerCounts};
 
 type Source = Box<dyn Fn(&mut String) + Send + Sync>;
 /// (route, status) → (count, seconds spent).
@@ -14,9 +13,6 @@ type RequestTable = BTreeMap<(&'static str, u16), (u64, f64)>;
 #[derive(Default)]
 pub struct Metrics {
     requests: Mutex<RequestTable>,
-    pub reconcile_runs: AtomicU64,
-    pub reconcile_repairs: AtomicU64,
-    pub reconcile_errors: AtomicU64,
     sources: Mutex<Vec<Source>>,
 }
 
@@ -36,7 +32,7 @@ impl Metrics {
         lock(&self.sources).push(Box::new(f));
     }
 
-    pub fn render(&self, peers: PeerCounts) -> String {
+    pub fn render(&self, peers: PeerCounts, passes: PassCounts) -> String {
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -86,24 +82,20 @@ impl Metrics {
             (
                 "waylume_reconcile_runs_total",
                 "Reconcile passes.",
-                &self.reconcile_runs,
+                passes.runs,
             ),
             (
                 "waylume_reconcile_repairs_total",
                 "Reconcile passes that had to repair something.",
-                &self.reconcile_repairs,
+                passes.repairs,
             ),
             (
                 "waylume_reconcile_errors_total",
                 "Reconcile passes that failed.",
-                &self.reconcile_errors,
+                passes.errors,
             ),
         ] {
-            let _ = writeln!(
-                s,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Ordering::Relaxed)
-            );
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         }
         for f in lock(&self.sources).iter() {
             f(&mut s);
@@ -122,13 +114,18 @@ mod tests {
         m.observe_request("create_peer", 201, 0.5);
         m.observe_request("create_peer", 201, 0.25);
         m.observe_request("create_peer", 422, 0.1);
-        m.reconcile_runs.fetch_add(3, Ordering::Relaxed);
         m.add_source(|s| s.push_str("extra_metric 7\n"));
-        let text = m.render(PeerCounts {
+        let passes = PassCounts {
+            runs: 3,
+            repairs: 1,
+            errors: 0,
+        };
+        let peers = PeerCounts {
             total: 4,
             active: 2,
             capped: 1,
-        });
+        };
+        let text = m.render(peers, passes);
         assert!(text.contains("waylume_peers{state=\"total\"} 4\n"));
         assert!(
             text.contains("waylume_api_requests_total{route=\"create_peer\",status=\"201\"} 2\n")

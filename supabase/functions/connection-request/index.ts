@@ -1,8 +1,11 @@
 // Supabase Edge Function entry point: `supabase functions deploy connection-request`.
 // Secrets: `supabase secrets set WAYLUME_API_SECRET=...` (and WAYLUME_API_SCHEME=https when the
 // node APIs are behind TLS). SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY are provided by Supabase.
+// verify_jwt is off (supabase/config.toml): every request's user token is checked here with
+// auth.getUser, which works with both legacy and new JWT signing keys.
+/// <reference types="@supabase/functions-js/src/edge-runtime.d.ts" />
 import { createClient } from "@supabase/supabase-js";
-import { makeHandler } from "./handler.ts";
+import { fleetFrom, makeHandler } from "./handler.ts";
 
 function required(name: string): string {
   const v = Deno.env.get(name);
@@ -17,7 +20,7 @@ const supabase = createClient(
 );
 
 const handler = makeHandler({
-  supabase,
+  fleet: fleetFrom(supabase),
   apiSecret: required("WAYLUME_API_SECRET"),
   apiScheme: Deno.env.get("WAYLUME_API_SCHEME") ?? "http",
   userId: async (jwt) => {

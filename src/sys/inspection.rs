@@ -1,28 +1,24 @@
 //! Live traffic inspection for the daemon: a capture on the WireGuard interface that is
-//! restarted when the interface is re-created, with per-peer counters that survive the restart.
-use std::collections::HashMap;
+//! restarted when the interface is re-created, with per-peer counters that survive the restart
+//! and go when the peer goes.
 use std::fmt::Write;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use crate::core::classify::{Action, ClassifierConfig};
-use crate::sys::capture::{self, CaptureConfig, CaptureHandle, FlowDecision, PeerTraffic};
+use crate::core::peer::PeerId;
+use crate::sys::capture::{
+    self, CaptureConfig, CaptureHandle, FlowDecision, PeerTraffic, Resolve, SharedStats,
+};
 
 type OnDecision = Arc<dyn Fn(&FlowDecision) + Send + Sync>;
 
-#[derive(Default)]
-struct Totals {
-    /// Counters of captures that have ended, added to the running one's.
-    peers: HashMap<IpAddr, PeerTraffic>,
-    kernel_dropped: u64,
-    interface_dropped: u64,
-}
-
 pub struct Inspection {
     cfg: CaptureConfig,
+    resolve: Resolve,
     on_decision: OnDecision,
     running: Mutex<Option<CaptureHandle>>,
-    ended: Mutex<Totals>,
+    stats: SharedStats,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -37,11 +33,13 @@ fn add(into: &mut PeerTraffic, t: &PeerTraffic) {
 }
 
 impl Inspection {
+    /// `resolve` names the peer that holds a tunnel address now.
     pub fn new(
         interface: &str,
         tunnel_nets: Vec<ipnet::IpNet>,
         policy: crate::core::classify::Policy,
         keep_hostnames: bool,
+        resolve: impl Fn(IpAddr) -> Option<PeerId> + Send + Sync + 'static,
         on_decision: impl Fn(&FlowDecision) + Send + Sync + 'static,
     ) -> Inspection {
         Inspection {
@@ -55,9 +53,10 @@ impl Inspection {
                 },
                 policy,
             },
+            resolve: Arc::new(resolve),
             on_decision: Arc::new(on_decision),
             running: Mutex::new(None),
-            ended: Mutex::new(Totals::default()),
+            stats: SharedStats::default(),
         }
     }
 
@@ -66,18 +65,16 @@ impl Inspection {
     pub fn restart(&self) {
         let mut running = lock(&self.running);
         if let Some(old) = running.take() {
-            let stats = lock(&old.stats()).clone();
-            let mut ended = lock(&self.ended);
-            for (ip, t) in &stats.peers {
-                add(ended.peers.entry(*ip).or_default(), t);
-            }
-            ended.kernel_dropped += stats.kernel_dropped;
-            ended.interface_dropped += stats.interface_dropped;
             // The interface it read from is usually gone already; its error says nothing new.
             let _ = old.stop();
         }
         let f = self.on_decision.clone();
-        match capture::start(self.cfg.clone(), move |d| f(d)) {
+        match capture::start(
+            self.cfg.clone(),
+            self.stats.clone(),
+            self.resolve.clone(),
+            move |d| f(d),
+        ) {
             Ok(h) => {
                 log::info!("inspection: capturing on {}", self.cfg.interface);
                 *running = Some(h);
@@ -95,41 +92,27 @@ impl Inspection {
     }
 
     /// A peer's bytes and flows per protocol, across capture restarts.
-    pub fn traffic(&self, peer: IpAddr) -> PeerTraffic {
-        let mut t = lock(&self.ended)
+    pub fn traffic(&self, peer: &PeerId) -> PeerTraffic {
+        lock(&self.stats)
             .peers
-            .get(&peer)
+            .get(peer)
             .copied()
-            .unwrap_or_default();
-        if let Some(h) = lock(&self.running).as_ref()
-            && let Some(now) = lock(&h.stats()).peers.get(&peer)
-        {
-            add(&mut t, now);
-        }
-        t
+            .unwrap_or_default()
+    }
+
+    /// Forgets a removed peer: its counters, and its flows in the capture's table, so that a
+    /// peer given the same address later starts clean.
+    pub fn peer_removed(&self, peer: &PeerId) {
+        lock(&self.stats).remove_peer(peer);
     }
 
     /// Lines for `/metrics`.
     pub fn render_metrics(&self, out: &mut String) {
-        let ended = lock(&self.ended);
-        let mut flows = ended
-            .peers
-            .values()
-            .fold(PeerTraffic::default(), |mut a, t| {
-                add(&mut a, t);
-                a
-            });
-        let (mut kernel, mut iface, mut untracked) =
-            (ended.kernel_dropped, ended.interface_dropped, 0);
-        if let Some(h) = lock(&self.running).as_ref() {
-            let s = lock(&h.stats()).clone();
-            for t in s.peers.values() {
-                add(&mut flows, t);
-            }
-            kernel += s.kernel_dropped;
-            iface += s.interface_dropped;
-            untracked = s.untracked;
-        }
+        let s = lock(&self.stats).clone();
+        let flows = s.peers.values().fold(PeerTraffic::default(), |mut a, t| {
+            add(&mut a, t);
+            a
+        });
         let _ = writeln!(
             out,
             "# HELP waylume_inspected_flows_total Classified peer flows by protocol."
@@ -145,14 +128,20 @@ impl Inspection {
         let _ = writeln!(out, "# TYPE waylume_capture_dropped_packets_total counter");
         let _ = writeln!(
             out,
-            "waylume_capture_dropped_packets_total{{where=\"kernel\"}} {kernel}"
+            "waylume_capture_dropped_packets_total{{where=\"kernel\"}} {}",
+            s.kernel_dropped
         );
         let _ = writeln!(
             out,
-            "waylume_capture_dropped_packets_total{{where=\"interface\"}} {iface}"
+            "waylume_capture_dropped_packets_total{{where=\"interface\"}} {}",
+            s.interface_dropped
         );
-        let _ = writeln!(out, "# TYPE waylume_capture_untracked_packets gauge");
-        let _ = writeln!(out, "waylume_capture_untracked_packets {untracked}");
+        let _ = writeln!(
+            out,
+            "# HELP waylume_capture_evicted_flows_total Flows that made room for newer ones."
+        );
+        let _ = writeln!(out, "# TYPE waylume_capture_evicted_flows_total counter");
+        let _ = writeln!(out, "waylume_capture_evicted_flows_total {}", s.evicted);
     }
 }
 
