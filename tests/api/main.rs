@@ -1,7 +1,6 @@
 //! The daemon through its front doors without privileges: the API's real routes in-process
 //! with the in-memory WireGuard, and the binary's own entry points.
 mod cli;
-mod edge_answer;
 mod hostile;
 mod peers;
 mod reconcile;
