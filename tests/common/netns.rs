@@ -153,7 +153,8 @@ fn kill_pid(pid: &str) {
 }
 
 /// Removes what an earlier, interrupted run with this tag left behind: namespaces named
-/// `<tag><digits>-…` only, so a tag never sweeps another tag's lab that shares its first letters.
+/// `<tag><digits>-…` only, so a tag never sweeps another tag's lab that shares its first letters,
+/// and only when no process with that pid runs any more, so a concurrent run keeps its lab.
 fn sweep(tag: &str) {
     let list = run(&["ip", "netns", "list"]);
     for line in String::from_utf8_lossy(&list.stdout).lines() {
@@ -161,7 +162,11 @@ fn sweep(tag: &str) {
         let ours = ns
             .strip_prefix(tag)
             .and_then(|rest| rest.split_once('-'))
-            .is_some_and(|(pid, _)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+            .is_some_and(|(pid, _)| {
+                !pid.is_empty()
+                    && pid.bytes().all(|b| b.is_ascii_digit())
+                    && !std::path::Path::new("/proc").join(pid).exists()
+            });
         if ours {
             remove_ns(ns);
         }
