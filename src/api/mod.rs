@@ -97,7 +97,7 @@ impl Api {
     pub fn with_replay_floor(
         mut self,
         floor: replay::ReplayFloor,
-        previous: Option<u64>,
+        previous: Option<auth::Floor>,
         started: u64,
     ) -> Api {
         self.verifier = self.verifier.map(|v| {
@@ -259,7 +259,7 @@ impl Api {
             Err(e) => return ("unknown", Err(e)),
         };
         let name = route.name();
-        if let Err(e) = self.record_floor().await {
+        if let Err(e) = self.record_floor(headers).await {
             return (name, Err(e));
         }
         if route.has_body() {
@@ -291,14 +291,21 @@ impl Api {
         (name, self.dispatch(route, body, nonce).await)
     }
 
-    /// Persists the newest accepted timestamp before the request runs.
-    async fn record_floor(&self) -> Result<(), ApiError> {
-        let (Some(floor), Some(v)) = (&self.floor, &self.verifier) else {
+    /// Persists the accepted request's timestamp and nonce before the request runs.
+    async fn record_floor(&self, h: &HeaderMap) -> Result<(), ApiError> {
+        let (Some(floor), Some(_)) = (&self.floor, &self.verifier) else {
             return Ok(());
         };
-        let ts = v.lock().unwrap_or_else(|e| e.into_inner()).last_accepted();
+        // Both headers were checked by the verifier already.
+        let get = |name| h.get(name).and_then(|v| v.to_str().ok());
+        let (Some(ts), Some(nonce)) = (
+            get(auth::HEADER_TIMESTAMP).and_then(|t| t.parse::<u64>().ok()),
+            get(auth::HEADER_NONCE).map(str::to_string),
+        ) else {
+            return Ok(());
+        };
         let floor = floor.clone();
-        match tokio::task::spawn_blocking(move || floor.record(ts)).await {
+        match tokio::task::spawn_blocking(move || floor.record(ts, &nonce)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
                 log::error!("cannot record the replay floor: {e}");

@@ -80,6 +80,8 @@ pub struct RawSupabase {
     pub key: Option<String>,
     pub heartbeat_interval_secs: Option<i64>,
     pub usage_interval_secs: Option<i64>,
+    /// Plain http to a non-loopback address: only for a lab on a private link.
+    pub insecure_http: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -163,6 +165,11 @@ pub const ENV: &[(&str, &str, EnvSetter)] = &[
     env!("SUPABASE_URL", supabase.url, text),
     env!("SUPABASE_KEY", supabase.key, text),
     env!("SUPABASE_KEY_FILE", supabase.key_file, text),
+    env!(
+        "WAYLUME_SUPABASE_INSECURE_HTTP",
+        supabase.insecure_http,
+        boolean
+    ),
     env!("WAYLUME_REQUIRE_SERVER_ID", require_server_id, boolean),
     env!("WAYLUME_STATE_DIR", state_dir, text),
     env!("WAYLUME_TEARDOWN_ON_STOP", teardown_on_stop, boolean),

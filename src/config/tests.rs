@@ -181,6 +181,15 @@ fn supabase_over_plain_http_only_on_loopback() {
         assert_eq!(e.key, "supabase.url", "{bad}: {e}");
         assert!(e.reason.contains("https"), "{e}");
     }
+    let lab = load(
+        None,
+        &[
+            ("SUPABASE_URL", "http://10.0.0.5:54321"),
+            ("SUPABASE_KEY", "k"),
+            ("WAYLUME_SUPABASE_INSECURE_HTTP", "true"),
+        ],
+    );
+    assert!(lab.is_ok(), "an explicit opt-in allows a lab's plain http");
     for good in [
         "https://project.supabase.co",
         "http://127.0.0.1:54321",

@@ -202,7 +202,10 @@ pub fn validate(raw: RawConfig, src: &Sources) -> Result<Config, ConfigError> {
                 ));
             }
             // The service key travels in every request: plain HTTP only to this host.
-            if parsed.scheme() == "http" && !is_loopback(&parsed) {
+            if parsed.scheme() == "http"
+                && !is_loopback(&parsed)
+                && !sb.insecure_http.unwrap_or(false)
+            {
                 return Err(bad(
                     "supabase.url",
                     format!("{url:?} must use https (plain http only to a loopback address)"),

@@ -4,7 +4,7 @@
 //! String to sign (lines joined by `\n`, no trailing newline):
 //! `waylume-v1`, SERVER_ID, METHOD, path (with `?query` when present), timestamp (unix seconds),
 //! nonce, lowercase hex SHA-256 of the body.
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -92,6 +92,22 @@ pub fn valid_nonce(nonce: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// What the previous process accepted last: the newest timestamp and the nonces it accepted with
+/// that timestamp (`all`: too many to list, so every request with it is refused).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Floor {
+    pub ts: u64,
+    pub nonces: BTreeSet<String>,
+    pub all: bool,
+}
+
+impl Floor {
+    /// Whether a request with `ts` and `nonce` may have been accepted before the restart.
+    fn covers(&self, ts: u64, nonce: &str) -> bool {
+        ts < self.ts || (ts == self.ts && (self.all || self.nonces.contains(nonce)))
+    }
+}
+
 /// The three signature headers as received.
 pub struct Headers<'a> {
     pub timestamp: Option<&'a str>,
@@ -107,10 +123,9 @@ pub struct Verifier {
     order: VecDeque<(u64, String)>,
     /// Requests at or before this timestamp were possibly accepted by an earlier process, whose
     /// nonces this one never saw: refused.
-    floor: Option<u64>,
+    floor: Option<Floor>,
     /// Requests older than this cannot be told apart from ones an earlier process accepted.
     oldest: u64,
-    last_accepted: u64,
 }
 
 impl Verifier {
@@ -122,23 +137,15 @@ impl Verifier {
             order: VecDeque::new(),
             floor: None,
             oldest: 0,
-            last_accepted: 0,
         }
     }
 
-    /// Carries replay protection across restarts: `floor` is the last request timestamp the
-    /// previous process accepted (persisted; `None` when there was none), `started` this
-    /// process's start time.
-    pub fn after_restart(mut self, floor: Option<u64>, started: u64) -> Verifier {
+    /// Carries replay protection across restarts: `floor` is what the previous process accepted
+    /// last (persisted; `None` when there was nothing), `started` this process's start time.
+    pub fn after_restart(mut self, floor: Option<Floor>, started: u64) -> Verifier {
         self.floor = floor;
         self.oldest = started.saturating_sub(WINDOW_SECS);
-        self.last_accepted = floor.unwrap_or(0);
         self
-    }
-
-    /// The newest timestamp accepted so far (or the floor): what to persist for the next process.
-    pub fn last_accepted(&self) -> u64 {
-        self.last_accepted
     }
 
     pub fn verify(&mut self, h: &Headers, req: &Request, now: u64) -> Result<(), AuthError> {
@@ -169,14 +176,13 @@ impl Verifier {
         if ts < self.oldest {
             return Err(AuthError::Stale);
         }
-        if self.floor.is_some_and(|f| ts <= f) {
+        if self.floor.as_ref().is_some_and(|f| f.covers(ts, nonce)) {
             return Err(AuthError::BeforeRestart);
         }
         self.forget_before(now.saturating_sub(WINDOW_SECS));
         if self.seen.contains_key(nonce) {
             return Err(AuthError::Replay);
         }
-        self.last_accepted = self.last_accepted.max(ts);
         // Remembered until its timestamp leaves the window; then the window check rejects it.
         let until = ts + WINDOW_SECS;
         self.seen.insert(nonce.to_string(), until);
@@ -322,34 +328,53 @@ mod tests {
     #[test]
     fn a_request_accepted_before_a_restart_is_refused_after_it() {
         let t = 1_000_000;
-        let sig = sign(b"k", "a", &req(b""), t, NONCE);
-        let ts = t.to_string();
+        let signed = |ts: u64, nonce: &str| (ts.to_string(), sign(b"k", "a", &req(b""), ts, nonce));
+        let (ts, sig) = signed(t, NONCE);
         let h = headers(&ts, NONCE, &sig);
-        let mut first = Verifier::new(b"k", "a");
-        assert_eq!(first.verify(&h, &req(b""), t), Ok(()));
-        assert_eq!(first.last_accepted(), t);
-        // The next process starts 5 s later with the floor the first one persisted.
-        let mut next = Verifier::new(b"k", "a").after_restart(Some(first.last_accepted()), t + 5);
+        // The previous process accepted NONCE at t (and persisted it), then restarted.
+        let floor = Floor {
+            ts: t,
+            nonces: [NONCE.to_string()].into(),
+            all: false,
+        };
+        let mut next = Verifier::new(b"k", "a").after_restart(Some(floor.clone()), t + 1);
         assert_eq!(
-            next.verify(&h, &req(b""), t + 5),
+            next.verify(&h, &req(b""), t + 1),
             Err(AuthError::BeforeRestart)
         );
-        // A fresh request after the floor passes and moves it.
-        let later = t + 6;
-        let n2 = "fedcba9876543210";
-        let sig2 = sign(b"k", "a", &req(b""), later, n2);
-        let ts2 = later.to_string();
+        // Older than the floor: refused whatever the nonce.
+        let (ts0, sig0) = signed(t - 1, "fresh-nonce-00001");
+        let h0 = headers(&ts0, "fresh-nonce-00001", &sig0);
         assert_eq!(
-            next.verify(&headers(&ts2, n2, &sig2), &req(b""), later),
-            Ok(())
+            next.verify(&h0, &req(b""), t + 1),
+            Err(AuthError::BeforeRestart)
         );
-        assert_eq!(next.last_accepted(), later);
+        // A fresh request in the same second passes; so does a later one.
+        let (ts1, sig1) = signed(t, "fresh-nonce-00002");
+        let h1 = headers(&ts1, "fresh-nonce-00002", &sig1);
+        assert_eq!(next.verify(&h1, &req(b""), t + 1), Ok(()));
+        let (ts2, sig2) = signed(t + 1, "fresh-nonce-00003");
+        let h2 = headers(&ts2, "fresh-nonce-00003", &sig2);
+        assert_eq!(next.verify(&h2, &req(b""), t + 1), Ok(()));
+        // Too many to list in that second: all of it is refused.
+        let all = Floor { all: true, ..floor };
+        let mut strict = Verifier::new(b"k", "a").after_restart(Some(all), t + 1);
+        assert_eq!(
+            strict.verify(&h1, &req(b""), t + 1),
+            Err(AuthError::BeforeRestart)
+        );
         // Without a persisted floor (lost state), anything from before start minus the window is
         // refused even if the clock is far behind.
         let mut lost = Verifier::new(b"k", "a").after_restart(None, t + WINDOW_SECS + 1);
         assert_eq!(lost.verify(&h, &req(b""), t), Err(AuthError::Stale));
         // A bad signature is reported as such, whatever the floor.
-        let mut v = Verifier::new(b"k", "a").after_restart(Some(t), t);
+        let mut v = Verifier::new(b"k", "a").after_restart(
+            Some(Floor {
+                ts: t,
+                ..Floor::default()
+            }),
+            t,
+        );
         let forged = headers(
             &ts,
             NONCE,
