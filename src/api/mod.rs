@@ -11,6 +11,7 @@
 mod answer;
 mod dto;
 mod error;
+mod guard;
 pub mod listen;
 pub mod metrics;
 pub mod replay;
@@ -30,6 +31,7 @@ use warp::reply::Response;
 
 pub use dto::{MAX_CAP_BYTES, PeerView};
 pub use error::ApiError;
+pub use guard::STUCK_AFTER;
 pub use route::Route;
 
 use crate::control::HealthHandle;
@@ -41,10 +43,6 @@ use metrics::Metrics;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
-
-/// A data-plane command running longer than this holds up policy changes: they get 503 until it
-/// finishes or is killed at its deadline.
-pub const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
 
 pub struct Api {
     pub node: NodeHandle,
@@ -82,41 +80,6 @@ impl Api {
             control,
             inspection: None,
         }
-    }
-
-    /// Create answers carry their secrets in clear (a loopback-only API, or `api.seal = false`).
-    pub fn without_sealing(mut self) -> Api {
-        if let Some(s) = &mut self.signer {
-            s.seal = false;
-        }
-        self
-    }
-
-    /// Refuses requests the previous process may have accepted (see `replay`), and records each
-    /// newer accepted timestamp in `floor` before the request runs.
-    pub fn with_replay_floor(
-        mut self,
-        floor: replay::ReplayFloor,
-        previous: Option<auth::Floor>,
-        started: u64,
-    ) -> Api {
-        self.verifier = self.verifier.map(|v| {
-            let v = v.into_inner().unwrap_or_else(|e| e.into_inner());
-            Mutex::new(v.after_restart(previous, started))
-        });
-        self.floor = Some(Arc::new(floor));
-        self
-    }
-
-    /// Policy changes answer 503 while one of these commands has run longer than `stuck_after`
-    /// ([`STUCK_AFTER`] in the daemon).
-    pub fn with_commands(
-        mut self,
-        commands: Arc<crate::sys::runner::InFlight>,
-        stuck_after: std::time::Duration,
-    ) -> Api {
-        self.commands = Some((commands, stuck_after));
-        self
     }
 
     /// Adds each peer's per-protocol breakdown to the peers the API shows.
@@ -276,47 +239,11 @@ impl Api {
             }
         }
         if route.has_body()
-            && let Some(cmd) = self
-                .commands
-                .as_ref()
-                .and_then(|(c, after)| c.stuck(*after))
+            && let Err(e) = self.not_stuck()
         {
-            return (
-                name,
-                Err(ApiError::Unavailable(format!(
-                    "the data plane is busy (`{cmd}` has not finished); try again shortly"
-                ))),
-            );
+            return (name, Err(e));
         }
         (name, self.dispatch(route, body, nonce).await)
-    }
-
-    /// Persists the accepted request's timestamp and nonce before the request runs.
-    async fn record_floor(&self, h: &HeaderMap) -> Result<(), ApiError> {
-        let (Some(floor), Some(_)) = (&self.floor, &self.verifier) else {
-            return Ok(());
-        };
-        // Both headers were checked by the verifier already.
-        let get = |name| h.get(name).and_then(|v| v.to_str().ok());
-        let (Some(ts), Some(nonce)) = (
-            get(auth::HEADER_TIMESTAMP).and_then(|t| t.parse::<u64>().ok()),
-            get(auth::HEADER_NONCE).map(str::to_string),
-        ) else {
-            return Ok(());
-        };
-        let floor = floor.clone();
-        match tokio::task::spawn_blocking(move || floor.record(ts, &nonce)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => {
-                log::error!("cannot record the replay floor: {e}");
-                Err(ApiError::Unavailable(
-                    "cannot record the request; try again".into(),
-                ))
-            }
-            Err(_) => Err(ApiError::Unavailable(
-                "cannot record the request; try again".into(),
-            )),
-        }
     }
 
     fn authenticate(
