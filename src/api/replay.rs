@@ -4,7 +4,10 @@
 //! fresh requests stamped in that same second.
 //!
 //! Format: the timestamp on the first line, then one nonce per line, or `*` for "more than
-//! [`MAX_NONCES`]: refuse the whole second".
+//! [`MAX_NONCES`]: refuse the whole second". A new second replaces the file (durably); another
+//! nonce in the same second is appended and synced, one fsync per request. A last line cut short
+//! by a crash was never synced, so its request never ran: it is ignored.
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -31,7 +34,13 @@ pub enum FloorError {
 
 pub struct ReplayFloor {
     path: PathBuf,
-    current: Mutex<Floor>,
+    current: Mutex<Current>,
+}
+
+struct Current {
+    floor: Floor,
+    /// The file opened for appends to the current second.
+    file: Option<std::fs::File>,
 }
 
 fn parse(text: &str) -> Option<Floor> {
@@ -41,12 +50,14 @@ fn parse(text: &str) -> Option<Floor> {
         ts,
         ..Floor::default()
     };
-    for l in lines.map(str::trim).filter(|l| !l.is_empty()) {
-        if l == "*" {
+    let rest: Vec<&str> = lines.collect();
+    for (i, l) in rest.iter().enumerate() {
+        let torn_tail = i + 1 == rest.len() && !text.ends_with('\n');
+        if *l == "*" {
             floor.all = true;
-        } else if crate::core::auth::valid_nonce(l) {
+        } else if crate::core::auth::valid_nonce(l) && !torn_tail {
             floor.nonces.insert(l.to_string());
-        } else {
+        } else if !torn_tail {
             return None;
         }
     }
@@ -80,24 +91,45 @@ impl ReplayFloor {
         };
         let floor = ReplayFloor {
             path,
-            current: Mutex::new(prev.clone().unwrap_or_default()),
+            current: Mutex::new(Current {
+                floor: prev.clone().unwrap_or_default(),
+                file: None,
+            }),
         };
         Ok((floor, prev))
     }
 
-    /// Records an accepted request. Blocking (fsync): call it off the async threads. Writes
-    /// only when the request is in the newest second seen.
+    /// Records an accepted request. Blocking (fsync): call it off the async threads.
     pub fn record(&self, ts: u64, nonce: &str) -> Result<(), FloorError> {
         // Held across the write so that an older state never lands after a newer one.
         let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let next = if ts > cur.ts {
+        let f = &cur.floor;
+        if ts < f.ts || (ts == f.ts && (f.all || f.nonces.contains(nonce))) {
+            return Ok(());
+        }
+        if ts == f.ts && f.nonces.len() < MAX_NONCES && cur.file.is_some() {
+            let line = format!("{nonce}\n");
+            let appended = cur.file.as_mut().map(|file| {
+                file.write_all(line.as_bytes())
+                    .and_then(|()| file.sync_data())
+            });
+            match appended {
+                Some(Ok(())) => {
+                    cur.floor.nonces.insert(nonce.to_string());
+                    return Ok(());
+                }
+                // Start the file afresh below.
+                _ => cur.file = None,
+            }
+        }
+        let next = if ts > cur.floor.ts {
             Floor {
                 ts,
                 nonces: [nonce.to_string()].into(),
                 all: false,
             }
-        } else if ts == cur.ts && !cur.all && !cur.nonces.contains(nonce) {
-            let mut f = cur.clone();
+        } else {
+            let mut f = cur.floor.clone();
             if f.nonces.len() >= MAX_NONCES {
                 f.nonces.clear();
                 f.all = true;
@@ -105,11 +137,17 @@ impl ReplayFloor {
                 f.nonces.insert(nonce.to_string());
             }
             f
-        } else {
-            return Ok(());
         };
         durable::replace(&self.path, render(&next).as_bytes(), 0o600)?;
-        *cur = next;
+        cur.file = if next.all {
+            None
+        } else {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&self.path)
+                .ok()
+        };
+        cur.floor = next;
         Ok(())
     }
 }
@@ -151,9 +189,21 @@ mod tests {
     }
 
     #[test]
+    fn a_line_cut_short_by_a_crash_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE), format!("100\n{A}\nnonce-bb")).unwrap();
+        let (_, prev) = ReplayFloor::open(dir.path()).unwrap();
+        assert_eq!(prev.unwrap().nonces, [A.to_string()].into());
+    }
+
+    #[test]
     fn a_corrupt_floor_is_an_error_not_a_zero() {
         let dir = tempfile::tempdir().unwrap();
-        for junk in ["yesterday", "100\nnot a nonce!\n"] {
+        for junk in [
+            "yesterday",
+            "100\nnot a nonce!\n",
+            "100\nbad line\nnonce-aaaaaaaaaaaa\n",
+        ] {
             std::fs::write(dir.path().join(FILE), junk).unwrap();
             let e = ReplayFloor::open(dir.path()).err().unwrap();
             assert!(e.to_string().contains("not a replay floor"), "{e}");
