@@ -24,6 +24,8 @@ pub struct ApiConfig {
     pub seal: bool,
     pub limits: ConnLimits,
     pub tls: Option<TlsFiles>,
+    /// One `/metrics` series per peer (peer ids are unbounded labels, so off by default).
+    pub metrics_per_peer: bool,
 }
 
 /// How the listener treats connections; see `api::listen`.
@@ -180,6 +182,7 @@ pub fn validate(raw: RawApi, src: &Sources) -> Result<ApiConfig, ConfigError> {
         seal: raw.seal.unwrap_or(true),
         tls: tls(&raw, src)?,
         limits,
+        metrics_per_peer: raw.metrics_per_peer.unwrap_or(false),
     })
 }
 

@@ -7,3 +7,4 @@ mod flood;
 mod inspect;
 mod negative;
 mod props;
+mod utp;

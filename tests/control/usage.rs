@@ -227,6 +227,7 @@ async fn a_refused_outbox_row_is_parked_and_holds_nothing_back() {
     })
     .await
     .unwrap();
+    assert_eq!(cp.health.get().summary(), "healthy (1 outbox rows refused)");
     let left: Vec<i64> = h.node.owed.lock().unwrap().iter().map(|o| o.id).collect();
     assert_eq!(left, [2], "only the refused row stays owed");
     cp.stop().await.unwrap();

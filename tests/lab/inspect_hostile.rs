@@ -1,7 +1,7 @@
 //! Inspection against a hostile peer, through the daemon and the real capture: a second peer
 //! (the attacker, in a namespace of its own) forges the victim's address inside IP-in-IP, and
 //! floods the node with 100,000 new flows while the victim opens a BitTorrent connection under
-//! a block policy. Needs root: `cargo test -- --ignored`.
+//! a block policy; RakNet pings are not BitTorrent. Needs root: `cargo test -- --ignored`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -10,8 +10,9 @@ use crate::harness::{INTERNET, NodeLab, client_up};
 use crate::inspect::setup;
 use common::netns::wait_for;
 
-/// `python3 attack.py VICTIM ipip|sit|flood DEST [N]`: raw IP-in-IP (4in4, 6in4) to DEST
-/// carrying a BitTorrent handshake "from" the victim, or N one-datagram UDP flows to DEST.
+/// `python3 attack.py VICTIM ipip|sit|raknet|flood DEST [N]`: raw IP-in-IP (4in4, 6in4) to DEST
+/// carrying a BitTorrent handshake "from" the victim, three RakNet pings, or N one-datagram UDP
+/// flows to DEST.
 const ATTACK: &str = r#"
 import socket, struct, sys
 victim, what, dest = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -33,6 +34,12 @@ elif what == "sit":
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 41)
     for _ in range(3):
         s.sendto(inner, (dest, 0))
+elif what == "raknet":
+    # Minecraft Bedrock's server list: three unconnected pings (id, time, magic, client GUID).
+    magic = bytes.fromhex("00ffff00fefefefefdfdfdfd12345678")
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for t in (1000, 2000, 3000):
+        s.sendto(b"\x01" + struct.pack("!Q", t) + magic + struct.pack("!Q", 0x1122334455667788), (dest, 19132))
 elif what == "flood":
     n = int(sys.argv[4])
     socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n // 60000 + 1)]
@@ -72,7 +79,7 @@ fn bare(address: &serde_json::Value) -> String {
 
 #[test]
 #[ignore = "needs root"]
-fn forged_inner_addresses_never_flag_another_peer() {
+fn forged_inner_addresses_and_raknet_pings_never_flag_a_peer() {
     let config = "[inspection]\npolicy = { bittorrent = \"block\" }\n";
     let (mut nl, d, victim) = setup("f", Some(config));
     let (att, attacker) = attacker(&mut nl, &d);
@@ -104,6 +111,30 @@ fn forged_inner_addresses_never_flag_another_peer() {
     );
     let v = protocols(&d, &victim);
     assert!(v.get("bittorrent").is_none(), "victim flagged: {v}");
+
+    // The victim's own RakNet pings are no BitTorrent either; an HTTP request sent after them
+    // shows when the capture has read them.
+    let out = nl
+        .lab
+        .exec(&nl.cli, &["python3", &script, "-", "raknet", INTERNET]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let client = dir.join("client.py").display().to_string();
+    let out = nl
+        .lab
+        .exec(&nl.cli, &["python3", &client, INTERNET, "http"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+    wait_for("the victim's HTTP flow", Duration::from_secs(10), || {
+        protocols(&d, &victim)["http"]["flows"].as_u64() >= Some(1)
+    });
+    let v = protocols(&d, &victim);
+    assert!(
+        v.get("bittorrent").is_none(),
+        "RakNet named BitTorrent: {v}"
+    );
     // The victim's own connections are not in the block set.
     let set = nl.lab.exec(
         &nl.srv,

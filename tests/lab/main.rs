@@ -9,4 +9,5 @@ mod hostile;
 mod inspect;
 mod inspect_hostile;
 mod node_dataplane;
+mod prometheus;
 mod reconcile;

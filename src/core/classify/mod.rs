@@ -11,6 +11,7 @@ mod flow;
 pub mod link;
 mod policy;
 mod quic;
+mod record;
 mod table;
 mod text;
 mod tls;
@@ -20,7 +21,8 @@ use serde::{Deserialize, Serialize};
 
 pub use flow::{Endpoint, FlowKey};
 pub use policy::{Action, Policy};
-pub use table::{Classifier, ClassifierConfig, FlowRecord, Step};
+pub use record::{ClassifierConfig, FlowRecord, Step};
+pub use table::Classifier;
 
 /// A protocol the classifier can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -14,76 +14,9 @@ use std::net::IpAddr;
 use super::Protocol;
 use super::engine::{DetectState, Found};
 use super::evict::{Evictable, Owners};
-use super::flow::{Endpoint, FlowKey, KeyedHash};
+use super::flow::{FlowKey, KeyedHash};
+use super::record::{ClassifierConfig, FlowRecord, Step};
 use crate::core::packet::{L4, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClassifierConfig {
-    /// Hard bound on tracked flows; a new flow beyond it evicts one of the fullest owner's.
-    pub max_flows: usize,
-    /// Bound on one owner's flows; a new flow beyond it evicts one of the owner's own.
-    pub max_flows_per_owner: usize,
-    /// Payload packets inspected per direction before a flow is left `unknown`.
-    pub budget: u8,
-    pub tcp_idle_us: u64,
-    pub udp_idle_us: u64,
-    /// Idle timeout of a TCP flow that saw a FIN or RST.
-    pub closed_idle_us: u64,
-    /// Secret key of the table's hash, so colliding keys cannot be prepared in advance; the live
-    /// capture draws a random one.
-    pub hash_seed: u64,
-    /// Keep the TLS server name or HTTP host of each flow (off: privacy by default).
-    pub keep_hostnames: bool,
-}
-
-impl Default for ClassifierConfig {
-    fn default() -> Self {
-        ClassifierConfig {
-            max_flows: 65_536,
-            max_flows_per_owner: 4_096,
-            budget: 8,
-            tcp_idle_us: 300_000_000,
-            udp_idle_us: 120_000_000,
-            closed_idle_us: 10_000_000,
-            hash_seed: 0x9e37_79b9_7f4a_7c15,
-            keep_hostnames: false,
-        }
-    }
-}
-
-/// A finished (or still open, when drained) flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FlowRecord {
-    /// Order of first appearance.
-    pub id: u64,
-    /// The peer the flow belongs to, as the caller named it when the flow began.
-    pub owner: Option<IpAddr>,
-    pub l4: L4,
-    /// The endpoint that sent the flow's first packet.
-    pub a: Endpoint,
-    pub b: Endpoint,
-    pub protocol: Protocol,
-    /// An HTTP flow that is a BitTorrent tracker request.
-    pub tracker: bool,
-    pub packets_inspected: u32,
-    pub packets: u64,
-    pub bytes: u64,
-    pub first_us: u64,
-    pub last_us: u64,
-}
-
-/// What one packet did to its flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Step {
-    pub key: FlowKey,
-    pub owner: Option<IpAddr>,
-    /// The packet travels from `a`, the flow's originator.
-    pub from_a: bool,
-    pub protocol: Protocol,
-    pub tracker: bool,
-    /// This packet settled the flow's protocol.
-    pub newly_classified: bool,
-}
 
 #[derive(Debug)]
 struct Entry {
@@ -163,10 +96,6 @@ impl Classifier {
         self.owners.count(owner)
     }
 
-    fn idle_us(&self, e: &Entry, l4: L4) -> u64 {
-        idle_us(&self.cfg, e, l4)
-    }
-
     /// Accounts one packet to its flow and classifies it, for offline use: flows have no owner.
     pub fn observe(
         &mut self,
@@ -193,10 +122,9 @@ impl Classifier {
         let (key, src_is_lo) = FlowKey::of(p);
         let (budget, keep) = (self.cfg.budget, self.cfg.keep_hostnames);
         // Fast path, one lookup: a packet of a live flow.
-        if let Some(e) = self.flows.get(&key)
-            && now_us.saturating_sub(e.last_us) <= self.idle_us(e, p.l4)
+        if let Some(e) = self.flows.get_mut(&key)
+            && now_us.saturating_sub(e.last_us) <= idle_us(&self.cfg, e, p.l4)
             && !(e.closed && p.flags & (TCP_SYN | TCP_ACK) == TCP_SYN)
-            && let Some(e) = self.flows.get_mut(&key)
         {
             return account(e, key, src_is_lo, now_us, p, budget, keep);
         }
