@@ -2,6 +2,7 @@
   lib,
   rustPlatform,
   makeBinaryWrapper,
+  installShellFiles,
   pkg-config,
   libpcap,
   iproute2,
@@ -33,7 +34,7 @@ in
     };
     cargoLock.lockFile = ../Cargo.lock;
 
-    nativeBuildInputs = [pkg-config makeBinaryWrapper];
+    nativeBuildInputs = [pkg-config makeBinaryWrapper installShellFiles];
     buildInputs = [libpcap];
 
     # Tests that need root, network namespaces or a database are #[ignore]d in the source, so
@@ -41,7 +42,14 @@ in
 
     # The daemon shells out to ip, tc, nft and wg, and starts wireguard-go when the kernel has
     # no WireGuard module; pin those tools instead of relying on the caller's PATH.
+    # Completions and the man page come from the binary's own command line definitions.
     postInstall = ''
+      installShellCompletion --cmd waylume-server \
+        --bash <($out/bin/waylume-server completions bash) \
+        --zsh <($out/bin/waylume-server completions zsh) \
+        --fish <($out/bin/waylume-server completions fish)
+      $out/bin/waylume-server man > waylume-server.1
+      installManPage waylume-server.1
       wrapProgram $out/bin/waylume-server \
         --prefix PATH : ${lib.makeBinPath [iproute2 nftables wireguard-tools wireguard-go]}
     '';

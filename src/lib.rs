@@ -9,5 +9,6 @@ pub mod config;
 pub mod control;
 pub mod core;
 pub mod node;
+pub mod progress;
 pub mod store;
 pub mod sys;

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use waylume::cli::{self, PeersCmd};
 use waylume::{app, sys};
@@ -51,6 +51,11 @@ enum Command {
         #[arg(long)]
         api_secret: bool,
     },
+    /// Print a shell completion script (e.g. `waylume-server completions bash >
+    /// /usr/share/bash-completion/completions/waylume-server`).
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff), e.g. `waylume-server man | man -l -`.
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -113,11 +118,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
             write_stdout(&text)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Completions { shell } => {
+            // Into a buffer first: the generator panics on a write error (a closed pipe).
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "waylume-server", &mut text);
+            write_bytes(&text)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let mut text = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut text)?;
+            write_bytes(&text)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Peers { cmd } => {
             let target = cli::Target::from_env(app::load_config(cli.config.as_deref()))?;
             runtime()?.block_on(cli::peers(&target, cmd))
         }
     }
+}
+
+fn write_bytes(bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()?;
+    Ok(())
 }
 
 fn write_stdout(text: &str) -> Result<()> {

@@ -1,5 +1,9 @@
 //! `/metrics`: the API's request counters, the node's peer and reconcile counts from its view,
 //! and lines subsystems add through `add_source`, so this file does not need to know them.
+//!
+//! The exposition follows Prometheus' conventions: base units (seconds, bytes), `_total` on
+//! counters only, `# HELP` and `# TYPE` on every family, and no unbounded label unless asked
+//! for: per-peer series (one per peer id) only with `api.metrics_per_peer`.
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
@@ -13,6 +17,8 @@ type RequestTable = BTreeMap<(&'static str, u16), (u64, f64)>;
 #[derive(Default)]
 pub struct Metrics {
     requests: Mutex<RequestTable>,
+    /// Export one series per peer (`api.metrics_per_peer`).
+    pub per_peer: bool,
     sources: Mutex<Vec<Source>>,
 }
 
@@ -20,7 +26,26 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Writes the `# HELP` and `# TYPE` lines of one metric family.
+pub fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A label value escaped as the text format wants (backslash, quote, newline).
+pub fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 impl Metrics {
+    pub fn with_per_peer(per_peer: bool) -> Metrics {
+        Metrics {
+            per_peer,
+            ..Metrics::default()
+        }
+    }
+
     pub fn observe_request(&self, route: &'static str, status: u16, secs: f64) {
         let mut r = lock(&self.requests);
         let e = r.entry((route, status)).or_insert((0, 0.0));
@@ -32,52 +57,52 @@ impl Metrics {
         lock(&self.sources).push(Box::new(f));
     }
 
-    pub fn render(&self, peers: PeerCounts, passes: PassCounts) -> String {
+    /// The whole exposition; `per_peer` is only read when per-peer series are on.
+    pub fn render(&self, node: NodeFigures, per_peer: &[PeerSample]) -> String {
+        let peers = node.counts;
         let mut s = String::new();
+        family(
+            &mut s,
+            "waylume_build_info",
+            "gauge",
+            "Version of the running node.",
+        );
         let _ = writeln!(
             s,
-            "# HELP waylume_peers Peers on this node by state.\n# TYPE waylume_peers gauge"
+            "waylume_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
         );
-        for (state, n) in [
-            ("total", peers.total),
-            ("active", peers.active),
-            ("capped", peers.capped),
+        for (name, help, v) in [
+            ("waylume_peers", "Peers on this node.", peers.total),
+            (
+                "waylume_peers_active",
+                "Peers with a handshake in the last 180 seconds.",
+                peers.active,
+            ),
+            (
+                "waylume_peers_capped",
+                "Peers that used up their data cap.",
+                peers.capped,
+            ),
+            (
+                "waylume_peers_max",
+                "Most peers this node takes (node.max_capacity).",
+                node.max,
+            ),
         ] {
-            let _ = writeln!(s, "waylume_peers{{state=\"{state}\"}} {n}");
+            family(&mut s, name, "gauge", help);
+            let _ = writeln!(s, "{name} {v}");
         }
-        let _ = writeln!(
-            s,
-            "# HELP waylume_api_requests_total API requests by route and status."
+        family(
+            &mut s,
+            "waylume_dataplane_up",
+            "gauge",
+            "1 when the last reconcile pass left interface, peers, firewall and shaping in place.",
         );
-        let _ = writeln!(s, "# TYPE waylume_api_requests_total counter");
-        let reqs = lock(&self.requests).clone();
-        for ((route, status), (n, _)) in &reqs {
-            let _ = writeln!(
-                s,
-                "waylume_api_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
-            );
-        }
-        let _ = writeln!(
-            s,
-            "# HELP waylume_api_request_duration_seconds Time spent answering API requests."
-        );
-        let _ = writeln!(s, "# TYPE waylume_api_request_duration_seconds summary");
-        let mut by_route: BTreeMap<&str, (u64, f64)> = BTreeMap::new();
-        for ((route, _), (n, t)) in &reqs {
-            let e = by_route.entry(route).or_default();
-            e.0 += n;
-            e.1 += t;
-        }
-        for (route, (n, t)) in by_route {
-            let _ = writeln!(
-                s,
-                "waylume_api_request_duration_seconds_sum{{route=\"{route}\"}} {t}"
-            );
-            let _ = writeln!(
-                s,
-                "waylume_api_request_duration_seconds_count{{route=\"{route}\"}} {n}"
-            );
-        }
+        let up = u8::from(node.dataplane_up);
+        let _ = writeln!(s, "waylume_dataplane_up {up}");
+        self.render_requests(&mut s);
+        let passes = node.passes;
         for (name, help, v) in [
             (
                 "waylume_reconcile_runs_total",
@@ -95,49 +120,112 @@ impl Metrics {
                 passes.errors,
             ),
         ] {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            family(&mut s, name, "counter", help);
+            let _ = writeln!(s, "{name} {v}");
+        }
+        if self.per_peer {
+            render_peers(&mut s, per_peer);
         }
         for f in lock(&self.sources).iter() {
             f(&mut s);
         }
         s
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renders_prometheus_text() {
-        let m = Metrics::default();
-        m.observe_request("create_peer", 201, 0.5);
-        m.observe_request("create_peer", 201, 0.25);
-        m.observe_request("create_peer", 422, 0.1);
-        m.add_source(|s| s.push_str("extra_metric 7\n"));
-        let passes = PassCounts {
-            runs: 3,
-            repairs: 1,
-            errors: 0,
-        };
-        let peers = PeerCounts {
-            total: 4,
-            active: 2,
-            capped: 1,
-        };
-        let text = m.render(peers, passes);
-        assert!(text.contains("waylume_peers{state=\"total\"} 4\n"));
-        assert!(
-            text.contains("waylume_api_requests_total{route=\"create_peer\",status=\"201\"} 2\n")
+    fn render_requests(&self, s: &mut String) {
+        let reqs = lock(&self.requests).clone();
+        family(
+            s,
+            "waylume_api_requests_total",
+            "counter",
+            "API requests by route and HTTP status code.",
         );
-        assert!(
-            text.contains("waylume_api_request_duration_seconds_count{route=\"create_peer\"} 3\n")
+        for ((route, code), (n, _)) in &reqs {
+            let _ = writeln!(
+                s,
+                "waylume_api_requests_total{{route=\"{route}\",code=\"{code}\"}} {n}"
+            );
+        }
+        family(
+            s,
+            "waylume_api_request_duration_seconds",
+            "summary",
+            "Time spent answering API requests.",
         );
-        assert!(text.contains("waylume_reconcile_runs_total 3\n"));
-        assert!(text.ends_with("extra_metric 7\n"));
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let value = line.rsplit(' ').next().unwrap();
-            assert!(value.parse::<f64>().is_ok(), "{line}");
+        let mut by_route: BTreeMap<&str, (u64, f64)> = BTreeMap::new();
+        for ((route, _), (n, t)) in &reqs {
+            let e = by_route.entry(route).or_default();
+            e.0 += n;
+            e.1 += t;
+        }
+        for (route, (n, t)) in by_route {
+            let _ = writeln!(
+                s,
+                "waylume_api_request_duration_seconds_sum{{route=\"{route}\"}} {t}\n\
+                 waylume_api_request_duration_seconds_count{{route=\"{route}\"}} {n}"
+            );
         }
     }
 }
+
+fn render_peers(s: &mut String, peers: &[PeerSample]) {
+    type Field = fn(&PeerSample) -> Option<u64>;
+    let families: [(&str, &str, &str, Field); 4] = [
+        (
+            "waylume_peer_receive_bytes_total",
+            "counter",
+            "Bytes the node received from the peer.",
+            |p| Some(p.rx_bytes),
+        ),
+        (
+            "waylume_peer_transmit_bytes_total",
+            "counter",
+            "Bytes the node sent to the peer.",
+            |p| Some(p.tx_bytes),
+        ),
+        (
+            "waylume_peer_data_cap_used_bytes",
+            "gauge",
+            "Bytes counted against the peer's data cap.",
+            |p| Some(p.cap_used_bytes),
+        ),
+        (
+            "waylume_peer_last_handshake_timestamp_seconds",
+            "gauge",
+            "Unix time of the peer's last WireGuard handshake.",
+            |p| p.last_handshake,
+        ),
+    ];
+    for (name, kind, help, field) in families {
+        family(s, name, kind, help);
+        for p in peers {
+            if let Some(v) = field(p) {
+                let _ = writeln!(s, "{name}{{peer_id=\"{}\"}} {v}", label(&p.peer_id));
+            }
+        }
+    }
+}
+
+/// What `/metrics` shows of the node as a whole, from its published view.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NodeFigures {
+    pub counts: PeerCounts,
+    /// `node.max_capacity`.
+    pub max: usize,
+    /// The last reconcile pass left the data plane in place.
+    pub dataplane_up: bool,
+    pub passes: PassCounts,
+}
+
+/// One peer's numbers for the per-peer series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerSample {
+    pub peer_id: String,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub cap_used_bytes: u64,
+    pub last_handshake: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests;

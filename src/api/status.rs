@@ -4,7 +4,9 @@ use serde_json::json;
 use warp::http::{StatusCode, header};
 use warp::reply::Response;
 
+use super::metrics::{NodeFigures, PeerSample};
 use super::{Api, json_response};
+use crate::node::PeerStatus;
 
 impl Api {
     pub(super) fn health(&self) -> Response {
@@ -45,14 +47,34 @@ impl Api {
 
     pub(super) fn metrics_text(&self) -> Response {
         let view = self.node.view();
-        let text = self
-            .metrics
-            .render(view.counts((self.clock)()), view.passes);
+        let figures = NodeFigures {
+            counts: view.counts((self.clock)()),
+            max: usize::from(self.max_capacity),
+            dataplane_up: view.health.dataplane_ok,
+            passes: view.passes,
+        };
+        let samples: Vec<PeerSample> = if self.metrics.per_peer {
+            view.list().into_iter().map(peer_sample).collect()
+        } else {
+            Vec::new()
+        };
+        let text = self.metrics.render(figures, &samples);
         let mut r = Response::new(text.into());
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         );
         r
+    }
+}
+
+fn peer_sample(s: &PeerStatus) -> PeerSample {
+    let usage = s.usage();
+    PeerSample {
+        peer_id: s.peer.id.to_string(),
+        rx_bytes: usage.rx,
+        tx_bytes: usage.tx,
+        cap_used_bytes: s.counters.cap_used,
+        last_handshake: s.counters.last_handshake,
     }
 }

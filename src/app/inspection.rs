@@ -1,6 +1,5 @@
 //! Live inspection, when the config turns it on: the capture on the WireGuard interface, and
 //! the flow enforcer for `block` and `throttle` policies.
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::api::metrics::Metrics;
@@ -45,15 +44,7 @@ pub(super) fn start(
         cfg.inspection.log_hostnames,
         {
             let node = node.clone();
-            move |ip| {
-                let v4 = |p: &crate::core::peer::Peer| IpAddr::V4(p.address) == ip;
-                let v6 = |p: &crate::core::peer::Peer| p.address_v6.map(IpAddr::V6) == Some(ip);
-                node.view()
-                    .peers
-                    .values()
-                    .find(|s| v4(&s.peer) || v6(&s.peer))
-                    .map(|s| s.peer.id.clone())
-            }
+            move |ip| node.view().holder(ip).cloned()
         },
         move |d| {
             crate::sys::inspection::log_decision(d);

@@ -155,9 +155,11 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let seams = Seams { wg, policy, rules };
     // The node's own thread: every kernel call happens there, outside the async runtime.
     let node = Node::open(registry, store, server, seams, cfg.peers.clone())?.spawn()?;
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::with_per_peer(cfg.api.metrics_per_peer));
 
-    let repairs = node.call(|n| n.reconcile(true)).await??;
+    let label = format!("restoring {} peers", node.view().peers.len());
+    let restore = node.call(|n| n.reconcile(true));
+    let repairs = crate::progress::while_running(&label, restore).await??;
     let peers = node.view().peers.len();
     log::info!(
         "{}: up ({} backend), {peers} peers restored{}",
@@ -197,13 +199,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
         control_feed::ControlSource::owe_removals(&source);
     }
     if let Some(h) = control_health.clone() {
-        metrics.add_source(move |out| {
-            let h = h.get();
-            out.push_str(&format!(
-                "# TYPE waylume_heartbeat_failures_total counter\nwaylume_heartbeat_failures_total {}\n",
-                h.heartbeat_failures_total
-            ));
-        });
+        metrics.add_source(move |out| h.get().render_metrics(out));
     }
     let api = Api::new(
         node.clone(),

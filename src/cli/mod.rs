@@ -2,7 +2,10 @@
 //! classifier (`inspect`).
 pub mod client;
 pub mod inspect;
+mod output;
 mod peers;
+pub mod qr;
+pub mod table;
 
 pub use client::Target;
 pub use peers::{PeersCmd, peers};

@@ -49,6 +49,8 @@ pub struct ApiConfig {
     pub bind: IpAddr,
     /// `None`: the API listens on loopback only.
     pub secret: Option<Secret>,
+    /// One `/metrics` series per peer (peer ids are unbounded labels, so off by default).
+    pub metrics_per_peer: bool,
 }
 
 #[derive(Debug, Clone)]

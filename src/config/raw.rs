@@ -34,6 +34,7 @@ pub struct RawApi {
     pub port: Option<i64>,
     pub bind: Option<String>,
     pub secret_file: Option<String>,
+    pub metrics_per_peer: Option<bool>,
     /// Only from the environment (`WAYLUME_API_SECRET`): a secret is never written in a file
     /// that may end up world-readable.
     #[serde(skip)]
@@ -161,6 +162,7 @@ pub const ENV: &[(&str, &str, EnvSetter)] = &[
     env!("WAYLUME_API_BIND", api.bind, text),
     env!("WAYLUME_API_SECRET", api.secret, text),
     env!("WAYLUME_API_SECRET_FILE", api.secret_file, text),
+    env!("WAYLUME_METRICS_PER_PEER", api.metrics_per_peer, boolean),
     env!("WAYLUME_INTERFACE", wireguard.interface, text),
     env!("WAYLUME_WG_BACKEND", wireguard.backend, text),
     env!("WAYLUME_LISTEN_PORT", wireguard.listen_port, int),

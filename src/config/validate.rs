@@ -114,6 +114,7 @@ pub fn validate(raw: RawConfig, src: &Sources) -> Result<Config, ConfigError> {
             None => IpAddr::V4(Ipv4Addr::LOCALHOST),
         },
         secret: api_secret,
+        metrics_per_peer: raw.api.metrics_per_peer.unwrap_or(false),
     };
     if api.secret.is_none() && !api.bind.is_loopback() {
         return Err(bad(

@@ -62,6 +62,48 @@ impl ControlHealth {
         self.heartbeat == LinkState::Healthy
     }
 
+    /// Lines for `/metrics`: whether the fleet sees this node, and its failures.
+    pub fn render_metrics(&self, out: &mut String) {
+        use crate::api::metrics::family;
+        use std::fmt::Write;
+        family(
+            out,
+            "waylume_control_plane_up",
+            "gauge",
+            "1 when the last registration or heartbeat reached the fleet database.",
+        );
+        let _ = writeln!(
+            out,
+            "waylume_control_plane_up {}",
+            u8::from(self.is_healthy())
+        );
+        for (name, help, v) in [
+            (
+                "waylume_heartbeat_failures_total",
+                "Failed registrations and heartbeats.",
+                self.heartbeat_failures_total,
+            ),
+            (
+                "waylume_usage_report_failures_total",
+                "Failed usage reports.",
+                self.usage_failures_total,
+            ),
+        ] {
+            family(out, name, "counter", help);
+            let _ = writeln!(out, "{name} {v}");
+        }
+        if let Some(t) = self.last_heartbeat_ok_unix {
+            let name = "waylume_heartbeat_last_success_timestamp_seconds";
+            family(
+                out,
+                name,
+                "gauge",
+                "Unix time of the last successful heartbeat.",
+            );
+            let _ = writeln!(out, "{name} {t}");
+        }
+    }
+
     /// One word or phrase for `/health`: `starting`, `healthy`, or `failing: <kind>`, with
     /// an operator's drain and outbox rows Supabase refused in brackets.
     pub fn summary(&self) -> String {

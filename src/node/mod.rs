@@ -69,6 +69,7 @@ pub struct Node {
     passes: PassCounts,
     /// The peers as readers see them, kept in step entry by entry (see `view.rs`).
     view_peers: OrdMap<PeerId, PeerStatus>,
+    view_addresses: OrdMap<std::net::IpAddr, PeerId>,
     view: watch::Sender<Arc<NodeView>>,
     removal_hook: Arc<OnceLock<RemovalHook>>,
     owing_hook: Arc<OnceLock<OwingHook>>,
@@ -137,6 +138,7 @@ impl Node {
         };
         let (view, _) = watch::channel(Arc::new(NodeView {
             peers: OrdMap::new(),
+            addresses: OrdMap::new(),
             free_addresses: registry.free_addresses(),
             health,
             backend: seams.wg.backend_name(),
@@ -158,6 +160,7 @@ impl Node {
             health,
             passes: PassCounts::default(),
             view_peers: OrdMap::new(),
+            view_addresses: OrdMap::new(),
             view,
             removal_hook: Arc::default(),
             owing_hook: Arc::default(),

@@ -4,6 +4,8 @@
 //!
 //! The peers are a persistent map: publishing after a change copies O(log n) of it, not the
 //! whole table, so a change costs the same with 10 or 10,000 peers.
+use std::net::IpAddr;
+
 use imbl::OrdMap;
 
 use super::{Counters, Node};
@@ -58,6 +60,8 @@ pub struct PeerCounts {
 #[derive(Debug, Clone)]
 pub struct NodeView {
     pub peers: OrdMap<PeerId, PeerStatus>,
+    /// Which peer holds each tunnel address (v4 and v6), so a lookup by address is O(log n).
+    pub addresses: OrdMap<IpAddr, PeerId>,
     pub free_addresses: u64,
     pub health: Health,
     /// `kernel` or `userspace`, as the interface runs now.
@@ -71,6 +75,11 @@ pub struct NodeView {
 impl NodeView {
     pub fn get(&self, id: &PeerId) -> Option<&PeerStatus> {
         self.peers.get(id)
+    }
+
+    /// The peer that holds a tunnel address now.
+    pub fn holder(&self, ip: IpAddr) -> Option<&PeerId> {
+        self.addresses.get(&ip)
     }
 
     /// Every peer, oldest first.
@@ -111,8 +120,18 @@ impl Node {
             .registry
             .find(&crate::core::registry::Selector::Id(id.clone()))
             .map(|p| self.status(p));
+        let ips =
+            |p: &Peer| std::iter::once(IpAddr::V4(p.address)).chain(p.address_v6.map(IpAddr::V6));
+        if let Some(old) = self.view_peers.get(id) {
+            for ip in ips(&old.peer) {
+                self.view_addresses.remove(&ip);
+            }
+        }
         match status {
             Some(s) => {
+                for ip in ips(&s.peer) {
+                    self.view_addresses.insert(ip, id.clone());
+                }
                 self.view_peers.insert(id.clone(), s);
             }
             None => {
@@ -125,6 +144,7 @@ impl Node {
     pub(super) fn publish(&self) {
         let view = NodeView {
             peers: self.view_peers.clone(),
+            addresses: self.view_addresses.clone(),
             free_addresses: self.registry.free_addresses(),
             health: self.health,
             backend: self.wg.backend_name(),

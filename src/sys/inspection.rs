@@ -5,6 +5,7 @@ use std::fmt::Write;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
+use crate::api::metrics::family;
 use crate::core::classify::{Action, ClassifierConfig};
 use crate::core::peer::PeerId;
 use crate::sys::capture::{
@@ -113,19 +114,30 @@ impl Inspection {
             add(&mut a, t);
             a
         });
-        let _ = writeln!(
+        family(
             out,
-            "# HELP waylume_inspected_flows_total Classified peer flows by protocol."
+            "waylume_inspected_flows_total",
+            "counter",
+            "Classified peer flows by protocol.",
         );
-        let _ = writeln!(out, "# TYPE waylume_inspected_flows_total counter");
         for (p, _, n) in flows.by_protocol() {
             let _ = writeln!(out, "waylume_inspected_flows_total{{protocol=\"{p}\"}} {n}");
         }
-        let _ = writeln!(
+        family(
             out,
-            "# HELP waylume_capture_dropped_packets_total Packets the capture lost."
+            "waylume_inspected_bytes_total",
+            "counter",
+            "Bytes of classified peer flows by protocol.",
         );
-        let _ = writeln!(out, "# TYPE waylume_capture_dropped_packets_total counter");
+        for (p, b, _) in flows.by_protocol() {
+            let _ = writeln!(out, "waylume_inspected_bytes_total{{protocol=\"{p}\"}} {b}");
+        }
+        family(
+            out,
+            "waylume_capture_dropped_packets_total",
+            "counter",
+            "Packets the capture lost.",
+        );
         let _ = writeln!(
             out,
             "waylume_capture_dropped_packets_total{{where=\"kernel\"}} {}",
@@ -136,11 +148,12 @@ impl Inspection {
             "waylume_capture_dropped_packets_total{{where=\"interface\"}} {}",
             s.interface_dropped
         );
-        let _ = writeln!(
+        family(
             out,
-            "# HELP waylume_capture_evicted_flows_total Flows that made room for newer ones."
+            "waylume_capture_evicted_flows_total",
+            "counter",
+            "Flows that made room for newer ones in the full flow table.",
         );
-        let _ = writeln!(out, "# TYPE waylume_capture_evicted_flows_total counter");
         let _ = writeln!(out, "waylume_capture_evicted_flows_total {}", s.evicted);
     }
 }

@@ -491,14 +491,14 @@ async fn metrics_count_requests_by_route_and_status() {
         .await;
     let text = String::from_utf8(resp.body().to_vec()).unwrap();
     assert!(
-        text.contains("waylume_api_requests_total{route=\"create_peer\",status=\"201\"} 1"),
+        text.contains("waylume_api_requests_total{route=\"create_peer\",code=\"201\"} 1"),
         "{text}"
     );
     assert!(
-        text.contains("waylume_api_requests_total{route=\"create_peer\",status=\"400\"} 1"),
+        text.contains("waylume_api_requests_total{route=\"create_peer\",code=\"400\"} 1"),
         "{text}"
     );
-    assert!(text.contains("waylume_peers{state=\"total\"} 1"));
+    assert!(text.contains("\nwaylume_peers 1\n"), "{text}");
 }
 
 #[tokio::test]
@@ -549,5 +549,32 @@ async fn expired_and_idle_peers_are_due_and_removals_are_reported() {
             (id, Removal::Expired),
             (q["peer_id"].as_str().unwrap().to_string(), Removal::Deleted)
         ]
+    );
+}
+
+#[tokio::test]
+async fn the_view_names_an_address_holder_and_forgets_it_on_delete() {
+    let t = TestNode::new("10.0.0.0/24", 100);
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let v = t.create(r#"{"session_id":"holder-1"}"#).await;
+    let id = v["peer_id"].as_str().unwrap().to_string();
+    let view = t.node.view();
+    assert_eq!(
+        view.holder(ip("10.0.0.2")).map(|p| p.to_string()),
+        Some(id.clone())
+    );
+    assert_eq!(view.holder(ip("10.0.0.3")), None);
+
+    let body = format!(r#"{{"peer_id":"{id}"}}"#);
+    let (status, _) = t.call("POST", "/api/peers/delete", &body).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(t.node.view().holder(ip("10.0.0.2")), None);
+
+    // The address goes to the next peer, and the view names the new holder only.
+    let w = t.create(r#"{"session_id":"holder-2"}"#).await;
+    assert_eq!(w["address"], "10.0.0.2");
+    assert_eq!(
+        t.node.view().holder(ip("10.0.0.2")).map(|p| p.to_string()),
+        w["peer_id"].as_str().map(str::to_string)
     );
 }

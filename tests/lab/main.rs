@@ -8,4 +8,5 @@ mod harness;
 mod inspect;
 mod inspect_hostile;
 mod node_dataplane;
+mod prometheus;
 mod reconcile;
