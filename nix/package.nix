@@ -9,6 +9,7 @@
   nftables,
   wireguard-tools,
   wireguard-go,
+  util-linux,
 }: let
   fs = lib.fileset;
   cargoToml = lib.importTOML ../Cargo.toml;
@@ -35,6 +36,8 @@ in
     cargoLock.lockFile = ../Cargo.lock;
 
     nativeBuildInputs = [pkg-config makeBinaryWrapper installShellFiles];
+    # `script` gives the operator CLI tests their pseudo-terminal.
+    nativeCheckInputs = [util-linux];
     buildInputs = [libpcap];
 
     # Tests that need root, network namespaces or a database are #[ignore]d in the source, so
