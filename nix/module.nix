@@ -11,7 +11,7 @@
   pkgs,
   ...
 }: let
-  inherit (lib) mkIf mkMerge mkOption mkOverride optional optionals types;
+  inherit (lib) mkIf mkMerge mkOption mkOverride optional types;
 
   cfg = config.services.waylume-server;
   wl = import ./lib.nix;
