@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """What scripts/check-nix.sh checks outside Nix with values the evaluator read from the flake.
 
   configs DIR BIN        run each configuration's build-time check (nix/config-check.nix) as the

@@ -30,7 +30,9 @@ if ! command -v nix-instantiate >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update -qq
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends nix-bin >/dev/null
 fi
-if ! python3 -c 'import toml, yaml' 2>/dev/null; then
+# Debian's python3 with Debian's modules, whichever python3 comes first on PATH.
+PY=/usr/bin/python3
+if ! $PY -c 'import toml, yaml' 2>/dev/null; then
     echo "installing python3-toml python3-yaml"
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update -qq
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends python3-toml python3-yaml >/dev/null
@@ -112,10 +114,10 @@ EVAL
 
     step "check-config on the VM tests' and systems' settings, as the module's build step"
     cargo build --quiet --locked
-    python3 scripts/check-nix-outside.py configs "$out" "$ROOT/target/debug/waylume-server" || bad "build-time check-config"
+    $PY scripts/check-nix-outside.py configs "$out" "$ROOT/target/debug/waylume-server" || bad "build-time check-config"
 
     step "the OCI image and examples/docker-compose.yml"
-    python3 scripts/check-nix-outside.py compose "$out" "$ROOT/target/debug/waylume-server" examples/docker-compose.yml \
+    $PY scripts/check-nix-outside.py compose "$out" "$ROOT/target/debug/waylume-server" examples/docker-compose.yml \
         || bad "compose example"
 
     step "the package's check phase outside Nix, without PostgreSQL"
