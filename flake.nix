@@ -67,6 +67,10 @@
         nix-lib = pkgs.runCommand "waylume-nix-lib-tests" {} ''
           echo "${toString (import ./nix/tests/lib.nix)} cases passed" > $out
         '';
+        image-assertions = import ./nix/tests/image-assertions.nix {
+          inherit pkgs;
+          inherit (self.packages.${system}) image;
+        };
         module-assertions = import ./nix/tests/module-assertions.nix {
           inherit lib pkgs;
           module = self.nixosModules.default;

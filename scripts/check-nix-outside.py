@@ -3,7 +3,7 @@
 
   configs DIR BIN        run each configuration's build-time check (nix/config-check.nix) as the
                          module's build step does: the same script, the same stand-ins, on the
-                         settings rendered to TOML; DIR holds the evaluated JSON files
+                         settings rendered to TOML; DIR holds the evaluated data.json
   compose DIR BIN FILE   the compose example against the OCI image: its image and tag, the
                          capabilities and device the daemon needs, environment names the daemon
                          reads (the original ones among them), and check-config on that
@@ -42,18 +42,14 @@ def run_check(label, bin_path, check):
 
 
 def configs(directory, bin_path):
-    with open(os.path.join(directory, "vm-tests.json")) as f:
-        tests = json.load(f)
-    with open(os.path.join(directory, "systems.json")) as f:
-        systems = json.load(f)
+    with open(os.path.join(directory, "data.json")) as f:
+        data = json.load(f)
     count = 0
-    for test, nodes in sorted(tests.items()):
+    for test, nodes in sorted(data["vmTests"].items()):
         for node, check in sorted(nodes.items()):
             run_check(f"{test} {node}", bin_path, check)
             count += 1
-    with open(os.path.join(directory, "image.json")) as f:
-        systems["image"] = json.load(f)
-    for name, check in sorted(systems.items()):
+    for name, check in sorted(data["systems"].items()):
         run_check(f"system {name}", bin_path, check)
         count += 1
     result("configurations found", count > 0, "none evaluated")
@@ -79,8 +75,8 @@ def daemon_env_names(root):
 
 
 def compose(directory, bin_path, compose_file):
-    with open(os.path.join(directory, "oci.json")) as f:
-        image = json.load(f)
+    with open(os.path.join(directory, "data.json")) as f:
+        image = json.load(f)["oci"]
     with open(compose_file) as f:
         service = yaml.safe_load(f)["services"]["waylume-server"]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -74,27 +74,40 @@ evaluate_against_snapshot() {
 O="--override-input nixpkgs path:/src/nixpkgs"
 nix flake check --no-build --keep-going $O >.eval/flake-check.log 2>&1
 echo $? >.eval/flake-check.rc
-# Every VM test node (and each of its specialisations) with the service on: its build check.
-nix eval --json $O .#checks.x86_64-linux --apply '
-  let
+# One evaluation for what the checks outside Nix need, through a flake that takes this one
+# with nixpkgs replaced by the snapshot.
+mkdir -p /tmp/outside
+cat >/tmp/outside/flake.nix <<'FLAKE'
+{
+  inputs.waylume.url = "git+file:///src/flake";
+  inputs.waylume.inputs.nixpkgs.url = "path:/src/nixpkgs";
+  outputs = { waylume, ... }: let
+    system = "x86_64-linux";
+    checkOf = c: c.services.waylume-server.configCheck;
     on = nodes: builtins.removeAttrs nodes (builtins.filter (n: !nodes.${n}.services.waylume-server.enable) (builtins.attrNames nodes));
-    withSpecialisations = nodes: builtins.foldl'"'"' (acc: n:
+    # Each node and each of its specialisations.
+    withSpecialisations = nodes: builtins.foldl' (acc: n:
       acc // builtins.listToAttrs (map (s: { name = "${n}/${s}"; value = nodes.${n}.specialisation.${s}.configuration; })
         (builtins.attrNames nodes.${n}.specialisation))) nodes (builtins.attrNames nodes);
-    tests = cs: builtins.removeAttrs cs (builtins.filter (n: !(cs.${n} ? nodes)) (builtins.attrNames cs));
-  in cs: builtins.mapAttrs (_: t: builtins.mapAttrs (_: c: c.services.waylume-server.configCheck) (on (withSpecialisations t.nodes))) (tests cs)' \
-    >.eval/vm-tests.json 2>.eval/vm-tests.err
-nix eval --json $O .#nixosConfigurations --apply 'builtins.mapAttrs (_: s: s.config.services.waylume-server.configCheck)' \
-    >.eval/systems.json 2>.eval/systems.err
-# The cloud image's system as its disk image is built from it.
-nix eval --json $O .#packages.x86_64-linux.image --apply 'i: i.passthru.config.services.waylume-server.configCheck' \
-    >.eval/image.json 2>.eval/image.err
-nix eval --json $O .#packages.x86_64-linux.default --apply 'p: { testFlags = p.cargoTestFlags or []; checkFlags = p.checkFlags or []; }' \
-    >.eval/package.json 2>.eval/package.err
-nix eval --json $O .#packages.x86_64-linux.oci-image --apply 'i: { name = i.imageName; tag = i.imageTag; config = i.passthru.imageConfig; }' \
-    >.eval/oci.json 2>.eval/oci.err
+    checks = waylume.checks.${system};
+    # By name: looking into any other check would evaluate it in full.
+    vmTests = builtins.removeAttrs checks (builtins.filter (n: builtins.match "vm-.*" n == null || n == "vm-tests-consistency") (builtins.attrNames checks));
+    packages = waylume.packages.${system};
+  in {
+    data = {
+      vmTests = builtins.mapAttrs (_: t: builtins.mapAttrs (_: checkOf) (on (withSpecialisations t.nodes))) vmTests;
+      systems = builtins.mapAttrs (_: s: checkOf s.config) waylume.nixosConfigurations // { image = checkOf packages.image.passthru.config; };
+      package = { testFlags = packages.default.cargoTestFlags or []; checkFlags = packages.default.checkFlags or []; };
+      oci = { name = packages.oci-image.imageName; tag = packages.oci-image.imageTag; config = packages.oci-image.passthru.imageConfig; };
+    };
+  };
+}
+FLAKE
+nix eval --json /tmp/outside#data >.eval/data.json 2>.eval/data.err
 EVAL
-    "$EVAL_KIT/run.sh" "$snap" 'bash .eval.sh' || bad "the evaluator did not run"
+    # run.sh bind-mounts fixed paths in the chroot: one evaluation at a time on this machine.
+    local lock=${NIX_EVAL_DIR:-/var/tmp/nix-eval}/.check-nix.lock
+    flock "$lock" "$EVAL_KIT/run.sh" "$snap" 'bash .eval.sh' || bad "the evaluator did not run"
 
     step "nix flake check --no-build against the snapshot"
     grep -E '^(checking|derivation evaluated)' "$out/flake-check.log" | grep -c 'derivation evaluated' \
@@ -107,10 +120,7 @@ EVAL
         grep -A1 -x "checking derivation checks.x86_64-linux.$vm\.\.\." "$out/flake-check.log" | grep -q '^derivation evaluated to ' \
             || bad "VM test $vm was not evaluated"
     done
-    local f
-    for f in vm-tests systems image package oci; do
-        [ -s "$out/$f.json" ] || { bad "evaluating $f"; grep -v '^warning: ' "$out/$f.err" | tail -20; }
-    done
+    [ -s "$out/data.json" ] || { bad "evaluating the settings, the package and the OCI image"; grep -v '^warning: ' "$out/data.err" | tail -20; }
 
     step "check-config on the VM tests' and systems' settings, as the module's build step"
     cargo build --quiet --locked
@@ -127,8 +137,8 @@ EVAL
     local nopg path_nopg flags
     nopg=$(mktemp -d)
     path_nopg=$(tr ':' '\n' <<<"$PATH" | while read -r d; do [ -x "$d/initdb" ] || [ -x "$d/postgres" ] || printf '%s:' "$d"; done)
-    mapfile -t flags < <(jq -r '.testFlags[]' "$out/package.json")
-    mapfile -t check_flags < <(jq -r '.checkFlags[]' "$out/package.json")
+    mapfile -t flags < <(jq -r '.package.testFlags[]' "$out/data.json")
+    mapfile -t check_flags < <(jq -r '.package.checkFlags[]' "$out/data.json")
     if PATH=$path_nopg command -v initdb >/dev/null; then
         bad "initdb still on PATH"
     elif ! PATH=$path_nopg PG_BIN=$nopg cargo test --quiet --locked "${flags[@]}" -- "${check_flags[@]}" >"$out/check-phase.log" 2>&1; then
