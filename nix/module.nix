@@ -33,10 +33,11 @@
     inherit lib;
     serverIdFromEnvironment = cfg.settings.server_id == null;
     # Every credential the unit is given.
-    credentials =
+    credentials = lib.unique (
       optional (cfg.supabaseKeyFile != null) "supabase-key"
       ++ optional (cfg.apiSecretFile != null) "api-secret"
-      ++ cfg.importCredentials;
+      ++ cfg.importCredentials
+    );
   };
   # A bad key or value fails the system build instead of the service.
   configFile =
