@@ -1,13 +1,10 @@
 //! Classifier throughput in packets per second over a mix of flows: TLS, HTTP, QUIC, DNS,
 //! BitTorrent and unknown traffic, each flow with packets after its first few (the common case
 //! a live capture sees: most packets belong to flows already decided).
+use common::packets::*;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use waylume::core::classify::{Classifier, ClassifierConfig};
 use waylume::core::packet;
-
-#[path = "../tests/classify_support/mod.rs"]
-mod support;
-use support::*;
 
 /// Roughly 10,000 packets over 500 flows, interleaved.
 fn mix() -> Vec<Vec<u8>> {

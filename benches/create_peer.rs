@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use waylume::config::PeerLifetimes;
 use waylume::core::clientconf::ServerSide;
+use waylume::core::plan::PlanInput;
 use waylume::core::registry::{Fresh, NewPeer, Registry, Selector};
-use waylume::node::{Node, Removal};
+use waylume::node::{Node, Removal, Seams};
 use waylume::store::Store;
-use waylume::sys::fake::{FakePolicy, FakeWireGuard};
+use waylume::sys::fake::{FakeEnforcer, FakeWireGuard};
 use wireguard_control::Key;
 
 fn fresh(i: u64) -> Fresh {
@@ -35,20 +36,30 @@ fn node_with(n: u64, dir: &std::path::Path) -> Node {
         mtu: 1420,
         persistent_keepalive: 25,
     };
-    let registry = Registry::new("10.0.0.0/8".parse().expect("subnet"), None, 32767);
+    let subnet = "10.0.0.0/8".parse().expect("subnet");
+    let registry = Registry::new(subnet, None, 32767);
     let lifetimes = PeerLifetimes {
         idle_timeout: None,
         handshake_grace: Duration::from_secs(600),
     };
-    let node = Node::open(
-        registry,
-        store,
-        server,
-        Arc::new(FakeWireGuard::default()),
-        Arc::new(FakePolicy::default()),
-        lifetimes,
-    )
-    .expect("node");
+    let seams = Seams {
+        wg: Arc::new(FakeWireGuard::default()),
+        policy: Arc::new(FakeEnforcer::default()),
+        rules: PlanInput {
+            iface: "wl-bench".into(),
+            ifb: "ifb-wl-bench".into(),
+            subnet,
+            subnet_v6: None,
+            server_addr: "10.0.0.1".parse().expect("server"),
+            outward: None,
+            isolate: true,
+            blocked_v4: Vec::new(),
+            blocked_v6: Vec::new(),
+            shaping: true,
+            peers: Vec::new(),
+        },
+    };
+    let mut node = Node::open(registry, store, server, seams, lifetimes).expect("node");
     for i in 0..n {
         node.create(&NewPeer::default(), fresh(i), 0)
             .expect("create");
@@ -70,7 +81,7 @@ fn bench(c: &mut Criterion) {
     group.sample_size(30);
     for n in [10u64, 10_000] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let node = node_with(n, dir.path());
+        let mut node = node_with(n, dir.path());
         let mut next = 1_000_000u64;
         let mut times = Vec::new();
         group.bench_function(format!("with_{n}_peers"), |b| {

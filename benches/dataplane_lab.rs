@@ -1,16 +1,15 @@
-//! Lab benchmark of the data plane (root, network namespaces; run by scripts/bench-dataplane.sh,
+//! TunnelLab benchmark of the data plane (root, network namespaces; run by scripts/bench-dataplane.sh,
 //! not in CI). Forwarding throughput through the tunnel with 10 and with 5,000 peers that all
 //! have speed limits and caps, the measured peer added last; the time to install 5,000 peers
 //! from nothing and to add one more. Prints ratios measured in one run.
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
-#[path = "../tests/lab_support/mod.rs"]
-mod lab_support;
-
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use lab_support::*;
+use common::netns::wait_for;
+use common::tunnels::*;
 use waylume::core::plan::{PeerChange, PeerPolicy, PlanInput};
+use waylume::progress::Progress;
 
 const REPS: usize = 3;
 
@@ -41,7 +40,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Received UDP packets per second for 64-byte datagrams from A to the internet host.
-fn udp_pps(lab: &Lab, port: u16) -> f64 {
+fn udp_pps(lab: &TunnelLab, port: u16) -> f64 {
     let p = port.to_string();
     let out = lab
         .ns(
@@ -63,11 +62,12 @@ struct Rates {
     udp: f64,
 }
 
-fn measure(lab: &Lab) -> Rates {
+fn measure(lab: &TunnelLab, progress: &mut Progress, what: &str) -> Rates {
     let mut up = Vec::new();
     let mut down = Vec::new();
     let mut udp = Vec::new();
-    for _ in 0..REPS {
+    for rep in 1..=REPS {
+        progress.step(&format!("{what}: run {rep}/{REPS}"));
         up.push(lab.iperf(&lab.a, 5201, false));
         down.push(lab.iperf(&lab.a, 5201, true));
         udp.push(udp_pps(lab, 5201));
@@ -79,7 +79,7 @@ fn measure(lab: &Lab) -> Rates {
     }
 }
 
-fn with_peers(lab: &Lab, n: u32) -> PlanInput {
+fn with_peers(lab: &TunnelLab, n: u32) -> PlanInput {
     let mut peers: Vec<_> = (0..n.saturating_sub(2)).map(dummy).collect();
     peers.push(policy(B));
     peers.push(measured());
@@ -87,12 +87,14 @@ fn with_peers(lab: &Lab, n: u32) -> PlanInput {
 }
 
 fn main() {
-    let mut lab = Lab::new("bench");
+    let mut lab = TunnelLab::new("pbnch");
     lab.spawn(
         &lab.inet.clone(),
         &["iperf3", "-s", "-B", INET, "-p", "5201"],
     );
     let dp = lab.dataplane();
+    // Steps: the runs at each size, installing 5,000 peers, adding one at a time.
+    let mut progress = Progress::new("data-plane bench", 2 * REPS as u64 + 2);
     wait_for("iperf3 server", Duration::from_secs(5), || {
         lab.tcp_connects(&lab.a, INET, 5201)
     });
@@ -104,9 +106,10 @@ fn main() {
     dp.apply(&before).unwrap();
     dp.apply_change(&small, &PeerChange::Add(measured()))
         .unwrap();
-    let r10 = measure(&lab);
+    let r10 = measure(&lab, &mut progress, "10 peers");
 
     // 5,000 peers installed from nothing (table deleted, qdiscs removed), timed.
+    progress.step("installing 5000 peers");
     let big = with_peers(&lab, 5000);
     let mut big_before = big.clone();
     big_before.peers.pop();
@@ -118,6 +121,7 @@ fn main() {
     let t = Instant::now();
     dp.apply_change(&big, &PeerChange::Add(measured())).unwrap();
     add.push(t.elapsed().as_secs_f64());
+    progress.step("adding peers one at a time");
     let mut cur = big.clone();
     for i in 0..5u32 {
         let p = dummy(6000 + i);
@@ -130,8 +134,9 @@ fn main() {
     let idle = dp.apply(&cur).unwrap();
     let reconcile = t.elapsed();
     assert!(idle.is_empty(), "{:?}", idle.changes);
-    let r5k = measure(&lab);
+    let r5k = measure(&lab, &mut progress, "5000 peers");
 
+    drop(progress);
     println!("peers                      10        5000     ratio");
     println!(
         "TCP upload   Mbit/s  {:>9.1} {:>11.1} {:>9.3}",

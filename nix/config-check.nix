@@ -14,12 +14,14 @@
   serverIdFromEnvironment,
   credentials,
 }: let
+  # Shaped like a real secret (the daemon wants at least 32 bytes, hex or base64).
+  standIn = "0000000000000000000000000000000000000000000000000000000000000000";
   env =
     lib.optionalAttrs serverIdFromEnvironment {SERVER_ID = "build-time-check";};
   script = ''
     standins=$(mktemp -d)
     for name in ${lib.escapeShellArgs credentials}; do
-      printf 'build-time stand-in' > "$standins/$name"
+      printf '%s' ${lib.escapeShellArg standIn} > "$standins/$name"
     done
     env -i ${lib.concatStrings (lib.mapAttrsToList (k: v: "${k}=${lib.escapeShellArg v} ") env)}CREDENTIALS_DIRECTORY="$standins" \
       "$waylume" check-config --config "$config"

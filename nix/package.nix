@@ -2,6 +2,7 @@
   lib,
   rustPlatform,
   makeBinaryWrapper,
+  installShellFiles,
   pkg-config,
   libpcap,
   iproute2,
@@ -33,20 +34,28 @@ in
     };
     cargoLock.lockFile = ../Cargo.lock;
 
-    nativeBuildInputs = [pkg-config makeBinaryWrapper];
+    nativeBuildInputs = [pkg-config makeBinaryWrapper installShellFiles];
     buildInputs = [libpcap];
 
     # The build sandbox has neither root nor PostgreSQL. Tests that need root or network
-    # namespaces are #[ignore]d in the source; the tests against PostgreSQL (tests/control_*.rs
+    # namespaces are #[ignore]d in the source; the tests against PostgreSQL (tests/control/
     # start a cluster of their own with `initdb`) are not, so the check runs only the test
-    # targets that need neither: the unit tests and these integration tests. The rest run in
-    # the project's CI (scripts/test.sh) and in the VM tests. scripts/check-nix.sh runs this
-    # same selection outside Nix with no PostgreSQL on PATH.
-    cargoTestFlags = ["--lib" "--bins"] ++ lib.concatMap (t: ["--test" t]) ["api" "cli" "classify_detectors" "classify_inspect" "classify_props"];
+    # targets that need neither: the unit tests and the integration tests of the API, the
+    # classifier and the operator's commands. The rest (tests/control, tests/lab, tests/deps)
+    # run in the project's CI (scripts/test.sh) and in the VM tests. scripts/check-nix.sh runs
+    # this same selection outside Nix with no PostgreSQL reachable.
+    cargoTestFlags = ["--lib" "--bins"] ++ lib.concatMap (t: ["--test" t]) ["api" "classify" "operator"];
 
     # The daemon shells out to ip, tc, nft and wg, and starts wireguard-go when the kernel has
     # no WireGuard module; pin those tools instead of relying on the caller's PATH.
+    # Completions and the man page come from the binary's own command line definitions.
     postInstall = ''
+      installShellCompletion --cmd waylume-server \
+        --bash <($out/bin/waylume-server completions bash) \
+        --zsh <($out/bin/waylume-server completions zsh) \
+        --fish <($out/bin/waylume-server completions fish)
+      $out/bin/waylume-server man > waylume-server.1
+      installManPage waylume-server.1
       wrapProgram $out/bin/waylume-server \
         --prefix PATH : ${lib.makeBinPath [iproute2 nftables wireguard-tools wireguard-go]}
     '';

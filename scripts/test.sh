@@ -9,15 +9,15 @@ source scripts/deps.sh test
 step() { printf '\n== %s\n' "$*"; }
 
 step "format and lints"
-cargo fmt --check
-cargo clippy --locked --all-targets -- -D warnings
+cargo fmt --all --check
+cargo clippy --locked --workspace --all-targets -- -D warnings
 
 step "unit and in-process tests"
 cargo test --locked
 
 step "privileged lab tests (network namespaces, wireguard-go, PostgreSQL, Deno)"
-# The reference Edge Function runs under npm's deno package with supabase-js, pinned by its lock.
-npm ci --no-audit --no-fund --silent --prefix examples/edge-functions/connection-request
+# The connection-request Edge Function runs under npm's deno package with supabase-js, pinned by its lock.
+npm ci --no-audit --no-fund --silent --prefix supabase/functions/connection-request
 cargo test --locked -- --ignored --test-threads=1
 
 for extra in scripts/check-nix.sh scripts/vm-test.sh; do

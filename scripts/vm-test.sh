@@ -5,46 +5,48 @@
 #
 # usage: scripts/vm-test.sh [smoke|e2e|all]      (default: all)
 #   WAYLUME_BIN=path   daemon binary for the e2e scenario (default: target/{release,debug}/waylume-server)
-#   VM_TIMEOUT=secs    limit for one boot (default: 150)
+#   VM_TIMEOUT=secs    limit for one boot (default: 300)
 #   VM_KEEP=1          keep the work directory (initramfs and console logs)
+#   VM_KERNEL_ROOT=dir a directory with boot/vmlinuz-VER and lib/modules/VER (/ for the host's
+#                      installed kernel); default: Debian's linux-image-amd64, unpacked into
+#                      VM_CACHE (default target/vm-kernel)
 # Exit status: 0 when every scenario printed PASS, 1 otherwise (a timeout counts as a failure).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WHICH=${1:-all}
-VM_TIMEOUT=${VM_TIMEOUT:-150}
+VM_TIMEOUT=${VM_TIMEOUT:-300}
 
-need_apt=()
-command -v qemu-system-x86_64 >/dev/null || need_apt+=(qemu-system-x86)
-command -v cpio >/dev/null || need_apt+=(cpio)
-command -v file >/dev/null || need_apt+=(file)
-command -v jq >/dev/null || need_apt+=(jq)
-command -v iperf3 >/dev/null || need_apt+=(iperf3)
-command -v nft >/dev/null || need_apt+=(nftables)
-command -v wg >/dev/null || need_apt+=(wireguard-tools)
-command -v ping >/dev/null || need_apt+=(iputils-ping)
-file -L "$(command -v busybox || echo /nonexistent)" 2>/dev/null | grep -q 'statically linked' \
-    || need_apt+=(busybox-static)
+source "$ROOT/scripts/deps.sh" vm
 
-# The kernel: any installed Debian kernel whose modules include WireGuard.
-find_kernel() {
-    local image ver
-    for image in /boot/vmlinuz-*; do
-        [ -r "$image" ] || continue
-        ver=${image#/boot/vmlinuz-}
-        [ -d "/lib/modules/$ver/kernel/drivers/net/wireguard" ] && { echo "$ver"; return 0; }
-    done
-    return 1
+# The kernel: by default the one a fresh Debian installs (the package linux-image-amd64 points
+# at), unpacked into a cache and never installed, so the host's boot stays as it is and every
+# machine tests the same kernel. VM_KERNEL_ROOT=/ takes the host's installed kernel instead.
+fetch_debian_kernel() {
+    local pkg dir
+    pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/ {print $2; exit}')
+    [ -n "$pkg" ] || { echo "apt knows no linux-image-amd64" >&2; return 1; }
+    dir=$VM_CACHE/$pkg
+    if [ ! -d "$dir/boot" ]; then
+        echo "fetching $pkg (not installed: unpacked into $dir)" >&2
+        rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+        (cd "$dir.tmp" && { apt-get download -q "$pkg" || { apt-get update -qq && apt-get download -q "$pkg"; }; }) >&2
+        dpkg-deb -x "$dir.tmp"/*.deb "$dir.tmp/root"
+        mv "$dir.tmp/root" "$dir" && rm -rf "$dir.tmp"
+    fi
+    echo "$dir"
 }
-find_kernel >/dev/null || need_apt+=(linux-image-amd64)
-
-if [ "${#need_apt[@]}" -gt 0 ]; then
-    echo "installing: ${need_apt[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get -o DPkg::Lock::Timeout=300 update -qq
-    apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends "${need_apt[@]}" >/dev/null
-fi
-KVER=$(find_kernel) || { echo "no kernel with a WireGuard module under /boot" >&2; exit 1; }
+VM_CACHE=${VM_CACHE:-$ROOT/target/vm-kernel}
+KROOT=${VM_KERNEL_ROOT:-$(fetch_debian_kernel)} || exit 1
+KROOT=${KROOT%/}
+# Any kernel under KROOT whose modules include WireGuard.
+KVER=
+for image in "$KROOT"/boot/vmlinuz-*; do
+    [ -r "$image" ] || continue
+    ver=${image#"$KROOT"/boot/vmlinuz-}
+    [ -d "$KROOT/lib/modules/$ver/kernel/drivers/net/wireguard" ] && { KVER=$ver; break; }
+done
+[ -n "$KVER" ] || { echo "no kernel with a WireGuard module under ${KROOT:-/}/boot" >&2; exit 1; }
 
 WORK=$(mktemp -d /tmp/waylume-vm.XXXXXX)
 cleanup() {
@@ -56,13 +58,13 @@ trap cleanup EXIT
 boot() {
     local name=$1 script=$2 daemon=${3:-} out=$WORK/$1 start verdict
     mkdir -p "$out"
-    "$ROOT/tests/vm/build-initrd.sh" "$out" "$KVER" "$script" "$daemon" >"$out/build.log" 2>&1 \
+    KERNEL_ROOT=$KROOT "$ROOT/tests/vm/build-initrd.sh" "$out" "$KVER" "$script" "$daemon" >"$out/build.log" 2>&1 \
         || { echo "== $name: initramfs build failed"; sed 's/^/   /' "$out/build.log"; return 1; }
     start=$(date +%s)
     # -no-reboot + panic=-1: a kernel panic ends QEMU instead of looping; timeout covers a hang.
     timeout --kill-after=10 "$VM_TIMEOUT" qemu-system-x86_64 -accel tcg -smp 2 -m 1024 \
         -nographic -no-reboot -nic none \
-        -kernel "/boot/vmlinuz-$KVER" -initrd "$out/initrd.gz" \
+        -kernel "$KROOT/boot/vmlinuz-$KVER" -initrd "$out/initrd.gz" \
         -append 'console=ttyS0 panic=-1 quiet rdinit=/init' \
         </dev/null >"$out/console.log" 2>&1 || true
     verdict=$(grep -a -o 'WAYLUME-VM-RESULT: [A-Z]*' "$out/console.log" | tail -1 || true)

@@ -4,16 +4,11 @@
 //! `app` wires the real adapters together.
 pub mod api;
 pub mod app;
-pub mod client;
+pub mod cli;
 pub mod config;
 pub mod control;
-pub mod control_source;
 pub mod core;
-pub mod inspect;
-pub mod inspection;
-pub mod logging;
-pub mod metrics;
 pub mod node;
-pub mod reconcile;
+pub mod progress;
 pub mod store;
 pub mod sys;

@@ -3,10 +3,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
-use serde_json::{Value, json};
+use clap::{CommandFactory, Parser, Subcommand};
 
-use waylume::{app, client, logging};
+use waylume::cli::{self, PeersCmd};
+use waylume::{app, sys};
 
 #[derive(Parser)]
 #[command(
@@ -50,50 +50,24 @@ enum Command {
     Keygen {
         #[arg(long)]
         api_secret: bool,
+        /// With --api-secret: print the node's secret derived from the fleet master secret in
+        /// FILE (`-`: standard input), hex(HMAC-SHA256(master, server_id)).
+        #[arg(long, value_name = "FILE", requires = "api_secret")]
+        from_master: Option<PathBuf>,
+        /// The node to derive for; default: this node's server_id from its config.
+        #[arg(long, requires = "from_master")]
+        server_id: Option<String>,
     },
-}
-
-#[derive(Subcommand)]
-enum PeersCmd {
-    /// Create a peer; prints it with its wg-quick config.
-    Create {
-        #[arg(long)]
-        session_id: Option<String>,
-        #[arg(long)]
-        user_id: Option<String>,
-        /// The client's own public key (no private key is returned then).
-        #[arg(long)]
-        public_key: Option<String>,
-        #[arg(long)]
-        download_kbps: Option<u64>,
-        #[arg(long)]
-        upload_kbps: Option<u64>,
-        #[arg(long)]
-        data_cap_bytes: Option<u64>,
-        #[arg(long)]
-        expires_in_secs: Option<u64>,
-    },
-    /// List peers with their counters.
-    List,
-    /// Show one peer.
-    Get { id: String },
-    /// Delete a peer; prints its final usage.
-    Delete { id: String },
-    /// Set a peer's rates; an omitted direction is unlimited.
-    SpeedLimit {
-        id: String,
-        #[arg(long)]
-        download_kbps: Option<u64>,
-        #[arg(long)]
-        upload_kbps: Option<u64>,
-    },
-    /// Set a peer's data cap in bytes, or `none`.
-    DataCap { id: String, bytes: String },
+    /// Print a shell completion script (e.g. `waylume-server completions bash >
+    /// /usr/share/bash-completion/completions/waylume-server`).
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff), e.g. `waylume-server man | man -l -`.
+    Man,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init();
+    sys::journal::init();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -136,11 +110,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Inspect { pcap, json } => {
             use std::io::Write;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            waylume::inspect::run(&pcap, json, &mut out)?;
+            cli::inspect::run(&pcap, json, &mut out)?;
             out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Keygen { api_secret } => {
+        Command::Keygen {
+            from_master: Some(master),
+            server_id,
+            ..
+        } => {
+            let id = match server_id {
+                Some(id) => id,
+                None => app::load_config(cli.config.as_deref())?
+                    .server_id
+                    .to_string(),
+            };
+            write_stdout(&derive_secret(&master, &id)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keygen { api_secret, .. } => {
             let text = if api_secret {
                 (0..32)
                     .map(|_| format!("{:02x}", rand::random::<u8>()))
@@ -151,11 +139,51 @@ fn run(cli: Cli) -> Result<ExitCode> {
             write_stdout(&text)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Completions { shell } => {
+            // Into a buffer first: the generator panics on a write error (a closed pipe).
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "waylume-server", &mut text);
+            write_bytes(&text)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let mut text = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut text)?;
+            write_bytes(&text)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Peers { cmd } => {
-            let target = client::Target::from_env(app::load_config(cli.config.as_deref()))?;
-            runtime()?.block_on(peers(&target, cmd))
+            let target = cli::Target::from_env(app::load_config(cli.config.as_deref()))?;
+            runtime()?.block_on(cli::peers(&target, cmd))
         }
     }
+}
+
+/// A node's API secret from the fleet master in `path`.
+fn derive_secret(path: &std::path::Path, server_id: &str) -> Result<String> {
+    use anyhow::Context;
+    let id: waylume::config::ServerId = server_id
+        .parse()
+        .map_err(|e| anyhow::anyhow!("server id: {e}"))?;
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin().lock()).context("reading the master from stdin")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+    };
+    let master = text.trim_end_matches(['\n', '\r']);
+    waylume::config::strong_secret(master).map_err(|e| anyhow::anyhow!("fleet master: {e}"))?;
+    Ok(waylume::core::answer::node_secret(
+        master.as_bytes(),
+        id.as_str(),
+    ))
+}
+
+fn write_bytes(bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()?;
+    Ok(())
 }
 
 fn write_stdout(text: &str) -> Result<()> {
@@ -163,76 +191,4 @@ fn write_stdout(text: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{text}")?;
     Ok(())
-}
-
-async fn peers(target: &client::Target, cmd: PeersCmd) -> Result<ExitCode> {
-    use reqwest::Method;
-    let (method, path, body): (Method, String, Option<Value>) = match cmd {
-        PeersCmd::Create {
-            session_id,
-            user_id,
-            public_key,
-            download_kbps,
-            upload_kbps,
-            data_cap_bytes,
-            expires_in_secs,
-        } => {
-            let mut b = json!({});
-            let put = |b: &mut Value, k: &str, v: Value| {
-                if !v.is_null() {
-                    b[k] = v
-                }
-            };
-            put(&mut b, "session_id", json!(session_id));
-            put(&mut b, "user_id", json!(user_id));
-            put(&mut b, "public_key", json!(public_key));
-            if download_kbps.is_some() || upload_kbps.is_some() {
-                b["speed_limit"] =
-                    json!({"download_kbps": download_kbps, "upload_kbps": upload_kbps});
-            }
-            put(&mut b, "data_cap_bytes", json!(data_cap_bytes));
-            put(&mut b, "expires_in_secs", json!(expires_in_secs));
-            (Method::POST, "/api/peers".into(), Some(b))
-        }
-        PeersCmd::List => (Method::GET, "/api/peers".into(), None),
-        PeersCmd::Get { id } => (Method::GET, format!("/api/peers/{id}"), None),
-        PeersCmd::Delete { id } => (
-            Method::POST,
-            "/api/peers/delete".into(),
-            Some(json!({"peer_id": id})),
-        ),
-        PeersCmd::SpeedLimit {
-            id,
-            download_kbps,
-            upload_kbps,
-        } => (
-            Method::POST,
-            "/api/peers/speed-limit".into(),
-            Some(
-                json!({"peer_id": id, "download_kbps": download_kbps, "upload_kbps": upload_kbps}),
-            ),
-        ),
-        PeersCmd::DataCap { id, bytes } => {
-            let cap: Value = match bytes.as_str() {
-                "none" | "null" | "unlimited" => Value::Null,
-                n => json!(
-                    n.parse::<u64>()
-                        .map_err(|_| anyhow::anyhow!("data cap {n:?}: a byte count or `none`"))?
-                ),
-            };
-            (
-                Method::POST,
-                "/api/peers/data-cap".into(),
-                Some(json!({"peer_id": id, "data_cap_bytes": cap})),
-            )
-        }
-    };
-    let (status, value) = target.call(method, &path, body.as_ref()).await?;
-    write_stdout(&serde_json::to_string_pretty(&value)?)?;
-    if (200..300).contains(&status) {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        log::error!("the node answered {status}");
-        Ok(ExitCode::FAILURE)
-    }
 }

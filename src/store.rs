@@ -3,9 +3,8 @@
 //!
 //! Every write is one transaction; the journal is WAL with full sync, so a crash at any point
 //! leaves a database that opens with either the old or the new state.
-use std::io::Write;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -36,7 +35,8 @@ pub enum StoreError {
 }
 
 /// Each entry upgrades the schema by one version; never edit a released one.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE peers (
     id             TEXT PRIMARY KEY,
     public_key     TEXT NOT NULL UNIQUE,
@@ -58,7 +58,19 @@ CREATE TABLE peers (
     cap_used       INTEGER NOT NULL DEFAULT 0,
     last_handshake INTEGER
 );
-"];
+",
+    r"
+-- What the node owes Supabase, kept until acknowledged (see store/outbox.rs).
+CREATE TABLE outbox (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    rev        INTEGER NOT NULL DEFAULT 0,
+    kind       TEXT NOT NULL CHECK (kind IN ('session', 'summary')),
+    body       TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX outbox_kind ON outbox (kind, id);
+",
+];
 
 /// A peer as stored, with what the node has counted for it.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +93,8 @@ pub struct UsageRow<'a> {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// Most final session rows the outbox holds before the oldest are summarised.
+    outbox_limit: u64,
 }
 
 impl Store {
@@ -101,7 +115,11 @@ impl Store {
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
         )
         .map_err(db)?;
-        let mut store = Store { conn, path };
+        let mut store = Store {
+            conn,
+            path,
+            outbox_limit: outbox::DEFAULT_LIMIT,
+        };
         store.migrate()?;
         std::fs::set_permissions(&store.path, std::fs::Permissions::from_mode(0o600)).map_err(
             |source| StoreError::Dir {
@@ -195,6 +213,27 @@ impl Store {
             .execute("DELETE FROM peers WHERE id = ?1", [id.as_str()])
             .map_err(self.db())?;
         Ok(n > 0)
+    }
+
+    /// Deletes many peers in one transaction: one write to disk however many there are.
+    pub fn delete_peers(&mut self, ids: &[&PeerId]) -> Result<usize, StoreError> {
+        let path = self.path.clone();
+        let db = |source| StoreError::Db {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(db)?;
+        let mut n = 0;
+        {
+            let mut st = tx
+                .prepare_cached("DELETE FROM peers WHERE id = ?1")
+                .map_err(db)?;
+            for id in ids {
+                n += st.execute([id.as_str()]).map_err(db)?;
+            }
+        }
+        tx.commit().map_err(db)?;
+        Ok(n)
     }
 
     pub fn set_limit(&mut self, id: &PeerId, l: SpeedLimit) -> Result<(), StoreError> {
@@ -403,23 +442,18 @@ pub fn load_or_create_key(dir: &Path, generate: impl FnOnce() -> Key) -> Result<
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = generate();
-            let tmp = dir.join("private.key.tmp");
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(err)?;
-            f.write_all(format!("{}\n", key.to_base64()).as_bytes())
-                .map_err(err)?;
-            f.sync_all().map_err(err)?;
-            std::fs::rename(&tmp, &path).map_err(err)?;
+            // Durably: a key lost to a power cut would come back as a new one, and every client
+            // config names the old one.
+            crate::sys::durable::replace(&path, format!("{}\n", key.to_base64()).as_bytes(), 0o600)
+                .map_err(|e| err(e.source))?;
             Ok(key)
         }
         Err(e) => Err(err(e)),
     }
 }
+
+mod outbox;
+pub use outbox::OutboxRow;
 
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,7 @@ rec {
   nodeTunnel = "10.77.0.1";
   web = "203.0.113.10";
   webPrivate = "172.16.50.10";
-  apiSecret = "snakeoil-api-secret-for-vm-tests";
+  apiSecret = "5a4e4f4b45f0e1d2c3b4a5968778695a4b3c2d1e0f5a4e4f4b45f0e1d2c3b4a5";
   serverId = "vm-node";
 
   staticAddress = lib: iface: addresses: {

@@ -17,6 +17,8 @@ in {
         supabaseKeyFile = "/etc/waylume/supabase-key";
         settings.supabase = {
           url = "http://${control}";
+          # The test network is private; a real fleet's URL is https.
+          insecure_http = true;
           heartbeat_interval_secs = 5;
           usage_interval_secs = 5;
         };

@@ -6,7 +6,7 @@ use super::error::ApiError;
 use crate::core::clientconf::CLIENT_ALLOWED_IPS;
 use crate::core::peer::{PeerId, SpeedLimit};
 use crate::core::registry::{NewPeer, Selector};
-use crate::node::{Node, PeerStatus};
+use crate::node::{NodeHandle, PeerStatus};
 
 /// Larger caps are typos: 2^53 bytes (8 PiB) is also the largest integer JavaScript keeps exact.
 pub const MAX_CAP_BYTES: u64 = 1 << 53;
@@ -82,6 +82,40 @@ pub fn public_key(field: &str, s: &str) -> Result<Key, ApiError> {
 
 pub fn peer_id(s: &str) -> Result<PeerId, ApiError> {
     PeerId::parse(s).ok_or_else(|| invalid("peer_id is not a peer id (32 hex digits)"))
+}
+
+/// A page of `GET /api/peers`: at most `limit` peers whose id sorts after `after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub limit: usize,
+    pub after: Option<PeerId>,
+}
+
+pub const MAX_PAGE: usize = 1000;
+
+/// `limit=N&after=ID`; `None` for no parameters (the whole list, oldest first).
+pub fn page(query: &str) -> Result<Option<Page>, ApiError> {
+    if query.is_empty() {
+        return Ok(None);
+    }
+    let mut page = Page {
+        limit: 100,
+        after: None,
+    };
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("limit", v)) => {
+                page.limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| invalid(format!("limit must be 1 to {MAX_PAGE}")))?;
+            }
+            Some(("after", v)) => page.after = Some(peer_id(v)?),
+            _ => return Err(invalid("the peer list takes limit and after only")),
+        }
+    }
+    Ok(Some(page))
 }
 
 fn kbps(field: &str, v: Option<u64>) -> Result<Option<u32>, ApiError> {
@@ -178,7 +212,9 @@ pub struct PeerView {
     pub peer_id: String,
     pub public_key: String,
     pub private_key: Option<String>,
-    pub preshared_key: String,
+    /// Only in the answer to a create, like the private key: anyone who reads a list must not
+    /// learn what protects every tunnel.
+    pub preshared_key: Option<String>,
     pub address: String,
     pub address_v6: Option<String>,
     pub server_public_key: String,
@@ -200,9 +236,9 @@ pub struct PeerView {
 }
 
 impl PeerView {
-    /// `secrets`: include the private key and config (the answer to a create only).
+    /// `secrets`: include the private key, preshared key and config (the answer to a create only).
     pub fn new(
-        node: &Node,
+        node: &NodeHandle,
         s: &PeerStatus,
         secrets: bool,
         protocols: serde_json::Map<String, serde_json::Value>,
@@ -218,7 +254,7 @@ impl PeerView {
                 .as_ref()
                 .filter(|_| secrets)
                 .map(Key::to_base64),
-            preshared_key: p.preshared_key.to_base64(),
+            preshared_key: secrets.then(|| p.preshared_key.to_base64()),
             address: p.address.to_string(),
             address_v6: p.address_v6.map(|a| a.to_string()),
             server_public_key: server.public_key.to_base64(),

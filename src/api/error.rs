@@ -4,8 +4,6 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use crate::core::auth::AuthError;
-use crate::core::pool::PoolError;
-use crate::core::registry::CreateError;
 use crate::node::NodeError;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,8 +26,6 @@ pub enum ApiError {
     Invalid(String),
     #[error("{0}")]
     Unavailable(String),
-    #[error("internal error")]
-    Internal,
 }
 
 impl ApiError {
@@ -44,7 +40,6 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -59,7 +54,6 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Invalid(_) => "invalid_request",
             ApiError::Unavailable(_) => "unavailable",
-            ApiError::Internal => "internal",
         }
     }
 
@@ -73,26 +67,14 @@ impl From<NodeError> for ApiError {
     fn from(e: NodeError) -> ApiError {
         match e {
             NodeError::NotFound => ApiError::NotFound,
-            NodeError::Create(CreateError::KeyInUse | CreateError::SessionMismatch) => {
-                ApiError::Conflict(e.to_string())
-            }
-            NodeError::Create(
-                CreateError::AtCapacity(_) | CreateError::Pool(PoolError::Exhausted),
-            ) => ApiError::Unavailable(e.to_string()),
-            NodeError::Create(CreateError::Pool(_)) | NodeError::Store(_) => {
-                log::error!("request failed: {e}");
-                ApiError::Internal
-            }
-            NodeError::Dataplane(crate::sys::dataplane::DataplaneError::Plan(p)) => {
-                ApiError::Invalid(p.to_string())
-            }
-            NodeError::Dataplane(_) => {
-                log::error!("request failed: {e}");
-                ApiError::Unavailable("data plane unavailable; the node retries on its own".into())
-            }
-            NodeError::WireGuard(_) => {
-                log::error!("request failed: {e}");
-                ApiError::Unavailable("data plane unavailable".into())
+            NodeError::Conflict(_) => ApiError::Conflict(e.to_string()),
+            NodeError::Full(_) => ApiError::Unavailable(e.to_string()),
+            NodeError::Rejected(p) => ApiError::Invalid(p.to_string()),
+            NodeError::Unavailable(cause) => {
+                log::error!("request failed: {cause}");
+                ApiError::Unavailable(
+                    "the node cannot make this change now; it retries repairs on its own".into(),
+                )
             }
         }
     }

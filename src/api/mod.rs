@@ -1,7 +1,22 @@
 //! The REST API: one warp filter that reads the whole request, checks its signature and routes it.
-//! Handlers call into `Node` off the async threads; every error leaves through `ApiError`.
+//! Changes go to the node's thread through its handle; reads (`GET /api/peers`, `/health`,
+//! `/metrics`) come from the view it publishes and never wait for a change. Every error leaves
+//! through `ApiError`.
+//!
+//! Why not one warp filter per route: the signature covers the method, the path with its query
+//! and the raw body, so the whole request is read and verified before anything is routed or
+//! parsed. Composed filters would each take the body apart on their own, and a rejection from
+//! one would say which routes exist to a caller that has not signed. `Route::parse` is the one
+//! route table.
+mod answer;
 mod dto;
 mod error;
+mod guard;
+pub mod listen;
+pub mod metrics;
+pub mod replay;
+mod route;
+mod status;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -16,50 +31,53 @@ use warp::reply::Response;
 
 pub use dto::{MAX_CAP_BYTES, PeerView};
 pub use error::ApiError;
+pub use guard::STUCK_AFTER;
+pub use route::Route;
 
+use crate::control::HealthHandle;
 use crate::core::auth::{self, Headers, Request, Verifier};
-use crate::core::registry::{Fresh, Selector};
-use crate::inspection::Inspection;
-use crate::metrics::{Metrics, PeerCounts};
-use crate::node::{Node, PeerStatus};
+use crate::core::registry::Fresh;
+use crate::node::{NodeError, NodeHandle, PeerStatus, Removal};
+use crate::sys::inspection::Inspection;
+use metrics::Metrics;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// How the control plane is doing, for `/health`.
-#[derive(Debug, Clone, Serialize)]
-pub struct ControlHealth {
-    pub state: String,
-    pub ok: bool,
-}
-
 pub struct Api {
-    pub node: Arc<Node>,
+    pub node: NodeHandle,
     pub metrics: Arc<Metrics>,
     pub max_capacity: u16,
     verifier: Option<Mutex<Verifier>>,
+    signer: Option<answer::Signer>,
+    floor: Option<Arc<replay::ReplayFloor>>,
+    commands: Option<(Arc<crate::sys::runner::InFlight>, std::time::Duration)>,
     clock: Box<dyn Fn() -> u64 + Send + Sync>,
-    control: Box<dyn Fn() -> ControlHealth + Send + Sync>,
+    /// `None`: standalone, no control plane.
+    control: Option<HealthHandle>,
     inspection: Option<Arc<Inspection>>,
 }
 
 impl Api {
     /// `secret`: `None` accepts unsigned requests (the API then listens on loopback only).
     pub fn new(
-        node: Arc<Node>,
+        node: NodeHandle,
         metrics: Arc<Metrics>,
         max_capacity: u16,
         secret: Option<(&[u8], &str)>,
         clock: impl Fn() -> u64 + Send + Sync + 'static,
-        control: impl Fn() -> ControlHealth + Send + Sync + 'static,
+        control: Option<HealthHandle>,
     ) -> Api {
         Api {
             node,
             metrics,
             max_capacity,
             verifier: secret.map(|(s, id)| Mutex::new(Verifier::new(s, id))),
+            signer: secret.map(|(s, id)| answer::Signer::new(s, id, true)),
+            floor: None,
+            commands: None,
             clock: Box::new(clock),
-            control: Box::new(control),
+            control,
             inspection: None,
         }
     }
@@ -72,7 +90,7 @@ impl Api {
 
     fn view(&self, s: &PeerStatus, secrets: bool) -> PeerView {
         let protocols = match &self.inspection {
-            Some(i) => crate::inspection::protocols_json(&i.traffic(s.peer.address.into())),
+            Some(i) => crate::sys::inspection::protocols_json(&i.traffic(&s.peer.id)),
             None => serde_json::Map::new(),
         };
         PeerView::new(&self.node, s, secrets, protocols)
@@ -110,10 +128,27 @@ pub fn routes(
                 async move {
                     let started = Instant::now();
                     let body = read_body(&headers, body).await;
+                    let nonce = headers
+                        .get(auth::HEADER_NONCE)
+                        .and_then(|v| v.to_str().ok())
+                        .filter(|n| auth::valid_nonce(n))
+                        .map(str::to_string);
                     let (route, result) = api
-                        .handle(&method, path.as_str(), &query, &headers, body)
+                        .handle(
+                            &method,
+                            path.as_str(),
+                            &query,
+                            &headers,
+                            body,
+                            nonce.as_deref(),
+                        )
                         .await;
-                    let response = result.unwrap_or_else(ApiError::into_response);
+                    let mut response = result.unwrap_or_else(ApiError::into_response);
+                    if let (true, Some(signer), Some(nonce)) =
+                        (path.as_str().starts_with("/api/"), &api.signer, &nonce)
+                    {
+                        response = signer.sign(response, nonce).await;
+                    }
                     api.metrics.observe_request(
                         route,
                         response.status().as_u16(),
@@ -159,14 +194,15 @@ impl Api {
         query: &str,
         headers: &HeaderMap,
         body: Result<Vec<u8>, ApiError>,
+        nonce: Option<&str>,
     ) -> Routed {
-        match (method, path) {
-            (&Method::GET, "/health") => return ("health", Ok(self.health().await)),
-            (&Method::GET, "/metrics") => return ("metrics", Ok(self.metrics_text().await)),
+        let route = Route::parse(method, path);
+        match &route {
+            Ok(Route::Health) => return ("health", Ok(self.health())),
+            Ok(Route::Metrics) => return ("metrics", Ok(self.metrics_text())),
+            // Outside /api/ nothing is signed, so nothing is revealed by a 404.
+            Err(_) if !path.starts_with("/api/") => return ("unknown", Err(ApiError::NotFound)),
             _ => {}
-        }
-        if !path.starts_with("/api/") {
-            return ("unknown", Err(ApiError::NotFound));
         }
         let body = match body {
             Ok(b) => b,
@@ -181,8 +217,15 @@ impl Api {
             log::debug!("rejected {method} {path}: {e}");
             return ("unauthorized", Err(e.into()));
         }
-        let route = route_name(method, path);
-        if *method == Method::POST {
+        let route = match route {
+            Ok(r) => r,
+            Err(e) => return ("unknown", Err(e)),
+        };
+        let name = route.name();
+        if let Err(e) = self.record_floor(headers).await {
+            return (name, Err(e));
+        }
+        if route.has_body() {
             let json = headers
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
@@ -192,10 +235,15 @@ impl Api {
                         .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
                 });
             if !json {
-                return (route, Err(ApiError::UnsupportedMediaType));
+                return (name, Err(ApiError::UnsupportedMediaType));
             }
         }
-        (route, self.dispatch(method, path, body).await)
+        if route.has_body()
+            && let Err(e) = self.not_stuck()
+        {
+            return (name, Err(e));
+        }
+        (name, self.dispatch(route, query, body, nonce).await)
     }
 
     fn authenticate(
@@ -227,56 +275,67 @@ impl Api {
 
     async fn dispatch(
         self: &Arc<Self>,
-        method: &Method,
-        path: &str,
+        route: Route,
+        query: &str,
         body: Vec<u8>,
+        nonce: Option<&str>,
     ) -> Result<Response, ApiError> {
-        let segments: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
-        match (method, segments.as_slice()) {
-            (&Method::POST, ["peers"]) => self.create(body).await,
-            (&Method::POST, ["peers", "delete"]) => {
+        let s = match route {
+            Route::CreatePeer => return self.create(body, nonce).await,
+            Route::DeletePeer => {
                 let sel = parse::<dto::DeleteBody>(&body)?.selector()?;
-                let s = self
-                    .blocking(move |n| n.delete(&sel, crate::node::Removal::Deleted))
-                    .await?;
-                Ok(self.peer_response(StatusCode::OK, &s, false))
+                self.change(move |n| n.delete(&sel, Removal::Deleted))
+                    .await?
             }
-            (&Method::POST, ["peers", "speed-limit"]) => {
+            Route::SpeedLimit => {
                 let b: dto::SpeedLimitBody = parse(&body)?;
                 let (id, limit) = (
                     dto::peer_id(&b.peer_id)?,
                     dto::limit(b.download_kbps, b.upload_kbps)?,
                 );
-                let s = self.blocking(move |n| n.set_limit(&id, limit)).await?;
-                Ok(self.peer_response(StatusCode::OK, &s, false))
+                self.change(move |n| n.set_limit(&id, limit)).await?
             }
-            (&Method::POST, ["peers", "data-cap"]) => {
+            Route::DataCap => {
                 let b: dto::DataCapBody = parse(&body)?;
                 let (id, cap) = (dto::peer_id(&b.peer_id)?, dto::cap(b.data_cap_bytes)?);
-                let s = self.blocking(move |n| n.set_cap(&id, cap)).await?;
-                Ok(self.peer_response(StatusCode::OK, &s, false))
+                self.change(move |n| n.set_cap(&id, cap)).await?
             }
-            (&Method::GET, ["peers"]) => {
-                let all = self.blocking(|n| Ok(n.list())).await?;
-                let views: Vec<PeerView> = all.iter().map(|s| self.view(s, false)).collect();
-                Ok(json_response(StatusCode::OK, &json!({ "peers": views })))
+            Route::ListPeers => {
+                let view = self.node.view();
+                let Some(page) = dto::page(query)? else {
+                    let views: Vec<PeerView> = view
+                        .list()
+                        .into_iter()
+                        .map(|s| self.view(s, false))
+                        .collect();
+                    return Ok(json_response(StatusCode::OK, &json!({ "peers": views })));
+                };
+                let peers = view.page(page.after.as_ref(), page.limit);
+                // A full page may have a next one; the caller asks with `after` = `next`.
+                let next = (peers.len() == page.limit)
+                    .then(|| peers.last().map(|s| s.peer.id.to_string()))
+                    .flatten();
+                let views: Vec<PeerView> = peers.into_iter().map(|s| self.view(s, false)).collect();
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &json!({ "peers": views, "next": next }),
+                ));
             }
-            (&Method::GET, ["peers", id]) => {
-                let id = crate::core::peer::PeerId::parse(id).ok_or(ApiError::NotFound)?;
-                let s = self
-                    .blocking(move |n| {
-                        n.get(&Selector::Id(id))
-                            .ok_or(crate::node::NodeError::NotFound)
-                    })
-                    .await?;
-                Ok(self.peer_response(StatusCode::OK, &s, false))
+            Route::GetPeer(id) => {
+                let view = self.node.view();
+                let s = id.and_then(|id| view.get(&id)).ok_or(ApiError::NotFound)?;
+                return Ok(self.peer_response(StatusCode::OK, s, false));
             }
-            (_, ["peers"] | ["peers", _]) => Err(ApiError::MethodNotAllowed),
-            _ => Err(ApiError::NotFound),
-        }
+            Route::Health | Route::Metrics => return Err(ApiError::NotFound),
+        };
+        Ok(self.peer_response(StatusCode::OK, &s, false))
     }
 
-    async fn create(self: &Arc<Self>, body: Vec<u8>) -> Result<Response, ApiError> {
+    async fn create(
+        self: &Arc<Self>,
+        body: Vec<u8>,
+        nonce: Option<&str>,
+    ) -> Result<Response, ApiError> {
         let req = parse::<dto::CreateBody>(&body)?.validate(&self.node.server().public_key)?;
         let now = (self.clock)();
         let fresh = Fresh {
@@ -284,94 +343,32 @@ impl Api {
             private_key: wireguard_control::Key::generate_private(),
             preshared_key: wireguard_control::Key::generate_preshared(),
         };
-        let (s, created) = self.blocking(move |n| n.create(&req, fresh, now)).await?;
+        let (s, created) = self.change(move |n| n.create(&req, fresh, now)).await?;
         let status = if created {
             StatusCode::CREATED
         } else {
             StatusCode::OK
         };
-        Ok(self.peer_response(status, &s, true))
+        // A PeerView is plain data; encoding it cannot fail.
+        let view = serde_json::to_value(self.view(&s, true))
+            .map_err(|e| ApiError::Unavailable(format!("cannot encode the answer: {e}")))?;
+        let view = match (&self.signer, nonce) {
+            (Some(signer), Some(nonce)) => signer.seal_answer(view, nonce),
+            _ => view,
+        };
+        Ok(json_response(status, &view))
     }
 
     fn peer_response(&self, status: StatusCode, s: &PeerStatus, secrets: bool) -> Response {
         json_response(status, &self.view(s, secrets))
     }
 
-    async fn blocking<T: Send + 'static>(
+    /// A change, run on the node's thread.
+    async fn change<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Node) -> Result<T, crate::node::NodeError> + Send + 'static,
+        f: impl FnOnce(&mut crate::node::Node) -> Result<T, NodeError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let node = self.node.clone();
-        match tokio::task::spawn_blocking(move || f(&node)).await {
-            Ok(r) => r.map_err(ApiError::from),
-            Err(e) => {
-                log::error!("request task failed: {e}");
-                Err(ApiError::Internal)
-            }
-        }
-    }
-
-    fn peer_counts(&self, all: &[PeerStatus]) -> PeerCounts {
-        let now = (self.clock)();
-        PeerCounts {
-            total: all.len(),
-            active: all
-                .iter()
-                .filter(|s| {
-                    s.counters
-                        .last_handshake
-                        .is_some_and(|h| now.saturating_sub(h) < 180)
-                })
-                .count(),
-            capped: all.iter().filter(|s| s.capped()).count(),
-        }
-    }
-
-    async fn health(self: &Arc<Self>) -> Response {
-        let all = self.blocking(|n| Ok(n.list())).await.unwrap_or_default();
-        let counts = self.peer_counts(&all);
-        let (_, free) = self.node.count();
-        let dataplane = self
-            .metrics
-            .dataplane_ok
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let store_ok = self.blocking(|n| Ok(n.store_ok())).await.unwrap_or(false);
-        let control = (self.control)();
-        let at_capacity = counts.total >= usize::from(self.max_capacity) || free == 0;
-        let ok = dataplane && store_ok;
-        let body = json!({
-            "status": if ok { "ok" } else { "degraded" },
-            "version": env!("CARGO_PKG_VERSION"),
-            "interface": { "up": dataplane, "backend": self.node.backend_name() },
-            "store": if store_ok { "ok" } else { "failing" },
-            "control_plane": control,
-            "capacity": {
-                "max": self.max_capacity,
-                "peers": counts.total,
-                "active": counts.active,
-                "free_addresses": free,
-                "at_capacity": at_capacity,
-            },
-        });
-        json_response(
-            if ok {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            },
-            &body,
-        )
-    }
-
-    async fn metrics_text(self: &Arc<Self>) -> Response {
-        let all = self.blocking(|n| Ok(n.list())).await.unwrap_or_default();
-        let text = self.metrics.render(self.peer_counts(&all));
-        let mut r = Response::new(text.into());
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        );
-        r
+        Ok(self.node.call(f).await??)
     }
 }
 
@@ -380,16 +377,4 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let v: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::Malformed(format!("malformed JSON: {e}")))?;
     serde_json::from_value(v).map_err(|e| ApiError::Invalid(e.to_string()))
-}
-
-fn route_name(method: &Method, path: &str) -> &'static str {
-    match (method.as_str(), path) {
-        ("POST", "/api/peers") => "create_peer",
-        ("POST", "/api/peers/delete") => "delete_peer",
-        ("POST", "/api/peers/speed-limit") => "speed_limit",
-        ("POST", "/api/peers/data-cap") => "data_cap",
-        ("GET", "/api/peers") => "list_peers",
-        ("GET", p) if p.starts_with("/api/peers/") => "get_peer",
-        _ => "unknown",
-    }
 }

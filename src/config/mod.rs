@@ -1,5 +1,6 @@
 //! Configuration: built-in defaults, then the TOML file, then the environment. The result is one
 //! validated [`Config`] of typed values; every error names the key it is about.
+mod api;
 mod raw;
 mod types;
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use ipnet::{Ipv4Net, Ipv6Net};
 
+pub use api::{ApiConfig, ConnLimits, MIN_SECRET_BYTES, TlsFiles, strong_secret};
 pub use raw::RawConfig;
 pub use types::{Backend, Endpoint, IfName, Secret, ServerId};
 
@@ -41,14 +43,6 @@ pub struct Config {
     pub dataplane: DataplaneConfig,
     pub peers: PeerLifetimes,
     pub inspection: InspectionConfig,
-}
-
-#[derive(Debug, Clone)]
-pub struct ApiConfig {
-    pub port: u16,
-    pub bind: IpAddr,
-    /// `None`: the API listens on loopback only.
-    pub secret: Option<Secret>,
 }
 
 #[derive(Debug, Clone)]
@@ -94,16 +88,14 @@ pub struct DataplaneConfig {
     pub reconcile_interval: Duration,
     pub isolation: bool,
     pub block_private_networks: bool,
+    /// Fenced networks peers may reach all the same (internal services).
+    pub allow_networks: Vec<ipnet::IpNet>,
     pub shaping: bool,
+    /// How long one `nft`/`tc`/`ip` call may run before it is killed.
+    pub command_timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
-pub struct PeerLifetimes {
-    /// Remove peers with no handshake for this long; `None` keeps them.
-    pub idle_timeout: Option<Duration>,
-    /// A peer that never handshakes is idle once this has passed since creation.
-    pub handshake_grace: Duration,
-}
+pub use crate::core::lifetime::PeerLifetimes;
 
 #[derive(Debug, Clone)]
 pub struct InspectionConfig {

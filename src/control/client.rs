@@ -11,6 +11,9 @@ use crate::config::Secret;
 
 /// Error bodies longer than this are cut before parsing; a proxy's error page needs no more.
 const MAX_ERROR_BODY: usize = 16 * 1024;
+/// The node asks only for tiny answers (`[{"id":…,"status":…}]`); anything bigger is refused as
+/// it streams in, so a broken or hostile endpoint cannot make the node buffer without limit.
+const MAX_BODY: usize = 64 * 1024;
 
 pub(crate) struct Rest {
     http: reqwest::Client,
@@ -34,19 +37,7 @@ impl Rest {
         if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
             return Err(bad("not an http(s) URL".into()));
         }
-        let key = key.expose();
-        let mut headers = HeaderMap::new();
-        // Both headers carry the same key: Supabase requires `apikey`, and accepts a Bearer only
-        // when it equals it (true for legacy JWT keys and for `sb_secret_` keys alike).
-        let mut apikey = HeaderValue::from_str(key)
-            .map_err(|_| ControlError::Client("the key is not a valid header value".into()))?;
-        apikey.set_sensitive(true);
-        let mut bearer = HeaderValue::from_str(&format!("Bearer {key}"))
-            .map_err(|_| ControlError::Client("the key is not a valid header value".into()))?;
-        bearer.set_sensitive(true);
-        headers.insert("apikey", apikey);
-        headers.insert(AUTHORIZATION, bearer);
-        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let headers = auth_headers(key.expose())?;
         let http = reqwest::Client::builder()
             // Supabase refuses secret keys from browser-like agents.
             .user_agent(concat!("waylume-server/", env!("CARGO_PKG_VERSION")))
@@ -84,17 +75,18 @@ impl Rest {
         send(req).await.map(drop)
     }
 
-    /// `PATCH /<table>?<column>=eq.<value>&select=<column>` with `return=representation`: the
+    /// `PATCH /<table>?<column>=eq.<value>&select=<select>` with `return=representation`: the
     /// rows it changed, so an empty answer tells "no such row" apart from success.
     pub async fn patch_eq<T: Serialize + ?Sized>(
         &self,
         table: &str,
         column: &str,
         value: &str,
+        select: &str,
         body: &T,
     ) -> Result<Vec<serde_json::Value>, ControlError> {
         let filter = format!("eq.{value}");
-        let url = self.url(table, &[(column, filter.as_str()), ("select", column)])?;
+        let url = self.url(table, &[(column, filter.as_str()), ("select", select)])?;
         let req = self
             .http
             .request(Method::PATCH, url)
@@ -111,22 +103,58 @@ impl Rest {
     }
 }
 
+/// `apikey` always. New-format keys (`sb_secret_…`, `sb_publishable_…`) are not JWTs and
+/// Supabase refuses them as a Bearer token; legacy JWT keys go in both headers.
+pub(crate) fn auth_headers(key: &str) -> Result<HeaderMap, ControlError> {
+    let bad = || ControlError::Client("the key is not a valid header value".into());
+    let mut headers = HeaderMap::new();
+    let mut apikey = HeaderValue::from_str(key).map_err(|_| bad())?;
+    apikey.set_sensitive(true);
+    headers.insert("apikey", apikey);
+    if !key.starts_with("sb_") {
+        let mut bearer = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| bad())?;
+        bearer.set_sensitive(true);
+        headers.insert(AUTHORIZATION, bearer);
+    }
+    headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+    Ok(headers)
+}
+
 /// One request; a non-2xx answer becomes [`ControlError::Status`] with its body read leniently.
 async fn send(req: reqwest::RequestBuilder) -> Result<Vec<u8>, ControlError> {
-    let resp = req.send().await.map_err(network)?;
+    let mut resp = req.send().await.map_err(network)?;
     let status = resp.status();
     let retry_after = resp
         .headers()
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| parse_retry_after(v, SystemTime::now()));
-    let bytes = resp.bytes().await.map_err(network)?;
+    let cap = if status.is_success() {
+        MAX_BODY
+    } else {
+        MAX_ERROR_BODY
+    };
+    let mut bytes = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(network)? {
+        let room = cap - bytes.len();
+        if chunk.len() > room {
+            bytes.extend_from_slice(&chunk[..room]);
+            if status.is_success() {
+                return Err(ControlError::Unexpected(format!(
+                    "an answer larger than {cap} bytes"
+                )));
+            }
+            // An error page cut short still says what went wrong.
+            break;
+        }
+        bytes.extend_from_slice(&chunk);
+    }
     if status.is_success() {
-        return Ok(bytes.to_vec());
+        return Ok(bytes);
     }
     Err(ControlError::Status {
         status: status.as_u16(),
-        body: ErrorBody::parse(&bytes[..bytes.len().min(MAX_ERROR_BODY)]),
+        body: ErrorBody::parse(&bytes),
         retry_after,
     })
 }
@@ -147,4 +175,23 @@ fn network(e: reqwest::Error) -> ControlError {
         source = s.source();
     }
     ControlError::Network(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_format_keys_are_not_sent_as_bearer() {
+        for key in ["sb_secret_abc123", "sb_publishable_xyz"] {
+            let h = auth_headers(key).unwrap();
+            assert_eq!(h.get("apikey").unwrap(), key);
+            assert!(h.get(AUTHORIZATION).is_none(), "{key}");
+        }
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.c2ln";
+        let h = auth_headers(jwt).unwrap();
+        assert_eq!(h.get("apikey").unwrap(), jwt);
+        assert_eq!(h.get(AUTHORIZATION).unwrap(), &format!("Bearer {jwt}"));
+        assert!(auth_headers("bad\nkey").is_err());
+    }
 }

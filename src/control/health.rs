@@ -36,6 +36,10 @@ pub struct ControlHealth {
     pub usage_failures_total: u64,
     /// Unix seconds of the last successful registration or heartbeat.
     pub last_heartbeat_ok_unix: Option<u64>,
+    /// An operator set the row's status to `draining`: the fleet sends no new sessions here.
+    pub operator_draining: bool,
+    /// Outbox rows Supabase refused for good (kept in the store, retried after a restart).
+    pub parked: u64,
 }
 
 impl ControlHealth {
@@ -48,6 +52,8 @@ impl ControlHealth {
             heartbeat_failures_total: 0,
             usage_failures_total: 0,
             last_heartbeat_ok_unix: None,
+            operator_draining: false,
+            parked: 0,
         }
     }
 
@@ -56,13 +62,67 @@ impl ControlHealth {
         self.heartbeat == LinkState::Healthy
     }
 
-    /// One word or phrase for `/health`: `starting`, `healthy`, or `failing: <kind>`.
-    pub fn summary(&self) -> String {
-        match &self.heartbeat {
-            LinkState::Starting => "starting".into(),
-            LinkState::Healthy => "healthy".into(),
-            LinkState::Failing { reason } => format!("failing: {reason}"),
+    /// Lines for `/metrics`: whether the fleet sees this node, and its failures.
+    pub fn render_metrics(&self, out: &mut String) {
+        use crate::api::metrics::family;
+        use std::fmt::Write;
+        family(
+            out,
+            "waylume_control_plane_up",
+            "gauge",
+            "1 when the last registration or heartbeat reached the fleet database.",
+        );
+        let _ = writeln!(
+            out,
+            "waylume_control_plane_up {}",
+            u8::from(self.is_healthy())
+        );
+        for (name, help, v) in [
+            (
+                "waylume_heartbeat_failures_total",
+                "Failed registrations and heartbeats.",
+                self.heartbeat_failures_total,
+            ),
+            (
+                "waylume_usage_report_failures_total",
+                "Failed usage reports.",
+                self.usage_failures_total,
+            ),
+        ] {
+            family(out, name, "counter", help);
+            let _ = writeln!(out, "{name} {v}");
         }
+        if let Some(t) = self.last_heartbeat_ok_unix {
+            let name = "waylume_heartbeat_last_success_timestamp_seconds";
+            family(
+                out,
+                name,
+                "gauge",
+                "Unix time of the last successful heartbeat.",
+            );
+            let _ = writeln!(out, "{name} {t}");
+        }
+    }
+
+    /// One word or phrase for `/health`: `starting`, `healthy`, or `failing: <kind>`, with
+    /// an operator's drain and outbox rows Supabase refused in brackets.
+    pub fn summary(&self) -> String {
+        let mut s = match &self.heartbeat {
+            LinkState::Starting => "starting".to_string(),
+            LinkState::Healthy => "healthy".to_string(),
+            LinkState::Failing { reason } => format!("failing: {reason}"),
+        };
+        let mut notes = Vec::new();
+        if self.operator_draining {
+            notes.push("drained by operator".to_string());
+        }
+        if self.parked > 0 {
+            notes.push(format!("{} outbox rows refused", self.parked));
+        }
+        if !notes.is_empty() {
+            s = format!("{s} ({})", notes.join("; "));
+        }
+        s
     }
 }
 
@@ -77,6 +137,23 @@ impl HealthHandle {
 
     pub fn get(&self) -> ControlHealth {
         self.lock().clone()
+    }
+
+    /// Logs a change of the operator's drain once.
+    pub(crate) fn set_operator_draining(&self, id: &str, draining: bool) {
+        let mut h = self.lock();
+        if h.operator_draining != draining {
+            if draining {
+                log::info!("supabase: {id} is drained by an operator; no new sessions come here");
+            } else {
+                log::info!("supabase: {id} is no longer drained");
+            }
+            h.operator_draining = draining;
+        }
+    }
+
+    pub(crate) fn add_parked(&self, n: u64) {
+        self.lock().parked += n;
     }
 
     fn lock(&self) -> MutexGuard<'_, ControlHealth> {

@@ -8,6 +8,7 @@
 mod client;
 mod error;
 mod health;
+mod outbox;
 mod rows;
 mod task;
 
@@ -15,25 +16,73 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
+use futures::future::BoxFuture;
 use serde::Serialize;
 
 pub use error::{ControlError, ErrorBody, parse_retry_after};
 pub use health::{ControlHealth, HealthHandle, LinkState};
+pub use rows::{owed_session, rfc3339};
 
 use crate::config::{Config, ServerId, SupabaseConfig};
 use crate::core::backoff::Backoff;
 
-/// What the daemon tells the control plane. Both methods are called from the control plane's own
-/// task and must answer from memory, quickly: no netlink, no disk, no locks held for long.
+/// What the daemon tells the control plane, called from the control plane's own task. The
+/// synchronous methods must answer from memory, quickly: no netlink, no disk, no locks held for
+/// long.
 pub trait NodeSource: Send + Sync + 'static {
     /// The node as the fleet should see it right now.
     fn snapshot(&self) -> NodeSnapshot;
-    /// Every session to report, live ones and removed ones whose final numbers have not been
-    /// reported yet. Counters are absolute: the stored baseline plus what the kernel counts now.
+    /// Every live session. Counters are absolute: the stored baseline plus what the kernel
+    /// counts now. Removed peers' final rows come from [`owed`](Self::owed) instead.
     fn usage(&self) -> Vec<SessionUsage>;
-    /// These rows (exactly as returned by [`usage`](Self::usage)) reached Supabase; a removed
-    /// peer's final row can be forgotten now.
+    /// These rows (exactly as returned by [`usage`](Self::usage)) reached Supabase.
     fn usage_reported(&self, _rows: &[SessionUsage]) {}
+    /// Up to `limit` outbox entries with an id above `after`, oldest first: what the node owes
+    /// Supabase and keeps in its store until acknowledged. Async: the store is the node's.
+    fn owed(&self, _after: i64, _limit: usize) -> BoxFuture<'_, Vec<Owed>> {
+        Box::pin(async { Vec::new() })
+    }
+    /// These entries reached Supabase; delete them (each only if unchanged since it was read).
+    fn acknowledge<'a>(&'a self, _done: &'a [Owed]) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// One outbox entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Owed {
+    pub id: i64,
+    /// Bumped when the entry changes (a summary that grew); an acknowledgement of an older
+    /// revision deletes nothing.
+    pub rev: i64,
+    pub kind: OwedKind,
+    /// The row as Supabase takes it, without `server_id` (the control plane adds it).
+    pub body: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwedKind {
+    /// A removed peer's final `vpn_sessions` row ([`owed_session`]).
+    Session,
+    /// A `waylume_usage_summaries` row: the oldest sessions of an overflowing outbox, folded.
+    Summary,
+}
+
+impl OwedKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OwedKind::Session => "session",
+            OwedKind::Summary => "summary",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OwedKind> {
+        match s {
+            "session" => Some(OwedKind::Session),
+            "summary" => Some(OwedKind::Summary),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +97,8 @@ pub struct NodeSnapshot {
     pub peer_count: u32,
     /// Peers with a handshake in the last 180 s; reported as `current_load`.
     pub active_peers: u32,
+    /// `Draining` here means the node cannot take new peers (full, data plane degraded); it is
+    /// written as `accepting = false`, never over the row's `status`, which an operator owns.
     pub status: NodeStatus,
 }
 
@@ -127,7 +178,7 @@ pub struct Timing {
     /// Whole request, connect to last byte.
     pub request_timeout: Duration,
     pub backoff: Backoff,
-    /// How long shutdown may spend flushing usage and marking the node offline.
+    /// How long shutdown may spend marking the node offline and then flushing usage.
     pub shutdown_budget: Duration,
     /// Sessions per usage request.
     pub usage_batch: usize,
@@ -191,7 +242,7 @@ impl ControlPlane {
     }
 
     /// Registers, then heartbeats and reports usage until `shutdown` turns `true` (or its sender
-    /// is dropped); then flushes usage and marks the node offline within
+    /// is dropped); then marks the node offline first and flushes usage with what is left of
     /// [`Timing::shutdown_budget`], and returns. Spawn it: `tokio::spawn(cp.run(source, rx))`.
     pub async fn run(
         self,

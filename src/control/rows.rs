@@ -25,13 +25,39 @@ pub(crate) struct ServerRow<'a> {
     pub max_capacity: u16,
     pub current_load: u32,
     pub peer_count: u32,
-    pub status: NodeStatus,
+    pub status: RowStatus,
+    pub accepting: bool,
     pub version: &'a str,
+    pub heartbeat_interval_s: u32,
+    /// The database replaces it with its own `now()`; sending it marks the write as the node's.
     pub last_heartbeat: String,
 }
 
+/// What the node writes into `status`. `draining` is the operator's word: the node says whether
+/// it takes new peers in `accepting` instead, so the database can keep an operator's drain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RowStatus {
+    Online,
+    Offline,
+}
+
+fn split(s: NodeStatus) -> (RowStatus, bool) {
+    match s {
+        NodeStatus::Online => (RowStatus::Online, true),
+        NodeStatus::Draining => (RowStatus::Online, false),
+        NodeStatus::Offline => (RowStatus::Offline, false),
+    }
+}
+
 impl<'a> ServerRow<'a> {
-    pub fn new(node: &'a NodeInfo, snap: &'a NodeSnapshot, now: SystemTime) -> Self {
+    pub fn new(
+        node: &'a NodeInfo,
+        snap: &'a NodeSnapshot,
+        heartbeat: std::time::Duration,
+        now: SystemTime,
+    ) -> Self {
+        let (status, accepting) = split(snap.status);
         ServerRow {
             id: node.server_id.as_str(),
             endpoint: &snap.endpoint,
@@ -46,8 +72,14 @@ impl<'a> ServerRow<'a> {
             max_capacity: node.max_capacity,
             current_load: snap.active_peers,
             peer_count: snap.peer_count,
-            status: snap.status,
+            status,
+            accepting,
             version: &node.version,
+            // Rounded up: a row is stale after three of these, never before three real intervals.
+            heartbeat_interval_s: u32::try_from(
+                heartbeat.as_millis().div_ceil(1000).clamp(1, 3600),
+            )
+            .unwrap_or(3600),
             last_heartbeat: rfc3339(now),
         }
     }
@@ -58,16 +90,19 @@ impl<'a> ServerRow<'a> {
 pub(crate) struct Heartbeat {
     pub current_load: u32,
     pub peer_count: u32,
-    pub status: NodeStatus,
+    pub status: RowStatus,
+    pub accepting: bool,
     pub last_heartbeat: String,
 }
 
 impl Heartbeat {
     pub fn new(snap: &NodeSnapshot, now: SystemTime) -> Self {
+        let (status, accepting) = split(snap.status);
         Heartbeat {
             current_load: snap.active_peers,
             peer_count: snap.peer_count,
-            status: snap.status,
+            status,
+            accepting,
             last_heartbeat: rfc3339(now),
         }
     }
@@ -111,13 +146,22 @@ impl<'a> SessionRow<'a> {
     }
 }
 
+/// A session row without `server_id`, as the outbox keeps it until it is sent.
+pub fn owed_session(u: &SessionUsage) -> serde_json::Value {
+    let mut v = serde_json::to_value(SessionRow::new("", u)).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("server_id");
+    }
+    v
+}
+
 /// `bigint` is signed; 2^63 bytes is not a real counter, but saturating beats a rejected batch.
 fn bigint(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// `2026-11-25T19:30:00.123Z`: the form `timestamptz` reads without ambiguity.
-pub(crate) fn rfc3339(t: SystemTime) -> String {
+pub fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);

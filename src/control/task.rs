@@ -1,23 +1,20 @@
 //! The control plane's loop. One task does everything in sequence (register, heartbeat, usage),
 //! so there is no shared mutable state. A failed call is not retried on the spot: the next
 //! heartbeat or report comes early, after a backoff delay, and carries fresh numbers.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, sleep_until};
 
 use super::error::ControlError;
 use super::health::Channel;
+use super::outbox::{FK_VIOLATION, SESSIONS, SESSIONS_KEY, Sender};
 use super::rows::{Heartbeat, ServerRow, SessionRow};
 use super::{ControlPlane, NodeSource, NodeStatus, SessionUsage};
 
 const SERVERS: &str = "waylume_servers";
-const SESSIONS: &str = "vpn_sessions";
-const SESSIONS_KEY: &str = "server_id,peer_public_key";
-/// PostgreSQL's foreign key violation: the server row is gone, so register again.
-const FK_VIOLATION: &str = "23503";
 
 pub(super) struct Task {
     cp: ControlPlane,
@@ -26,8 +23,11 @@ pub(super) struct Task {
     registered: bool,
     heartbeat_failures: u32,
     usage_failures: u32,
-    /// What each session looked like when last accepted by Supabase; only changes are re-sent.
+    /// What each session (by peer id) looked like when last accepted by Supabase; only changes
+    /// are re-sent.
     sent: HashMap<String, SessionUsage>,
+    /// Outbox entries Supabase refused for good; skipped until the next start.
+    parked: HashSet<i64>,
     /// Set when a usage report found the server row missing.
     heartbeat_now: bool,
 }
@@ -41,6 +41,7 @@ impl Task {
             heartbeat_failures: 0,
             usage_failures: 0,
             sent: HashMap::new(),
+            parked: HashSet::new(),
             heartbeat_now: false,
         }
     }
@@ -87,7 +88,11 @@ impl Task {
         let mut result = Ok(());
         if self.registered {
             let body = Heartbeat::new(&snap, now);
-            match self.cp.rest.patch_eq(SERVERS, "id", self.id(), &body).await {
+            let patch = self
+                .cp
+                .rest
+                .patch_eq(SERVERS, "id", self.id(), "id,status", &body);
+            match patch.await {
                 Ok(rows) if rows.is_empty() => {
                     log::info!(
                         "supabase: {} has no row in {SERVERS}; registering again",
@@ -95,12 +100,16 @@ impl Task {
                     );
                     self.set_registered(false);
                 }
-                Ok(_) => {}
+                Ok(rows) => {
+                    let status = rows.first().and_then(|r| r.get("status"));
+                    let drained = status.and_then(|s| s.as_str()) == Some("draining");
+                    self.cp.health.set_operator_draining(self.id(), drained);
+                }
                 Err(e) => result = Err(e),
             }
         }
         if !self.registered && result.is_ok() {
-            let row = ServerRow::new(&self.cp.node, &snap, now);
+            let row = ServerRow::new(&self.cp.node, &snap, self.cp.heartbeat_interval, now);
             result = self.cp.rest.upsert(SERVERS, "id", &row).await;
             if result.is_ok() {
                 self.set_registered(true);
@@ -130,7 +139,7 @@ impl Task {
         let all = self.source.usage();
         let changed: Vec<SessionUsage> = all
             .iter()
-            .filter(|u| self.sent.get(&u.peer_public_key) != Some(*u))
+            .filter(|u| self.sent.get(&u.peer_id) != Some(*u))
             .cloned()
             .collect();
         for chunk in changed.chunks(self.cp.timing.usage_batch.max(1)) {
@@ -139,31 +148,46 @@ impl Task {
                 .map(|u| SessionRow::new(self.id(), u))
                 .collect();
             if let Err(e) = self.cp.rest.upsert(SESSIONS, SESSIONS_KEY, &rows).await {
-                if e.code() == Some(FK_VIOLATION) {
-                    log::info!(
-                        "supabase: {} has no row in {SERVERS}; registering again",
-                        self.id()
-                    );
-                    self.set_registered(false);
-                    self.heartbeat_now = true;
-                }
-                let wait = self.failed(Channel::Usage, &e);
-                return wait.unwrap_or(self.cp.usage_interval);
+                return self.usage_failed(&e);
             }
             for u in chunk {
-                self.sent.insert(u.peer_public_key.clone(), u.clone());
+                self.sent.insert(u.peer_id.clone(), u.clone());
             }
             // Per batch: a later batch failing must not hide that this one arrived.
             self.source.usage_reported(chunk);
         }
-        let live: std::collections::HashSet<&str> =
-            all.iter().map(|u| u.peer_public_key.as_str()).collect();
+        let live: HashSet<&str> = all.iter().map(|u| u.peer_id.as_str()).collect();
         self.sent.retain(|k, _| live.contains(k.as_str()));
+        // After the live rows: a removed peer's final row is newer than any live one read before.
+        let mut sender = Sender {
+            rest: &self.cp.rest,
+            source: self.source.as_ref(),
+            server_id: self.cp.node.server_id.as_str(),
+            batch: self.cp.timing.usage_batch,
+            parked: &mut self.parked,
+            health: &self.cp.health,
+        };
+        if let Err(e) = sender.send_all().await {
+            return self.usage_failed(&e);
+        }
         self.usage_failures = 0;
         self.cp
             .health
             .ok(Channel::Usage, self.id(), SystemTime::now());
         self.cp.usage_interval
+    }
+
+    fn usage_failed(&mut self, e: &ControlError) -> Duration {
+        if e.code() == Some(FK_VIOLATION) {
+            log::info!(
+                "supabase: {} has no row in {SERVERS}; registering again",
+                self.id()
+            );
+            self.set_registered(false);
+            self.heartbeat_now = true;
+        }
+        let wait = self.failed(Channel::Usage, e);
+        wait.unwrap_or(self.cp.usage_interval)
     }
 
     /// Counts a failure and picks the next wait: a backoff delay for retryable errors, `None`
@@ -191,18 +215,30 @@ impl Task {
         self.cp.health.set_registered(registered);
     }
 
-    /// Final usage report, then `status = offline`, all within the shutdown budget. The PATCH is
-    /// sent even if this run never registered: a row from the previous run may still say online.
+    /// `status = offline` first, so that the fleet stops sending sessions here at once; then a
+    /// last usage report with what is left of the shutdown budget (anything it cannot send
+    /// stays in the store's outbox or is re-read from the live counters on the next start). The
+    /// PATCH is sent even if this run never registered: a row from the previous run may still
+    /// say online.
     async fn stop(mut self) {
         let budget = self.cp.timing.shutdown_budget;
         let deadline = Instant::now() + budget;
-        if self.registered && timeout(budget / 2, self.report_usage()).await.is_err() {
+        self.mark_offline(deadline).await;
+        if self.registered
+            && tokio::time::timeout_at(deadline, self.report_usage())
+                .await
+                .is_err()
+        {
             log::warn!("supabase: {} final usage report timed out", self.id());
         }
+    }
+
+    async fn mark_offline(&self, deadline: Instant) {
+        let budget = self.cp.timing.shutdown_budget;
         let mut snap = self.source.snapshot();
         snap.status = NodeStatus::Offline;
         let body = Heartbeat::new(&snap, SystemTime::now());
-        let patch = self.cp.rest.patch_eq(SERVERS, "id", self.id(), &body);
+        let patch = self.cp.rest.patch_eq(SERVERS, "id", self.id(), "id", &body);
         match tokio::time::timeout_at(deadline, patch).await {
             Ok(Ok(rows)) if rows.is_empty() => {
                 log::info!("supabase: {} has no row to mark offline", self.id());

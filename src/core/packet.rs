@@ -48,12 +48,26 @@ pub struct Packet<'a> {
     pub payload_len: usize,
     /// Length of the IP packet on the wire.
     pub ip_len: usize,
+    /// Source and destination of the outermost header when the transport was found inside
+    /// IP-in-IP (4in4, 6in4, 4in6, 6in6): the addresses the tunnel itself carried.
+    pub outer: Option<(IpAddr, IpAddr)>,
 }
 
 impl Packet<'_> {
     /// Whether the capture cut the payload short (snaplen).
     pub fn truncated(&self) -> bool {
         self.payload.len() < self.payload_len
+    }
+
+    /// The packet with the addresses of its outermost header: ports, flags and payload may come
+    /// from an encapsulated packet, but the addresses are those WireGuard checked against the
+    /// peer's allowed IPs. Whatever a peer writes into an inner header names nobody else.
+    pub fn as_tunnel_sees_it(mut self) -> Self {
+        if let Some((src, dst)) = self.outer.take() {
+            self.src = src;
+            self.dst = dst;
+        }
+        self
     }
 }
 
@@ -212,6 +226,7 @@ fn transport(
                 payload: &body[off..],
                 payload_len: wire_len - off,
                 ip_len,
+                outer: None,
             })
         }
         PROTO_UDP => {
@@ -235,9 +250,16 @@ fn transport(
                 payload: body.get(8..end).unwrap_or(&[]),
                 payload_len: wire.saturating_sub(8),
                 ip_len,
+                outer: None,
             })
         }
-        PROTO_IPIP | PROTO_IPV6 if depth < MAX_TUNNEL_DEPTH => parse_ip_depth(body, depth + 1),
+        // The outermost header is the last to set `outer`, so it is the one kept.
+        PROTO_IPIP | PROTO_IPV6 if depth < MAX_TUNNEL_DEPTH => {
+            parse_ip_depth(body, depth + 1).map(|p| Packet {
+                outer: Some((src, dst)),
+                ..p
+            })
+        }
         other => Err(PacketError::OtherTransport(other)),
     }
 }

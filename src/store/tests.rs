@@ -113,3 +113,91 @@ fn private_key_is_made_once_with_mode_0600() {
         Err(StoreError::Corrupt { .. })
     ));
 }
+
+mod outbox {
+    use super::*;
+    use serde_json::json;
+
+    fn row(peer: &str, rx: u64) -> serde_json::Value {
+        json!({"peer_id": peer, "rx_bytes": rx, "tx_bytes": 1})
+    }
+
+    #[test]
+    fn a_removal_and_its_final_row_are_one_transaction_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = peer(4);
+        {
+            let mut s = Store::open(dir.path()).unwrap();
+            s.insert_peer(&p).unwrap();
+            assert!(s.delete_peer_owing(&p.id, Some(&row("a", 5)), 100).unwrap());
+            // A removal of a peer that is gone still records what was handed in.
+            assert!(!s.delete_peer_owing(&p.id, None, 101).unwrap());
+        }
+        let mut s = Store::open(dir.path()).unwrap();
+        assert!(s.load_peers().unwrap().is_empty());
+        let owed = s.owed(0, 10).unwrap();
+        assert_eq!(owed.len(), 1);
+        assert_eq!(
+            (owed[0].kind.as_str(), &owed[0].body, owed[0].created_at),
+            ("session", &row("a", 5), 100)
+        );
+        assert_eq!(s.ack_owed(&[(owed[0].id, owed[0].rev)]).unwrap(), 1);
+        assert!(s.owed(0, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_failed_removal_writes_no_final_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        let p = peer(5);
+        s.insert_peer(&p).unwrap();
+        // The store refuses the write (read-only): neither the delete nor the row happens.
+        s.conn.execute_batch("PRAGMA query_only = ON").unwrap();
+        assert!(s.delete_peer_owing(&p.id, Some(&row("a", 5)), 1).is_err());
+        s.conn.execute_batch("PRAGMA query_only = OFF").unwrap();
+        assert_eq!(s.load_peers().unwrap().len(), 1);
+        assert!(s.owed(0, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_oldest_rows_beyond_the_limit_are_summarised_not_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        s.set_outbox_limit(3);
+        for i in 0..10u8 {
+            let p = peer(10 + i);
+            s.insert_peer(&p).unwrap();
+            let owed = row(&format!("p{i}"), 100 + u64::from(i));
+            s.delete_peer_owing(&p.id, Some(&owed), 1000 + u64::from(i))
+                .unwrap();
+        }
+        assert_eq!(s.owed_count().unwrap(), (3, 1));
+        let owed = s.owed(0, 100).unwrap();
+        let sessions: Vec<&str> = owed
+            .iter()
+            .filter(|o| o.kind == "session")
+            .map(|o| o.body["peer_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(sessions, ["p7", "p8", "p9"]);
+        let summary = owed.iter().find(|o| o.kind == "summary").unwrap();
+        // p0..p6: seven sessions, 100+…+106 bytes received, 7 sent.
+        assert_eq!(summary.body["sessions"], 7);
+        assert_eq!(summary.body["rx_bytes"], 721);
+        assert_eq!(summary.body["tx_bytes"], 7);
+        assert_eq!(summary.body["first_removed_at"], "1970-01-01T00:16:40.000Z");
+        assert_eq!(summary.body["last_removed_at"], "1970-01-01T00:16:46.000Z");
+        // It grew while "in flight": the stale acknowledgement deletes nothing.
+        assert!(summary.rev > 0);
+        assert_eq!(s.ack_owed(&[(summary.id, summary.rev - 1)]).unwrap(), 0);
+        assert_eq!(s.ack_owed(&[(summary.id, summary.rev)]).unwrap(), 1);
+        // Once acknowledged, the next overflow opens a new summary with its own id.
+        let p = peer(30);
+        s.insert_peer(&p).unwrap();
+        s.delete_peer_owing(&p.id, Some(&row("q", 1)), 2000)
+            .unwrap();
+        let again = s.owed(0, 100).unwrap();
+        let next = again.iter().find(|o| o.kind == "summary").unwrap();
+        assert_eq!(next.body["sessions"], 1);
+        assert_ne!(next.body["id"], summary.body["id"]);
+    }
+}

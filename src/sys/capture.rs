@@ -4,6 +4,10 @@
 //! payload is kept once a packet has been classified. Per-peer counters live in a shared
 //! [`CaptureStats`] (kernel drop counts refreshed a few times a second); each newly classified
 //! flow is handed to a callback with the policy's decision, for the caller to enforce.
+//!
+//! A flow belongs to the peer that holds one of its addresses as the tunnel carried them (the
+//! outermost header, which WireGuard checked against the peer's allowed IPs): addresses inside
+//! an encapsulated packet are the sender's to choose and never name another peer.
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,9 +18,7 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 
 use crate::core::classify::link::{self, LinkType};
-use crate::core::classify::{
-    Action, Classifier, ClassifierConfig, Endpoint, FlowRecord, Policy, Protocol,
-};
+use crate::core::classify::{Action, Classifier, ClassifierConfig, Endpoint, Policy, Protocol};
 use crate::core::packet::{self, L4};
 
 /// Enough for every signature the classifier reads: IPv6 and TCP headers with options, and
@@ -26,6 +28,11 @@ pub const DEFAULT_SNAPLEN: i32 = 512;
 const READ_TIMEOUT_MS: i32 = 100;
 /// How often the kernel's drop counters are read.
 const DROPS_EVERY: Duration = Duration::from_millis(250);
+
+mod peers;
+
+pub use peers::{CaptureStats, PeerTraffic, Resolve, SharedStats};
+use peers::{Peers, classified, forget};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -51,54 +58,16 @@ pub enum CaptureError {
 pub struct CaptureConfig {
     pub interface: String,
     pub snaplen: i32,
-    /// The tunnel's address ranges: the endpoint inside them is the peer a flow belongs to.
+    /// The tunnel's address ranges: only addresses inside them are looked up as peers.
     pub tunnel_nets: Vec<IpNet>,
     pub classifier: ClassifierConfig,
     pub policy: Policy,
 }
 
-/// Bytes and flows of one peer, per protocol (indexed by [`Protocol::index`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PeerTraffic {
-    pub bytes: [u64; Protocol::ALL.len()],
-    pub flows: [u64; Protocol::ALL.len()],
-}
-
-impl PeerTraffic {
-    pub fn bytes_of(&self, p: Protocol) -> u64 {
-        self.bytes[p.index()]
-    }
-    pub fn flows_of(&self, p: Protocol) -> u64 {
-        self.flows[p.index()]
-    }
-
-    /// `(protocol, bytes, flows)` for every protocol, in [`Protocol::ALL`] order.
-    pub fn by_protocol(&self) -> impl Iterator<Item = (Protocol, u64, u64)> + '_ {
-        Protocol::ALL
-            .into_iter()
-            .map(|p| (p, self.bytes_of(p), self.flows_of(p)))
-    }
-}
-
-/// Counters the daemon reads.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CaptureStats {
-    /// By the peer's tunnel address.
-    pub peers: HashMap<IpAddr, PeerTraffic>,
-    pub packets: u64,
-    /// Packets the kernel dropped because the capture buffer was full.
-    pub kernel_dropped: u64,
-    /// Packets the interface or driver dropped.
-    pub interface_dropped: u64,
-    /// Packets of new flows that found the flow table full.
-    pub untracked: u64,
-}
-
-pub type SharedStats = Arc<Mutex<CaptureStats>>;
-
 /// A flow whose protocol just became known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowDecision {
+    /// The peer's tunnel address.
     pub peer: IpAddr,
     pub l4: L4,
     /// The flow's originator and its other end.
@@ -115,15 +84,10 @@ pub struct FlowDecision {
 pub struct CaptureHandle {
     stop: Arc<AtomicBool>,
     breaker: pcap::BreakLoop,
-    stats: SharedStats,
     thread: JoinHandle<Result<(), CaptureError>>,
 }
 
 impl CaptureHandle {
-    pub fn stats(&self) -> SharedStats {
-        Arc::clone(&self.stats)
-    }
-
     /// Wakes the thread out of its read, waits for it to finish.
     pub fn stop(self) -> Result<(), CaptureError> {
         self.stop.store(true, Ordering::Relaxed);
@@ -132,9 +96,12 @@ impl CaptureHandle {
     }
 }
 
-/// Opens the interface and starts the capture thread.
+/// Opens the interface and starts the capture thread, which counts into `stats` and asks
+/// `resolve` which peer holds an address.
 pub fn start(
     cfg: CaptureConfig,
+    stats: SharedStats,
+    resolve: Resolve,
     on_decision: impl FnMut(&FlowDecision) + Send + 'static,
 ) -> Result<CaptureHandle, CaptureError> {
     let open_err = |source| CaptureError::Open {
@@ -154,16 +121,16 @@ pub fn start(
     })?;
     let breaker = cap.breakloop_handle();
     let stop = Arc::new(AtomicBool::new(false));
-    let stats = SharedStats::default();
+    // A new capture starts with nothing to forget: its table and peers are empty.
+    lock(&stats).released.clear();
     let (stop2, stats2) = (Arc::clone(&stop), Arc::clone(&stats));
     let thread = std::thread::Builder::new()
         .name(format!("capture-{}", cfg.interface))
-        .spawn(move || run(cap, link, cfg, &stop2, &stats2, on_decision))
+        .spawn(move || run(cap, link, cfg, &stop2, &stats2, resolve, on_decision))
         .map_err(CaptureError::Spawn)?;
     Ok(CaptureHandle {
         stop,
         breaker,
-        stats,
         thread,
     })
 }
@@ -179,16 +146,23 @@ fn run(
     cfg: CaptureConfig,
     stop: &AtomicBool,
     shared: &Mutex<CaptureStats>,
+    resolve: Resolve,
     mut on_decision: impl FnMut(&FlowDecision),
 ) -> Result<(), CaptureError> {
-    let nets = Peers(cfg.tunnel_nets);
-    // Peers choose their own 5-tuples: a fresh hash seed per capture keeps them from
+    let mut peers = Peers {
+        nets: cfg.tunnel_nets,
+        known: HashMap::new(),
+        resolve,
+    };
+    // Peers choose their own 5-tuples: a fresh secret hash key per capture keeps them from
     // preparing keys that collide in the flow table.
     let mut classifier = Classifier::new(ClassifierConfig {
         hash_seed: rand::random(),
         ..cfg.classifier
     });
     let mut last_drops = Instant::now();
+    // This handle's drop counters so far: the shared ones add what each reading adds.
+    let (mut kernel_seen, mut iface_seen, mut evicted_seen) = (0u32, 0u32, 0u64);
     while !stop.load(Ordering::Relaxed) {
         match cap.next_packet() {
             Ok(frame) => {
@@ -200,28 +174,43 @@ fn run(
                 // nanoseconds) so readers never see stale figures when traffic pauses.
                 let mut g = lock(shared);
                 g.packets += 1;
+                if !g.released.is_empty() {
+                    forget(&mut g, &mut peers, &mut classifier);
+                }
                 let Some(p) =
                     link::ip_payload(link, frame.data).and_then(|ip| packet::parse_ip(ip).ok())
                 else {
                     continue;
                 };
-                let Some(step) =
-                    classifier.observe(now_us, &p, &mut |r| nets.flow_ended(&mut g, &r))
-                else {
-                    continue;
-                };
-                let Some(rec) = classifier.get(&step.key) else {
-                    continue;
-                };
-                if step.newly_classified {
-                    let decision = nets.classified(&mut g, &rec, p.ip_len as u64, &cfg.policy);
-                    drop(g);
-                    if let Some(mut d) = decision {
-                        d.hostname = classifier.hostname(&step.key).map(str::to_owned);
-                        on_decision(&d);
+                let p = p.as_tunnel_sees_it();
+                let mut unknown_ended = Vec::new();
+                let step = classifier.observe_owned(now_us, &p, || peers.owner(&p), &mut |r| {
+                    if r.protocol == Protocol::Unknown {
+                        unknown_ended.extend(r.owner);
                     }
+                });
+                // A flow that ends without a protocol is counted as an unknown flow.
+                for owner in unknown_ended {
+                    if let Some(id) = peers.known.get(&owner) {
+                        g.peers.entry(id.clone()).or_default().flows[Protocol::Unknown.index()] +=
+                            1;
+                    }
+                }
+                let Some(id) = step.owner.and_then(|o| peers.known.get(&o)) else {
+                    continue;
+                };
+                if step.newly_classified
+                    && let Some(rec) = classifier.get(&step.key)
+                {
+                    let mut d = classified(&mut g, id, &rec, p.ip_len as u64, &cfg.policy);
+                    drop(g);
+                    d.hostname = classifier.hostname(&step.key).map(str::to_owned);
+                    on_decision(&d);
+                } else if let Some(t) = g.peers.get_mut(id) {
+                    t.bytes[step.protocol.index()] += p.ip_len as u64;
                 } else {
-                    nets.add_bytes(&mut g, &rec, p.ip_len as u64);
+                    g.peers.entry(id.clone()).or_default().bytes[step.protocol.index()] +=
+                        p.ip_len as u64;
                 }
             }
             Err(pcap::Error::TimeoutExpired) => {}
@@ -238,65 +227,16 @@ fn run(
             last_drops = Instant::now();
             let kernel = cap.stats().ok();
             let mut g = lock(shared);
+            // Removals are also handled when no traffic comes, so the list stays short.
+            forget(&mut g, &mut peers, &mut classifier);
             if let Some(s) = kernel {
-                g.kernel_dropped = u64::from(s.dropped);
-                g.interface_dropped = u64::from(s.if_dropped);
+                g.kernel_dropped += u64::from(s.dropped.wrapping_sub(kernel_seen));
+                g.interface_dropped += u64::from(s.if_dropped.wrapping_sub(iface_seen));
+                (kernel_seen, iface_seen) = (s.dropped, s.if_dropped);
             }
-            g.untracked = classifier.untracked();
+            g.evicted += classifier.evicted() - evicted_seen;
+            evicted_seen = classifier.evicted();
         }
     }
     Ok(())
-}
-
-/// Attributes flows to peers by their tunnel address.
-struct Peers(Vec<IpNet>);
-
-impl Peers {
-    fn peer_of(&self, r: &FlowRecord) -> Option<IpAddr> {
-        [r.a.ip, r.b.ip]
-            .into_iter()
-            .find(|ip| self.0.iter().any(|n| n.contains(ip)))
-    }
-
-    fn add_bytes(&self, s: &mut CaptureStats, r: &FlowRecord, bytes: u64) {
-        if let Some(peer) = self.peer_of(r) {
-            s.peers.entry(peer).or_default().bytes[r.protocol.index()] += bytes;
-        }
-    }
-
-    /// Moves the bytes counted as unknown so far to the flow's protocol and counts the flow.
-    fn classified(
-        &self,
-        s: &mut CaptureStats,
-        r: &FlowRecord,
-        bytes: u64,
-        policy: &Policy,
-    ) -> Option<FlowDecision> {
-        let peer = self.peer_of(r)?;
-        let t = s.peers.entry(peer).or_default();
-        let earlier = r.bytes.saturating_sub(bytes);
-        let unknown = &mut t.bytes[Protocol::Unknown.index()];
-        *unknown = unknown.saturating_sub(earlier);
-        t.bytes[r.protocol.index()] += r.bytes;
-        t.flows[r.protocol.index()] += 1;
-        Some(FlowDecision {
-            peer,
-            l4: r.l4,
-            a: r.a,
-            b: r.b,
-            protocol: r.protocol,
-            tracker: r.tracker,
-            action: policy.decide(r.protocol, r.tracker),
-            hostname: None,
-        })
-    }
-
-    /// A flow that ends without a protocol is counted as an unknown flow.
-    fn flow_ended(&self, s: &mut CaptureStats, r: &FlowRecord) {
-        if r.protocol == Protocol::Unknown
-            && let Some(peer) = self.peer_of(r)
-        {
-            s.peers.entry(peer).or_default().flows[Protocol::Unknown.index()] += 1;
-        }
-    }
 }

@@ -1,32 +1,43 @@
 //! Enforces inspection's per-flow decisions (`block`, `throttle`) on its own thread: the capture
-//! thread only hands decisions over a channel, and this thread writes them with `nft`. It also
-//! re-creates its table when something outside removed it (a flushed ruleset).
+//! thread only hands decisions over a bounded queue, and this thread writes them with `nft`,
+//! all that waited in one batch. It also re-creates its table when something outside removed
+//! it (a flushed ruleset): checked every few seconds, and at once when a batch fails.
 use std::sync::Arc;
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::Duration;
 
+use crate::core::classify::Action;
 use crate::core::plan::flows;
 use crate::sys::capture::FlowDecision;
 use crate::sys::runner::{Cmd, Runner};
 
 /// How often the table is checked when no decision comes in.
 const CHECK_EVERY: Duration = Duration::from_secs(5);
+/// Decisions waiting for `nft`; when full, new ones are dropped and counted (the capture never
+/// waits for `nft`).
+pub const QUEUE: usize = 4096;
+/// Decisions written by one `nft -f`.
+const BATCH: usize = 512;
 
 pub struct FlowEnforcer {
-    tx: Sender<FlowDecision>,
+    tx: SyncSender<FlowDecision>,
+    dropped: Arc<AtomicU64>,
 }
 
 impl FlowEnforcer {
     pub fn start(runner: Arc<dyn Runner>) -> std::io::Result<FlowEnforcer> {
-        let (tx, rx) = mpsc::channel::<FlowDecision>();
+        let (tx, rx) = mpsc::sync_channel::<FlowDecision>(QUEUE);
         std::thread::Builder::new()
             .name("flow-policy".into())
             .spawn(move || {
                 let mut failing = false;
                 loop {
                     let result = match rx.recv_timeout(CHECK_EVERY) {
-                        Ok(d) => {
-                            ensure_table(runner.as_ref()).and_then(|()| apply(runner.as_ref(), &d))
+                        Ok(first) => {
+                            let mut batch = vec![first];
+                            batch.extend(rx.try_iter().take(BATCH - 1));
+                            apply(runner.as_ref(), &batch)
                         }
                         Err(RecvTimeoutError::Timeout) => ensure_table(runner.as_ref()),
                         Err(RecvTimeoutError::Disconnected) => return,
@@ -44,13 +55,54 @@ impl FlowEnforcer {
                     }
                 }
             })?;
-        Ok(FlowEnforcer { tx })
+        Ok(FlowEnforcer {
+            tx,
+            dropped: Arc::new(AtomicU64::new(0)),
+        })
     }
 
-    /// Hands a decision to the enforcing thread; never blocks.
+    /// Hands a `block` or `throttle` decision to the enforcing thread; never blocks. `report`
+    /// needs nothing from the kernel and is not queued.
     pub fn submit(&self, d: &FlowDecision) {
-        let _ = self.tx.send(d.clone());
+        if d.action == Action::Report {
+            return;
+        }
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(d.clone())
+            && self.dropped.fetch_add(1, Ordering::Relaxed) == 0
+        {
+            log::warn!("flow policy: queue full, decisions dropped");
+        }
     }
+
+    /// Decisions dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// Writes a batch in one `nft -f`; when that fails (the table is gone or incomplete), makes
+/// the table again and retries once.
+fn apply(runner: &dyn Runner, batch: &[FlowDecision]) -> Result<(), String> {
+    let script: String = batch
+        .iter()
+        .filter_map(|d| flows::element(d.action, d.l4, &d.a, &d.b))
+        .collect();
+    if script.is_empty() {
+        return Ok(());
+    }
+    let write = || {
+        runner
+            .run(&Cmd::new(["nft", "-f", "-"]).stdin(script.clone()))
+            .map(|_| ())
+    };
+    if write().is_err() {
+        ensure_table(runner)?;
+        write().map_err(|e| e.to_string())?;
+    }
+    for d in batch {
+        log::debug!("{} flow of {}: {:?}", d.protocol, d.peer, d.action);
+    }
+    Ok(())
 }
 
 fn ensure_table(runner: &dyn Runner) -> Result<(), String> {
@@ -80,14 +132,93 @@ fn ensure_table(runner: &dyn Runner) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-fn apply(runner: &dyn Runner, d: &FlowDecision) -> Result<(), String> {
-    let Some(script) = flows::element(d.action, d.l4, &d.a, &d.b) else {
-        return Ok(());
-    };
-    runner
-        .run(&Cmd::new(["nft", "-f", "-"]).stdin(script))
-        .map(|_| ())
-        .map_err(|e| e.to_string())?;
-    log::debug!("{} flow of {}: {:?}", d.protocol, d.peer, d.action);
-    Ok(())
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::mpsc::Receiver;
+
+    use super::*;
+    use crate::core::classify::{Endpoint, Protocol};
+    use crate::core::packet::L4;
+    use crate::sys::runner::fake::FakeRunner;
+
+    fn decision(n: u16, action: Action) -> FlowDecision {
+        let ep = |ip: &str, port| Endpoint {
+            ip: ip.parse().unwrap(),
+            port,
+        };
+        FlowDecision {
+            peer: "10.0.0.2".parse().unwrap(),
+            l4: L4::Tcp,
+            a: ep("10.0.0.2", 10_000 + n),
+            b: ep("192.0.2.9", 6881),
+            protocol: Protocol::Bittorrent,
+            tracker: false,
+            action,
+            hostname: None,
+        }
+    }
+
+    /// A runner whose first command waits until the test lets it go, so decisions pile up.
+    fn gated() -> (Arc<FakeRunner>, mpsc::Sender<()>) {
+        let (go, wait) = mpsc::channel::<()>();
+        let wait: Mutex<Option<Receiver<()>>> = Mutex::new(Some(wait));
+        let runner = FakeRunner::new(move |_, _| {
+            if let Some(w) = wait.lock().unwrap().take() {
+                let _ = w.recv();
+            }
+            Ok(String::new())
+        });
+        (Arc::new(runner), go)
+    }
+
+    fn elements(r: &FakeRunner) -> usize {
+        r.writes()
+            .iter()
+            .map(|c| {
+                c.stdin
+                    .as_deref()
+                    .unwrap_or("")
+                    .matches("timeout 10m")
+                    .count()
+                    / 2
+            })
+            .sum()
+    }
+
+    #[test]
+    fn only_enforcing_decisions_reach_nft_in_batches_without_listing() {
+        let (runner, go) = gated();
+        let e = FlowEnforcer::start(runner.clone()).unwrap();
+        for n in 0..300 {
+            e.submit(&decision(n, Action::Block));
+            e.submit(&decision(n, Action::Report));
+        }
+        go.send(()).unwrap();
+        while elements(&runner) < 300 {
+            std::thread::yield_now();
+        }
+        let log = runner.log.lock().unwrap().clone();
+        assert!(log.len() <= 2, "{} nft runs for 300 decisions", log.len());
+        assert!(log.iter().all(|c| c.argv == ["nft", "-f", "-"]));
+        assert_eq!(elements(&runner), 300);
+        assert_eq!(e.dropped(), 0);
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let (runner, go) = gated();
+        let e = FlowEnforcer::start(runner.clone()).unwrap();
+        let n = u16::try_from(QUEUE + BATCH).unwrap() + 100;
+        for i in 0..n {
+            e.submit(&decision(i, Action::Throttle));
+        }
+        // At most one batch left the queue before the runner held the thread up.
+        assert!(e.dropped() >= 100, "dropped {}", e.dropped());
+        go.send(()).unwrap();
+        let written = u64::from(n) - e.dropped();
+        while (elements(&runner) as u64) < written {
+            std::thread::yield_now();
+        }
+    }
 }

@@ -67,6 +67,10 @@ pub trait WireGuard: Send + Sync + 'static {
     /// Adds a peer or replaces its settings.
     fn upsert_peer(&self, peer: &PeerSpec) -> Result<(), WgError>;
     fn remove_peer(&self, public_key: &Key) -> Result<(), WgError>;
+    /// Removes many peers in one update.
+    fn remove_peers(&self, keys: &[Key]) -> Result<(), WgError> {
+        keys.iter().try_for_each(|k| self.remove_peer(k))
+    }
     /// The device as it is now, every peer with its counters.
     fn device(&self) -> Result<DeviceView, WgError>;
     /// Removes the interface (and stops wireguard-go).
@@ -88,7 +92,10 @@ pub struct InterfaceSpec {
 pub struct RealDevice {
     spec: InterfaceSpec,
     iface: InterfaceName,
-    rt: tokio::runtime::Handle,
+    /// Drives the netlink requests (rtnetlink is async only). Its own single-threaded runtime,
+    /// entered only from the node's thread, never from the daemon's: a blocking call never
+    /// re-enters the runtime that serves the API.
+    rt: Option<tokio::runtime::Runtime>,
     active: Mutex<Option<WgBackend>>,
     child: Mutex<Option<Child>>,
 }
@@ -103,8 +110,7 @@ fn on_path(program: &str) -> bool {
 }
 
 impl RealDevice {
-    /// Must be called inside a tokio runtime; its methods must then be called off the runtime's
-    /// worker threads (from `spawn_blocking`), since netlink requests are driven on it.
+    /// Its methods block and must be called outside any async runtime (the node's thread).
     pub fn new(spec: InterfaceSpec) -> Result<RealDevice, WgError> {
         let iface = spec
             .name
@@ -115,10 +121,19 @@ impl RealDevice {
                 what: "interface name",
                 source: std::io::Error::other(e.to_string()),
             })?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|source| WgError::Device {
+                iface: spec.name.to_string(),
+                what: "netlink runtime",
+                source,
+            })?;
         Ok(RealDevice {
             spec,
             iface,
-            rt: tokio::runtime::Handle::current(),
+            rt: Some(rt),
             active: Mutex::new(None),
             child: Mutex::new(None),
         })
@@ -126,6 +141,31 @@ impl RealDevice {
 
     fn name(&self) -> String {
         self.spec.name.to_string()
+    }
+
+    /// Runs one netlink request to completion on the device's own runtime.
+    fn netlink<T>(
+        &self,
+        f: impl AsyncFnOnce(&Netlink) -> Result<T, LinkError>,
+    ) -> Result<T, WgError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Blocking here would stall an async worker; the node calls from its own thread.
+            return Err(WgError::Device {
+                iface: self.name(),
+                what: "netlink",
+                source: std::io::Error::other("called from inside the async runtime"),
+            });
+        }
+        let rt = self.rt.as_ref().ok_or_else(|| WgError::Device {
+            iface: self.name(),
+            what: "netlink",
+            source: std::io::Error::other("runtime gone"),
+        })?;
+        let nl = {
+            let _guard = rt.enter();
+            Netlink::connect()?
+        };
+        Ok(rt.block_on(f(&nl))?)
     }
 
     fn err(&self, what: &'static str) -> impl Fn(std::io::Error) -> WgError + '_ {
@@ -150,17 +190,17 @@ impl RealDevice {
     }
 
     /// Creates the link with the configured backend; returns which one carries it.
-    fn create(&self, nl: &Netlink) -> Result<WgBackend, WgError> {
+    fn create(&self) -> Result<WgBackend, WgError> {
         let name = self.spec.name.as_str();
-        let kernel = || self.rt.block_on(nl.create_wireguard(name));
+        let kernel = || self.netlink(async |nl| nl.create_wireguard(name).await);
         match self.spec.backend {
-            Backend::Kernel => kernel().map(|()| WgBackend::Kernel).map_err(WgError::from),
-            Backend::Userspace => self.spawn_userspace(nl).map(|()| WgBackend::Userspace),
+            Backend::Kernel => kernel().map(|()| WgBackend::Kernel),
+            Backend::Userspace => self.spawn_userspace().map(|()| WgBackend::Userspace),
             Backend::Auto => match kernel() {
                 Ok(()) => Ok(WgBackend::Kernel),
                 Err(e) if on_path("wireguard-go") => {
                     log::info!("{name}: kernel WireGuard unavailable ({e}); using wireguard-go");
-                    self.spawn_userspace(nl).map(|()| WgBackend::Userspace)
+                    self.spawn_userspace().map(|()| WgBackend::Userspace)
                 }
                 Err(e) => Err(WgError::NoImplementation {
                     iface: name.into(),
@@ -170,10 +210,11 @@ impl RealDevice {
         }
     }
 
-    fn spawn_userspace(&self, nl: &Netlink) -> Result<(), WgError> {
+    fn spawn_userspace(&self) -> Result<(), WgError> {
         let name = self.spec.name.as_str();
-        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(mut old) = child.take() {
+        // Taken out of the lock: nothing below (a process start, netlink, waiting) holds it.
+        let old = self.child.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut old) = old {
             // Reap the one that died (or stop a stuck one) before starting another.
             if !matches!(old.try_wait(), Ok(Some(_))) {
                 let _ = old.kill();
@@ -181,7 +222,7 @@ impl RealDevice {
             }
         }
         // Its own process group: a Ctrl-C in the operator's terminal is for the daemon only.
-        let spawned = Command::new("wireguard-go")
+        let mut child = Command::new("wireguard-go")
             .args(["-f", name])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -193,55 +234,63 @@ impl RealDevice {
                 iface: name.into(),
                 source,
             })?;
-        log::info!("{name}: started wireguard-go (pid {})", spawned.id());
-        *child = Some(spawned);
+        log::info!("{name}: started wireguard-go (pid {})", child.id());
         let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            let up = self.rt.block_on(nl.index(name))?.is_some() && userspace_socket(name).exists();
-            if up {
-                return Ok(());
-            }
-            if let Some(c) = child.as_mut()
-                && let Ok(Some(status)) = c.try_wait()
+        let up = loop {
+            if self.netlink(async |nl| nl.index(name).await)?.is_some()
+                && userspace_socket(name).exists()
             {
+                break Ok(());
+            }
+            if let Ok(Some(status)) = child.try_wait() {
                 let source = std::io::Error::other(format!("exited with {status}"));
-                return Err(WgError::Spawn {
+                break Err(WgError::Spawn {
                     iface: name.into(),
                     source,
                 });
             }
+            if Instant::now() >= deadline {
+                break Err(WgError::SpawnTimeout {
+                    iface: name.into(),
+                    secs: 10,
+                });
+            }
             std::thread::sleep(Duration::from_millis(20));
-        }
-        Err(WgError::SpawnTimeout {
-            iface: name.into(),
-            secs: 10,
-        })
+        };
+        // Kept either way, so that the next attempt or teardown reaps it.
+        *self.child.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
+        up
     }
 }
 
 use std::os::unix::process::CommandExt;
 
+impl Drop for RealDevice {
+    fn drop(&mut self) {
+        // Dropping a runtime waits for its tasks; this one may be dropped on an async thread.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 impl WireGuard for RealDevice {
     fn ensure_interface(&self) -> Result<bool, WgError> {
-        let nl = {
-            let _guard = self.rt.enter();
-            Netlink::connect()?
-        };
         let name = self.spec.name.as_str();
-        let exists = self.rt.block_on(nl.index(name))?.is_some();
+        let exists = self.netlink(async |nl| nl.index(name).await)?.is_some();
         // A userspace link whose process died leaves a stale socket; the link goes with it.
         let created = if exists {
             false
         } else {
-            let b = self.create(&nl)?;
+            let b = self.create()?;
             self.set_backend(b);
             true
         };
         if created {
             self.set_identity()?;
         }
-        self.rt
-            .block_on(nl.configure(name, &self.spec.addresses, self.spec.mtu))?;
+        let (addresses, mtu) = (&self.spec.addresses, self.spec.mtu);
+        self.netlink(async |nl| nl.configure(name, addresses, mtu).await)?;
         Ok(created)
     }
 
@@ -278,6 +327,15 @@ impl WireGuard for RealDevice {
             .map_err(self.err("remove peer"))
     }
 
+    fn remove_peers(&self, keys: &[Key]) -> Result<(), WgError> {
+        let update = keys
+            .iter()
+            .fold(DeviceUpdate::new(), |u, k| u.remove_peer_by_key(k));
+        update
+            .apply(&self.iface, self.backend())
+            .map_err(self.err("remove peers"))
+    }
+
     fn device(&self) -> Result<DeviceView, WgError> {
         let dev = Device::get(&self.iface, self.backend()).map_err(self.err("read device"))?;
         let identity_ok = dev.private_key.as_ref() == Some(&self.spec.private_key)
@@ -303,12 +361,10 @@ impl WireGuard for RealDevice {
     }
 
     fn teardown(&self) -> Result<(), WgError> {
-        let nl = {
-            let _guard = self.rt.enter();
-            Netlink::connect()?
-        };
-        self.rt.block_on(nl.delete(self.spec.name.as_str()))?;
-        if let Some(mut c) = self.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        let name = self.spec.name.as_str();
+        self.netlink(async |nl| nl.delete(name).await)?;
+        let child = self.child.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut c) = child {
             // Deleting the link makes wireguard-go exit; reap it, or stop it if it lingers.
             let deadline = Instant::now() + Duration::from_secs(3);
             while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {

@@ -3,9 +3,11 @@
 #
 # usage: build-initrd.sh OUT_DIR KERNEL_VERSION TEST_SCRIPT [DAEMON_BINARY]
 #
-# The image holds the host's kernel modules for KERNEL_VERSION (WireGuard, veth, IFB, nftables,
-# HTB, u32, mirred, ingress), real iproute2/tc/wg/wg-quick/nft/iperf3/ping/jq copied with their
-# shared libraries, a static busybox for everything else, the test script as /test.sh and, when
+#   KERNEL_ROOT=dir   where the kernel's lib/modules/ lives (default /; an unpacked package works)
+#
+# The image holds the kernel modules for KERNEL_VERSION (those in tests/vm/modules with their
+# dependencies, and net/, lib/, crypto/), real iproute2/tc/wg/wg-quick/nft/iperf3/ping/jq copied
+# with their shared libraries, a static busybox for everything else, the test script as /test.sh and, when
 # given, the daemon as /usr/bin/waylume-server. Writes OUT_DIR/initrd.gz.
 set -euo pipefail
 
@@ -14,7 +16,8 @@ KVER=${2:?kernel version missing}
 TEST_SCRIPT=${3:?test script missing}
 DAEMON=${4:-}
 HERE=$(cd "$(dirname "$0")" && pwd)
-MODS=/lib/modules/$KVER
+KROOT=${KERNEL_ROOT:-}
+MODS=$KROOT/lib/modules/$KVER
 ROOT=$OUT/root
 
 [ -d "$MODS/kernel/drivers/net/wireguard" ] || { echo "no WireGuard module under $MODS" >&2; exit 1; }
@@ -22,15 +25,32 @@ ROOT=$OUT/root
 rm -rf "$ROOT"
 mkdir -p "$ROOT"/{bin,sbin,usr/bin,usr/sbin,lib64,proc,sys,dev,run,tmp,etc,root,var/lib}
 
-# Kernel modules stay xz-compressed: Debian's kernel decompresses them itself and kmod reads
-# modules.dep unchanged, so copying the subtrees we need is enough.
-mkdir -p "$ROOT$MODS/kernel/drivers/net" "$ROOT$MODS/kernel/arch/x86"
-cp "$MODS"/modules.* "$ROOT$MODS/"
-cp -a "$MODS/kernel/net" "$MODS/kernel/lib" "$MODS/kernel/crypto" "$ROOT$MODS/kernel/"
-[ -d "$MODS/kernel/arch/x86/crypto" ] && cp -a "$MODS/kernel/arch/x86/crypto" "$ROOT$MODS/kernel/arch/x86/"
-for m in wireguard veth.ko.xz ifb.ko.xz tun.ko.xz dummy.ko.xz; do
-    [ -e "$MODS/kernel/drivers/net/$m" ] && cp -a "$MODS/kernel/drivers/net/$m" "$ROOT$MODS/kernel/drivers/net/"
+# Kernel modules: the whole of net/, lib/, crypto/ (nft and tc load their expression, qdisc and
+# action modules on demand), plus every module in tests/vm/modules with each of its dependencies
+# wherever they live, found through the kernel's own modules.dep. Then depmod indexes exactly what
+# the image holds, so modprobe inside never names a file that is not there. Modules stay as the
+# package ships them (plain or compressed): kmod reads either.
+kmod_tool() { command -v "$1" 2>/dev/null || echo "/sbin/$1"; }
+DEPMOD=$(kmod_tool depmod) MODPROBE=$(kmod_tool modprobe)
+[ -e "$MODS/modules.dep" ] || "$DEPMOD" -b "${KROOT:-/}" "$KVER" \
+    || { echo "no modules.dep under $MODS and depmod failed" >&2; exit 1; }
+IM=$ROOT/lib/modules/$KVER
+mkdir -p "$IM/kernel/arch/x86"
+cp "$MODS"/modules.order "$MODS"/modules.builtin* "$IM/"
+cp -a "$MODS/kernel/net" "$MODS/kernel/lib" "$MODS/kernel/crypto" "$IM/kernel/"
+[ -d "$MODS/kernel/arch/x86/crypto" ] && cp -a "$MODS/kernel/arch/x86/crypto" "$IM/kernel/arch/x86/"
+grep -v '^#' "$HERE/modules" | while read -r module; do
+    [ -n "$module" ] || continue
+    # Lines are "insmod PATH [params]" or "builtin NAME"; built-in modules need no file.
+    "$MODPROBE" -d "${KROOT:-/}" -S "$KVER" --show-depends "$module" \
+        || { echo "module $module: not found for $KVER" >&2; exit 1; }
+done | awk '$1 == "insmod" {print $2}' | while read -r file; do
+    rel=${file#"$MODS"/}
+    mkdir -p "$IM/$(dirname "$rel")"
+    cp -a "$file" "$IM/$rel"
 done
+"$DEPMOD" -b "$ROOT" "$KVER"
+install -m 0644 "$HERE/modules" "$ROOT/etc/waylume-vm-modules"
 
 # Copy a dynamically linked program and every library ldd names for it.
 copy_with_libs() {

@@ -15,7 +15,8 @@ ip link set lo up
 echo "waylume-vm: init at $(cut -d' ' -f1 /proc/uptime)s"
 
 rc=1
-if modprobe -a wireguard veth ifb sch_htb sch_ingress sch_tbf cls_u32 act_mirred nf_tables; then
+# shellcheck disable=SC2046  # one module name a word
+if modprobe -a $(grep -v '^#' /etc/waylume-vm-modules); then
     /test.sh && rc=0
 else
     echo "waylume-vm: modprobe failed"

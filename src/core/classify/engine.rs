@@ -1,7 +1,6 @@
 //! Per-flow detection: runs the detectors over the first payload packets of each direction,
 //! reassembles a TCP prefix that a detector found too short, and pairs hints across directions.
-use super::bittorrent::{self, UtpTrack};
-use super::{Protocol, Verdict, dns, quic, text, tls};
+use super::{Protocol, Verdict, bittorrent, dns, quic, text, tls, utp};
 use crate::core::packet::{L4, Packet};
 
 /// Cap on a reassembled TCP prefix. Every detector decides within its first 80 bytes (TLS
@@ -33,7 +32,7 @@ pub struct DetectState {
     hints: [u8; 2],
     /// Segments per direction that began with a TLS record header.
     tls_records: [u8; 2],
-    utp: [UtpTrack; 2],
+    utp: [utp::Track; 2],
     // Boxed so a flow without reassembly costs one pointer per direction.
     pending: [Option<Box<Reassembly>>; 2],
     /// TLS server name or HTTP host, kept only when asked for (privacy by default).
@@ -56,10 +55,12 @@ impl DetectState {
         self.hostname.as_deref()
     }
 
-    /// Inspects one packet of direction `dir`; packets beyond the budget are not looked at.
-    /// With `keep_hostname`, the server name or host is read from the bytes that settled it.
+    /// Inspects one packet of direction `dir`, captured at `now_us`; packets beyond the budget
+    /// are not looked at. With `keep_hostname`, the server name or host is read from the bytes
+    /// that settled it.
     pub fn inspect(
         &mut self,
+        now_us: u64,
         p: &Packet<'_>,
         dir: usize,
         budget: u8,
@@ -72,7 +73,7 @@ impl DetectState {
         self.inspected[dir] += 1;
         let found = match p.l4 {
             L4::Tcp => self.tcp(p, dir, keep_hostname),
-            L4::Udp => self.udp(p, dir),
+            L4::Udp => self.udp(now_us, p, dir),
         };
         if found.is_some() {
             self.pending = [None, None];
@@ -123,7 +124,7 @@ impl DetectState {
         found
     }
 
-    fn udp(&mut self, p: &Packet<'_>, dir: usize) -> Option<Found> {
+    fn udp(&mut self, now_us: u64, p: &Packet<'_>, dir: usize) -> Option<Found> {
         let d = p.payload;
         let match_of = |protocol| {
             Some(Found {
@@ -147,11 +148,10 @@ impl DetectState {
         }
         if first & 0x0f == 1
             && first >> 4 <= 4
-            && let Some(u) = bittorrent::utp(d)
+            && let Some(u) = utp::parse(d)
         {
-            let one_way = self.utp[dir].push(&u);
-            if one_way || self.utp[dir ^ 1].answers(&u) || bittorrent::utp_carries_handshake(d, &u)
-            {
+            let one_way = self.utp[dir].push(&u, now_us);
+            if one_way || self.utp[dir ^ 1].answers(&u) || utp::carries_handshake(d, &u) {
                 return match_of(Protocol::Bittorrent);
             }
         }

@@ -95,8 +95,8 @@ impl FlowKey {
 }
 
 impl Hash for FlowKey {
-    /// Packs the tuple into as few words as possible: two for IPv4, five for IPv6. Equal keys
-    /// write equal words, as `Eq` requires.
+    /// Packs the tuple into as few words as possible: two for IPv4, two addresses and a word
+    /// for IPv6. Equal keys write equal words, as `Eq` requires.
     fn hash<H: Hasher>(&self, h: &mut H) {
         let ports = u64::from(self.lo.port) << 32 | u64::from(self.hi.port) << 16 | self.l4 as u64;
         match (self.lo.ip, self.hi.ip) {
@@ -106,12 +106,10 @@ impl Hash for FlowKey {
             }
             (a, b) => {
                 for ip in [a, b] {
-                    let bits = match ip {
+                    h.write_u128(match ip {
                         IpAddr::V4(v4) => u128::from(v4.to_bits()),
                         IpAddr::V6(v6) => v6.to_bits(),
-                    };
-                    h.write_u64(bits as u64);
-                    h.write_u64((bits >> 64) as u64);
+                    });
                 }
                 h.write_u64(ports | 1 << 63);
             }
@@ -119,74 +117,27 @@ impl Hash for FlowKey {
     }
 }
 
-/// A multiply-rotate hasher (the Fx hash): a few cycles per word, which matters at millions of
-/// lookups per second. Seeded per table so colliding keys cannot be prepared in advance.
-#[derive(Debug, Clone, Copy)]
-pub struct FxHasher(u64);
+/// The table's hasher: foldhash (a folded multiply per two words, a few cycles per key) keyed
+/// by a secret seed. Peers choose their own 5-tuples; without the key they cannot compute which
+/// keys collide, so they cannot pile their flows into a few buckets.
+#[derive(Debug, Clone)]
+pub struct KeyedHash {
+    per_table: u64,
+    shared: foldhash::SharedSeed,
+}
 
-const SEED: u64 = 0xf135_7aea_2e62_a9c5;
-
-impl FxHasher {
-    pub fn with_seed(seed: u64) -> Self {
-        FxHasher(seed)
-    }
-
-    #[inline]
-    fn add(&mut self, w: u64) {
-        self.0 = (self.0 ^ w).wrapping_mul(SEED);
+impl KeyedHash {
+    pub fn new(seed: u64) -> KeyedHash {
+        KeyedHash {
+            per_table: seed.rotate_left(32) ^ 0x243f_6a88_85a3_08d3,
+            shared: foldhash::SharedSeed::from_u64(seed),
+        }
     }
 }
 
-impl Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.add(u64::from_le_bytes(w));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(w));
-        }
-    }
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.add(u64::from(i));
-    }
-    #[inline]
-    fn write_u16(&mut self, i: u16) {
-        self.add(u64::from(i));
-    }
-    #[inline]
-    fn write_u32(&mut self, i: u32) {
-        self.add(u64::from(i));
-    }
-    #[inline]
-    fn write_u64(&mut self, i: u64) {
-        self.add(i);
-    }
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-    #[inline]
-    fn finish(&self) -> u64 {
-        // The table takes bucket bits from the low end; the product's entropy is in the high end.
-        self.0.rotate_left(26)
-    }
-}
-
-/// A seeded builder of Fx hashers.
-#[derive(Debug, Clone, Copy)]
-pub struct SeededFx(pub u64);
-
-impl std::hash::BuildHasher for SeededFx {
-    type Hasher = FxHasher;
-    fn build_hasher(&self) -> FxHasher {
-        FxHasher::with_seed(self.0)
+impl std::hash::BuildHasher for KeyedHash {
+    type Hasher = foldhash::fast::FoldHasher;
+    fn build_hasher(&self) -> Self::Hasher {
+        foldhash::fast::FoldHasher::with_seed(self.per_table, &self.shared)
     }
 }

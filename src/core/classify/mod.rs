@@ -6,19 +6,23 @@ mod bencode;
 mod bittorrent;
 mod dns;
 mod engine;
+mod evict;
 mod flow;
 pub mod link;
 mod policy;
 mod quic;
+mod record;
 mod table;
 mod text;
 mod tls;
+mod utp;
 
 use serde::{Deserialize, Serialize};
 
 pub use flow::{Endpoint, FlowKey};
 pub use policy::{Action, Policy};
-pub use table::{Classifier, ClassifierConfig, FlowRecord, Step};
+pub use record::{ClassifierConfig, FlowRecord, Step};
+pub use table::Classifier;
 
 /// A protocol the classifier can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

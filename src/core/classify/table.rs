@@ -2,76 +2,26 @@
 //! Memory is bounded with it: an entry is fixed-size apart from at most two reassembly buffers
 //! of `MAX_REASSEMBLY` bytes, alive only while a detector waits for a split prefix.
 //!
+//! A full table never turns inspection off: every new flow is tracked and inspected, and an
+//! older flow makes room for it (see `evict`). Each owner (the peer a flow belongs to) may hold
+//! at most `max_flows_per_owner` flows, so one peer's flood evicts its own flows, not others'.
+//!
 //! Time is an argument (microseconds on any monotonic scale), so the same code serves a live
 //! capture and a capture file.
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use super::Protocol;
 use super::engine::{DetectState, Found};
-use super::flow::{Endpoint, FlowKey, SeededFx};
+use super::evict::{Evictable, Owners};
+use super::flow::{FlowKey, KeyedHash};
+use super::record::{ClassifierConfig, FlowRecord, Step};
 use crate::core::packet::{L4, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClassifierConfig {
-    /// Hard bound on tracked flows; packets of further new flows are counted, not tracked.
-    pub max_flows: usize,
-    /// Payload packets inspected per direction before a flow is left `unknown`.
-    pub budget: u8,
-    pub tcp_idle_us: u64,
-    pub udp_idle_us: u64,
-    /// Seed of the table's hash, so colliding keys cannot be prepared in advance.
-    pub hash_seed: u64,
-    /// Keep the TLS server name or HTTP host of each flow (off: privacy by default).
-    pub keep_hostnames: bool,
-}
-
-impl Default for ClassifierConfig {
-    fn default() -> Self {
-        ClassifierConfig {
-            max_flows: 65_536,
-            budget: 8,
-            tcp_idle_us: 300_000_000,
-            udp_idle_us: 120_000_000,
-            hash_seed: 0x9e37_79b9_7f4a_7c15,
-            keep_hostnames: false,
-        }
-    }
-}
-
-/// A finished (or still open, when drained) flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FlowRecord {
-    /// Order of first appearance.
-    pub id: u64,
-    pub l4: L4,
-    /// The endpoint that sent the flow's first packet.
-    pub a: Endpoint,
-    pub b: Endpoint,
-    pub protocol: Protocol,
-    /// An HTTP flow that is a BitTorrent tracker request.
-    pub tracker: bool,
-    pub packets_inspected: u32,
-    pub packets: u64,
-    pub bytes: u64,
-    pub first_us: u64,
-    pub last_us: u64,
-}
-
-/// What one packet did to its flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Step {
-    pub key: FlowKey,
-    /// The packet travels from `a`, the flow's originator.
-    pub from_a: bool,
-    pub protocol: Protocol,
-    pub tracker: bool,
-    /// This packet settled the flow's protocol.
-    pub newly_classified: bool,
-}
 
 #[derive(Debug)]
 struct Entry {
     id: u64,
+    owner: Option<IpAddr>,
     a_is_lo: bool,
     decided: bool,
     found: Found,
@@ -89,22 +39,41 @@ const SWEEP_EVERY_US: u64 = 1_000_000;
 /// When the table is full, sweeps at most this often.
 const FULL_SWEEP_MIN_US: u64 = 10_000;
 
+impl Evictable for Entry {
+    fn id(&self) -> u64 {
+        self.id
+    }
+    fn rank(&self) -> u8 {
+        if self.closed {
+            0
+        } else if self.decided {
+            1
+        } else if self.detect.packets_inspected() == 0 {
+            2
+        } else {
+            3
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Classifier {
     cfg: ClassifierConfig,
-    flows: HashMap<FlowKey, Entry, SeededFx>,
+    flows: HashMap<FlowKey, Entry, KeyedHash>,
+    owners: Owners,
     next_id: u64,
-    untracked: u64,
+    evicted: u64,
     last_sweep_us: u64,
 }
 
 impl Classifier {
     pub fn new(cfg: ClassifierConfig) -> Self {
         Classifier {
-            flows: HashMap::with_hasher(SeededFx(cfg.hash_seed)),
+            flows: HashMap::with_hasher(KeyedHash::new(cfg.hash_seed)),
+            owners: Owners::new(cfg.hash_seed),
             cfg,
             next_id: 0,
-            untracked: 0,
+            evicted: 0,
             last_sweep_us: 0,
         }
     }
@@ -117,54 +86,57 @@ impl Classifier {
         self.flows.is_empty()
     }
 
-    /// Packets of new flows that found the table full.
-    pub fn untracked(&self) -> u64 {
-        self.untracked
+    /// Flows that made room for newer ones.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
     }
 
-    fn idle_us(&self, l4: L4) -> u64 {
-        match l4 {
-            L4::Tcp => self.cfg.tcp_idle_us,
-            L4::Udp => self.cfg.udp_idle_us,
-        }
+    /// Flows `owner` holds now.
+    pub fn flows_of(&self, owner: Option<IpAddr>) -> usize {
+        self.owners.count(owner)
     }
 
-    /// Accounts one packet to its flow and classifies it. Flows that end on the way (idle) are
-    /// handed to `ended`. `None`: a new flow found the table full and is not tracked.
+    /// Accounts one packet to its flow and classifies it, for offline use: flows have no owner.
     pub fn observe(
         &mut self,
         now_us: u64,
         p: &Packet<'_>,
         ended: &mut impl FnMut(FlowRecord),
-    ) -> Option<Step> {
+    ) -> Step {
+        self.observe_owned(now_us, p, || None, ended)
+    }
+
+    /// Accounts one packet to its flow and classifies it. `owner` names the peer of a flow that
+    /// begins with this packet. Flows that end on the way (idle) are handed to `ended`; flows
+    /// evicted to make room are not.
+    pub fn observe_owned(
+        &mut self,
+        now_us: u64,
+        p: &Packet<'_>,
+        owner: impl FnOnce() -> Option<IpAddr>,
+        ended: &mut impl FnMut(FlowRecord),
+    ) -> Step {
         if now_us.saturating_sub(self.last_sweep_us) >= SWEEP_EVERY_US {
             self.expire(now_us, ended);
         }
         let (key, src_is_lo) = FlowKey::of(p);
-        let idle = self.idle_us(p.l4);
         let (budget, keep) = (self.cfg.budget, self.cfg.keep_hostnames);
         // Fast path, one lookup: a packet of a live flow.
         if let Some(e) = self.flows.get_mut(&key)
-            && now_us.saturating_sub(e.last_us) <= idle
+            && now_us.saturating_sub(e.last_us) <= idle_us(&self.cfg, e, p.l4)
             && !(e.closed && p.flags & (TCP_SYN | TCP_ACK) == TCP_SYN)
         {
-            return Some(account(e, key, src_is_lo, now_us, p, budget, keep));
+            return account(e, key, src_is_lo, now_us, p, budget, keep);
         }
         if let Some(e) = self.flows.remove(&key) {
+            self.owners.removed(e.owner);
             ended(record(&key, &e));
         }
-        if self.flows.len() >= self.cfg.max_flows {
-            // A full sweep per new flow would let a flood of new flows stall the capture.
-            if now_us.saturating_sub(self.last_sweep_us) >= FULL_SWEEP_MIN_US {
-                self.expire(now_us, ended);
-            }
-            if self.flows.len() >= self.cfg.max_flows {
-                self.untracked += 1;
-                return None;
-            }
-        }
+        let owner = owner();
+        self.make_room(now_us, owner, ended);
         let mut e = Entry {
             id: self.next_id,
+            owner,
             a_is_lo: src_is_lo,
             decided: false,
             found: Found {
@@ -180,18 +152,66 @@ impl Classifier {
         };
         self.next_id += 1;
         let step = account(&mut e, key, src_is_lo, now_us, p, budget, keep);
+        self.owners.added(owner, key, e.id);
+        self.owners.compact(owner, &self.flows);
         self.flows.insert(key, e);
-        Some(step)
+        step
+    }
+
+    /// Frees a place for a new flow of `owner`: first within the owner's share, then in the
+    /// table, from the owner with the most flows.
+    fn make_room(
+        &mut self,
+        now_us: u64,
+        owner: Option<IpAddr>,
+        ended: &mut impl FnMut(FlowRecord),
+    ) {
+        if self.owners.count(owner) >= self.cfg.max_flows_per_owner {
+            self.evict_from(owner);
+        }
+        if self.flows.len() >= self.cfg.max_flows {
+            // A full sweep per new flow would let a flood of new flows stall the capture.
+            if now_us.saturating_sub(self.last_sweep_us) >= FULL_SWEEP_MIN_US {
+                self.expire(now_us, ended);
+            }
+            while self.flows.len() >= self.cfg.max_flows {
+                let from = self.owners.fullest().unwrap_or(owner);
+                if !self.evict_from(from) {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn evict_from(&mut self, owner: Option<IpAddr>) -> bool {
+        let Some(key) = self.owners.victim(owner, &self.flows) else {
+            return false;
+        };
+        if let Some(e) = self.flows.remove(&key) {
+            self.owners.removed(e.owner);
+            self.evicted += 1;
+        }
+        true
+    }
+
+    /// Forgets every flow of `owner` without reporting them: the peer is gone.
+    pub fn forget_owner(&mut self, owner: IpAddr) {
+        for (k, id) in self.owners.take(Some(owner)) {
+            if self.flows.get(&k).is_some_and(|e| e.id == id) {
+                self.flows.remove(&k);
+            }
+        }
     }
 
     /// Ends every flow idle for longer than its timeout.
     pub fn expire(&mut self, now_us: u64, ended: &mut impl FnMut(FlowRecord)) {
         self.last_sweep_us = now_us;
-        let (tcp, udp) = (self.cfg.tcp_idle_us, self.cfg.udp_idle_us);
+        let cfg = self.cfg;
+        let owners = &mut self.owners;
         self.flows.retain(|k, e| {
-            let idle = if k.l4 == L4::Tcp { tcp } else { udp };
-            let keep = now_us.saturating_sub(e.last_us) <= idle;
+            let keep = now_us.saturating_sub(e.last_us) <= idle_us(&cfg, e, k.l4);
             if !keep {
+                owners.removed(e.owner);
                 ended(record(k, e));
             }
             keep
@@ -201,6 +221,7 @@ impl Classifier {
     /// Ends every flow, e.g. at the end of a capture file.
     pub fn drain(&mut self, ended: &mut impl FnMut(FlowRecord)) {
         for (k, e) in self.flows.drain() {
+            self.owners.removed(e.owner);
             ended(record(&k, &e));
         }
     }
@@ -213,6 +234,14 @@ impl Classifier {
     /// The current state of one flow.
     pub fn get(&self, key: &FlowKey) -> Option<FlowRecord> {
         self.flows.get(key).map(|e| record(key, e))
+    }
+}
+
+fn idle_us(cfg: &ClassifierConfig, e: &Entry, l4: L4) -> u64 {
+    match l4 {
+        L4::Tcp if e.closed => cfg.closed_idle_us,
+        L4::Tcp => cfg.tcp_idle_us,
+        L4::Udp => cfg.udp_idle_us,
     }
 }
 
@@ -233,7 +262,10 @@ fn account(
     let from_a = src_is_lo == e.a_is_lo;
     let mut newly = false;
     if !e.decided {
-        if let Some(found) = e.detect.inspect(p, usize::from(!from_a), budget, keep) {
+        if let Some(found) = e
+            .detect
+            .inspect(now_us, p, usize::from(!from_a), budget, keep)
+        {
             e.found = found;
             e.decided = true;
             newly = true;
@@ -243,6 +275,7 @@ fn account(
     }
     Step {
         key,
+        owner: e.owner,
         from_a,
         protocol: e.found.protocol,
         tracker: e.found.tracker,
@@ -258,6 +291,7 @@ fn record(k: &FlowKey, e: &Entry) -> FlowRecord {
     };
     FlowRecord {
         id: e.id,
+        owner: e.owner,
         l4: k.l4,
         a,
         b,

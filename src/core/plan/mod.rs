@@ -3,6 +3,7 @@
 //! holds, and the per-peer incremental operations all live here; nothing here runs a command.
 mod diff_nft;
 mod diff_tc;
+pub mod fence;
 pub mod flows;
 mod ids;
 mod names;
@@ -24,7 +25,7 @@ pub use observed::{
     ObservedChain, ObservedClass, ObservedDev, ObservedFilter, ObservedNft, ObservedQuota, Rate,
     rate_text,
 };
-pub use ops::{Batch, PeerChange, peer_batch};
+pub use ops::{Batch, NftOp, PeerChange, peer_batch, render_ops};
 pub use tc::{Dir, TcDevPlan, TcPlan};
 
 /// Highest limit the API accepts: 100 Gbit/s.
@@ -62,7 +63,7 @@ pub struct PlanInput {
     pub outward: Option<String>,
     /// Drop peer → peer and peer → node services (everything but ICMP echo and replies).
     pub isolate: bool,
-    /// Destinations peers may not reach (169.254.0.0/16, the host's private networks).
+    /// Destinations peers may not reach (see `fence`).
     pub blocked_v4: Vec<Ipv4Net>,
     pub blocked_v6: Vec<Ipv6Net>,
     /// Per-peer HTB shaping; `false` removes the qdiscs this plan owns.
