@@ -80,9 +80,9 @@ async fn endpoint(cfg: &Config) -> Result<(Endpoint, Option<String>)> {
     }
 }
 
-/// The IFB that carries a WireGuard interface's upload traffic: `ifb-<iface>`, cut to 15 bytes.
+/// The IFB that carries a WireGuard interface's upload traffic (named as the NixOS module expects).
 pub fn ifb_name(iface: &str) -> String {
-    format!("ifb-{iface}").chars().take(15).collect()
+    crate::core::plan::ifb_name(iface)
 }
 
 /// The command runner for `nft`, `tc` and `ip`: with the configured deadline, watched by `commands`.
