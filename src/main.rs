@@ -50,6 +50,13 @@ enum Command {
     Keygen {
         #[arg(long)]
         api_secret: bool,
+        /// With --api-secret: print the node's secret derived from the fleet master secret in
+        /// FILE (`-`: standard input), hex(HMAC-SHA256(master, server_id)).
+        #[arg(long, value_name = "FILE", requires = "api_secret")]
+        from_master: Option<PathBuf>,
+        /// The node to derive for; default: this node's server_id from its config.
+        #[arg(long, requires = "from_master")]
+        server_id: Option<String>,
     },
     /// Print a shell completion script (e.g. `waylume-server completions bash >
     /// /usr/share/bash-completion/completions/waylume-server`).
@@ -107,7 +114,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Keygen { api_secret } => {
+        Command::Keygen {
+            from_master: Some(master),
+            server_id,
+            ..
+        } => {
+            let id = match server_id {
+                Some(id) => id,
+                None => app::load_config(cli.config.as_deref())?
+                    .server_id
+                    .to_string(),
+            };
+            write_stdout(&derive_secret(&master, &id)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keygen { api_secret, .. } => {
             let text = if api_secret {
                 (0..32)
                     .map(|_| format!("{:02x}", rand::random::<u8>()))
@@ -136,6 +157,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
             runtime()?.block_on(cli::peers(&target, cmd))
         }
     }
+}
+
+/// A node's API secret from the fleet master in `path`.
+fn derive_secret(path: &std::path::Path, server_id: &str) -> Result<String> {
+    use anyhow::Context;
+    let id: waylume::config::ServerId = server_id
+        .parse()
+        .map_err(|e| anyhow::anyhow!("server id: {e}"))?;
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin().lock()).context("reading the master from stdin")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+    };
+    let master = text.trim_end_matches(['\n', '\r']);
+    waylume::config::strong_secret(master).map_err(|e| anyhow::anyhow!("fleet master: {e}"))?;
+    Ok(waylume::core::answer::node_secret(
+        master.as_bytes(),
+        id.as_str(),
+    ))
 }
 
 fn write_bytes(bytes: &[u8]) -> Result<()> {

@@ -3,9 +3,8 @@
 //!
 //! Every write is one transaction; the journal is WAL with full sync, so a crash at any point
 //! leaves a database that opens with either the old or the new state.
-use std::io::Write;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -443,18 +442,10 @@ pub fn load_or_create_key(dir: &Path, generate: impl FnOnce() -> Key) -> Result<
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = generate();
-            let tmp = dir.join("private.key.tmp");
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(err)?;
-            f.write_all(format!("{}\n", key.to_base64()).as_bytes())
-                .map_err(err)?;
-            f.sync_all().map_err(err)?;
-            std::fs::rename(&tmp, &path).map_err(err)?;
+            // Durably: a key lost to a power cut would come back as a new one, and every client
+            // config names the old one.
+            crate::sys::durable::replace(&path, format!("{}\n", key.to_base64()).as_bytes(), 0o600)
+                .map_err(|e| err(e.source))?;
             Ok(key)
         }
         Err(e) => Err(err(e)),

@@ -212,7 +212,9 @@ pub struct PeerView {
     pub peer_id: String,
     pub public_key: String,
     pub private_key: Option<String>,
-    pub preshared_key: String,
+    /// Only in the answer to a create, like the private key: anyone who reads a list must not
+    /// learn what protects every tunnel.
+    pub preshared_key: Option<String>,
     pub address: String,
     pub address_v6: Option<String>,
     pub server_public_key: String,
@@ -234,7 +236,7 @@ pub struct PeerView {
 }
 
 impl PeerView {
-    /// `secrets`: include the private key and config (the answer to a create only).
+    /// `secrets`: include the private key, preshared key and config (the answer to a create only).
     pub fn new(
         node: &NodeHandle,
         s: &PeerStatus,
@@ -252,7 +254,7 @@ impl PeerView {
                 .as_ref()
                 .filter(|_| secrets)
                 .map(Key::to_base64),
-            preshared_key: p.preshared_key.to_base64(),
+            preshared_key: secrets.then(|| p.preshared_key.to_base64()),
             address: p.address.to_string(),
             address_v6: p.address_v6.map(|a| a.to_string()),
             server_public_key: server.public_key.to_base64(),

@@ -8,9 +8,13 @@
 //! parsed. Composed filters would each take the body apart on their own, and a rejection from
 //! one would say which routes exist to a caller that has not signed. `Route::parse` is the one
 //! route table.
+mod answer;
 mod dto;
 mod error;
+mod guard;
+pub mod listen;
 pub mod metrics;
+pub mod replay;
 mod route;
 mod status;
 
@@ -27,6 +31,7 @@ use warp::reply::Response;
 
 pub use dto::{MAX_CAP_BYTES, PeerView};
 pub use error::ApiError;
+pub use guard::STUCK_AFTER;
 pub use route::Route;
 
 use crate::control::HealthHandle;
@@ -44,6 +49,9 @@ pub struct Api {
     pub metrics: Arc<Metrics>,
     pub max_capacity: u16,
     verifier: Option<Mutex<Verifier>>,
+    signer: Option<answer::Signer>,
+    floor: Option<Arc<replay::ReplayFloor>>,
+    commands: Option<(Arc<crate::sys::runner::InFlight>, std::time::Duration)>,
     clock: Box<dyn Fn() -> u64 + Send + Sync>,
     /// `None`: standalone, no control plane.
     control: Option<HealthHandle>,
@@ -65,6 +73,9 @@ impl Api {
             metrics,
             max_capacity,
             verifier: secret.map(|(s, id)| Mutex::new(Verifier::new(s, id))),
+            signer: secret.map(|(s, id)| answer::Signer::new(s, id, true)),
+            floor: None,
+            commands: None,
             clock: Box::new(clock),
             control,
             inspection: None,
@@ -117,10 +128,27 @@ pub fn routes(
                 async move {
                     let started = Instant::now();
                     let body = read_body(&headers, body).await;
+                    let nonce = headers
+                        .get(auth::HEADER_NONCE)
+                        .and_then(|v| v.to_str().ok())
+                        .filter(|n| auth::valid_nonce(n))
+                        .map(str::to_string);
                     let (route, result) = api
-                        .handle(&method, path.as_str(), &query, &headers, body)
+                        .handle(
+                            &method,
+                            path.as_str(),
+                            &query,
+                            &headers,
+                            body,
+                            nonce.as_deref(),
+                        )
                         .await;
-                    let response = result.unwrap_or_else(ApiError::into_response);
+                    let mut response = result.unwrap_or_else(ApiError::into_response);
+                    if let (true, Some(signer), Some(nonce)) =
+                        (path.as_str().starts_with("/api/"), &api.signer, &nonce)
+                    {
+                        response = signer.sign(response, nonce).await;
+                    }
                     api.metrics.observe_request(
                         route,
                         response.status().as_u16(),
@@ -166,6 +194,7 @@ impl Api {
         query: &str,
         headers: &HeaderMap,
         body: Result<Vec<u8>, ApiError>,
+        nonce: Option<&str>,
     ) -> Routed {
         let route = Route::parse(method, path);
         match &route {
@@ -193,6 +222,9 @@ impl Api {
             Err(e) => return ("unknown", Err(e)),
         };
         let name = route.name();
+        if let Err(e) = self.record_floor(headers).await {
+            return (name, Err(e));
+        }
         if route.has_body() {
             let json = headers
                 .get(header::CONTENT_TYPE)
@@ -206,7 +238,12 @@ impl Api {
                 return (name, Err(ApiError::UnsupportedMediaType));
             }
         }
-        (name, self.dispatch(route, query, body).await)
+        if route.has_body()
+            && let Err(e) = self.not_stuck()
+        {
+            return (name, Err(e));
+        }
+        (name, self.dispatch(route, query, body, nonce).await)
     }
 
     fn authenticate(
@@ -241,9 +278,10 @@ impl Api {
         route: Route,
         query: &str,
         body: Vec<u8>,
+        nonce: Option<&str>,
     ) -> Result<Response, ApiError> {
         let s = match route {
-            Route::CreatePeer => return self.create(body).await,
+            Route::CreatePeer => return self.create(body, nonce).await,
             Route::DeletePeer => {
                 let sel = parse::<dto::DeleteBody>(&body)?.selector()?;
                 self.change(move |n| n.delete(&sel, Removal::Deleted))
@@ -293,7 +331,11 @@ impl Api {
         Ok(self.peer_response(StatusCode::OK, &s, false))
     }
 
-    async fn create(self: &Arc<Self>, body: Vec<u8>) -> Result<Response, ApiError> {
+    async fn create(
+        self: &Arc<Self>,
+        body: Vec<u8>,
+        nonce: Option<&str>,
+    ) -> Result<Response, ApiError> {
         let req = parse::<dto::CreateBody>(&body)?.validate(&self.node.server().public_key)?;
         let now = (self.clock)();
         let fresh = Fresh {
@@ -307,7 +349,14 @@ impl Api {
         } else {
             StatusCode::OK
         };
-        Ok(self.peer_response(status, &s, true))
+        // A PeerView is plain data; encoding it cannot fail.
+        let view = serde_json::to_value(self.view(&s, true))
+            .map_err(|e| ApiError::Unavailable(format!("cannot encode the answer: {e}")))?;
+        let view = match (&self.signer, nonce) {
+            (Some(signer), Some(nonce)) => signer.seal_answer(view, nonce),
+            _ => view,
+        };
+        Ok(json_response(status, &view))
     }
 
     fn peer_response(&self, status: StatusCode, s: &PeerStatus, secrets: bool) -> Response {

@@ -11,6 +11,7 @@ pub(super) fn start(
     cfg: &Config,
     metrics: &Arc<Metrics>,
     node: &crate::node::NodeHandle,
+    commands: &Arc<crate::sys::runner::InFlight>,
 ) -> Option<Arc<Inspection>> {
     if !cfg.inspection.enabled {
         return None;
@@ -25,7 +26,7 @@ pub(super) fn start(
         .iter()
         .any(|p| policy.get(*p) != Action::Report);
     let enforcer = if enforcing {
-        let runner = Arc::new(crate::sys::runner::SystemRunner::new());
+        let runner = Arc::new(super::runner(cfg, commands));
         match crate::sys::flows::FlowEnforcer::start(runner) {
             Ok(e) => Some(e),
             Err(e) => {

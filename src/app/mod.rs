@@ -80,9 +80,19 @@ async fn endpoint(cfg: &Config) -> Result<(Endpoint, Option<String>)> {
     }
 }
 
-/// The IFB that carries a WireGuard interface's upload traffic: `ifb-<iface>`, cut to 15 bytes.
+/// The IFB that carries a WireGuard interface's upload traffic (named as the NixOS module expects).
 pub fn ifb_name(iface: &str) -> String {
-    format!("ifb-{iface}").chars().take(15).collect()
+    crate::core::plan::ifb_name(iface)
+}
+
+/// The command runner for `nft`, `tc` and `ip`: with the configured deadline, watched by `commands`.
+fn runner(
+    cfg: &Config,
+    commands: &Arc<crate::sys::runner::InFlight>,
+) -> crate::sys::runner::SystemRunner {
+    crate::sys::runner::SystemRunner::new()
+        .with_timeout(cfg.dataplane.command_timeout)
+        .with_in_flight(commands.clone())
 }
 
 /// The networks the fence leaves open: the tunnel's own and the operator's allow-list.
@@ -97,12 +107,12 @@ fn fence_holes(cfg: &Config) -> Vec<ipnet::IpNet> {
 fn kernel_policy(
     cfg: &Config,
     outward: Option<&str>,
+    commands: &Arc<crate::sys::runner::InFlight>,
 ) -> Result<(
     Arc<crate::sys::policy::KernelEnforcer>,
     crate::core::plan::PlanInput,
 )> {
-    use crate::sys::runner::SystemRunner;
-    let runner: Arc<dyn crate::sys::runner::Runner> = Arc::new(SystemRunner::new());
+    let runner: Arc<dyn crate::sys::runner::Runner> = Arc::new(runner(cfg, commands));
     let wgc = &cfg.wireguard;
     let (blocked_v4, blocked_v6) = if cfg.dataplane.block_private_networks {
         crate::sys::dataplane::fenced_networks(
@@ -138,6 +148,7 @@ fn kernel_policy(
 /// loop write it: a network on an interface added while running is fenced within a pass.
 fn follow_host_addresses(
     cfg: &Config,
+    commands: &Arc<crate::sys::runner::InFlight>,
     policy: Arc<crate::sys::policy::KernelEnforcer>,
     reconcile: Arc<tokio::sync::Notify>,
 ) {
@@ -150,8 +161,8 @@ fn follow_host_addresses(
             log::error!("address changes are not followed: {e}");
         }
     });
+    let runner = Arc::new(runner(cfg, commands));
     tokio::spawn(async move {
-        let runner = Arc::new(crate::sys::runner::SystemRunner::new());
         loop {
             changed.notified().await;
             let (holes, allow, runner) = (holes.clone(), allow.clone(), runner.clone());
@@ -174,7 +185,19 @@ fn follow_host_addresses(
 }
 
 pub async fn serve(cfg: Config) -> Result<()> {
+    let started = unix_now();
+    let file_limit = api::listen::raise_file_limit();
     let store = Store::open(&cfg.state_dir)?;
+    let (floor, previous_floor) = api::replay::ReplayFloor::open(&cfg.state_dir)?;
+    let tls = cfg
+        .api
+        .tls
+        .as_ref()
+        .map(api::listen::tls_acceptor)
+        .transpose()
+        .context("api: TLS certificate and key")?;
+    // Every nft/tc/ip call of the node, watched so the API can refuse policy changes while one hangs.
+    let commands = Arc::new(crate::sys::runner::InFlight::default());
     let private_key =
         store::load_or_create_key(&cfg.state_dir, wireguard_control::Key::generate_private)?;
     check_host(&cfg).await?;
@@ -202,7 +225,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
         persistent_keepalive: wgc.persistent_keepalive,
     };
     let registry = Registry::new(wgc.subnet, wgc.subnet_v6, cfg.node.max_capacity);
-    let (policy, rules) = kernel_policy(&cfg, outward.as_deref())?;
+    let (policy, rules) = kernel_policy(&cfg, outward.as_deref(), &commands)?;
     let seams = Seams {
         wg,
         policy: policy.clone(),
@@ -211,7 +234,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
     // The node's own thread: every kernel call happens there, outside the async runtime.
     let node = Node::open(registry, store, server, seams, cfg.peers.clone())?.spawn()?;
     if cfg.dataplane.block_private_networks {
-        follow_host_addresses(&cfg, policy, node.trigger());
+        follow_host_addresses(&cfg, &commands, policy, node.trigger());
     }
     let metrics = Arc::new(Metrics::with_per_peer(cfg.api.metrics_per_peer));
 
@@ -229,7 +252,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
             ""
         }
     );
-    let inspection = inspection::start(&cfg, &metrics, &node);
+    let inspection = inspection::start(&cfg, &metrics, &node, &commands);
 
     let secret = cfg
         .api
@@ -267,6 +290,15 @@ pub async fn serve(cfg: Config) -> Result<()> {
         unix_now,
         control_health,
     );
+    let api = api
+        .with_replay_floor(floor, previous_floor, started)
+        .with_commands(commands.clone(), api::STUCK_AFTER);
+    // Secrets travel in clear only where nobody else can listen, or when the operator says so.
+    let api = if cfg.api.seal && !cfg.api.bind.is_loopback() {
+        api
+    } else {
+        api.without_sealing()
+    };
     let api = Arc::new(match &inspection {
         Some(i) => api.with_inspection(i.clone()),
         None => api,
@@ -276,16 +308,42 @@ pub async fn serve(cfg: Config) -> Result<()> {
         .await
         .with_context(|| format!("api: cannot listen on {addr}"))?;
     let (stop_tx, mut stop_rx) = watch::channel(false);
-    let mut server_stop = stop_rx.clone();
-    let server = tokio::spawn(
-        warp::serve(api::routes(api))
-            .incoming(listener)
-            .graceful(async move {
-                let _ = server_stop.wait_for(|s| *s).await;
-            })
-            .run(),
+    let max_connections = cfg
+        .api
+        .limits
+        .max_connections
+        .unwrap_or_else(|| api::listen::default_max_connections(file_limit));
+    let listen_stats = Arc::new(api::listen::ListenStats::default());
+    let how = api::listen::Listen {
+        limits: cfg.api.limits.clone(),
+        max_connections,
+        tls,
+        stats: listen_stats.clone(),
+    };
+    metrics.add_source(move |out| api::listen::render_metrics(&listen_stats, out));
+    let c = commands.clone();
+    metrics.add_source(move |out| {
+        out.push_str(&format!(
+            "# TYPE waylume_command_timeouts_total counter\nwaylume_command_timeouts_total {}\n\
+             # TYPE waylume_commands_stuck gauge\nwaylume_commands_stuck {}\n",
+            c.timeouts(),
+            c.stuck_count(api::STUCK_AFTER),
+        ));
+    });
+    let server = tokio::spawn(api::listen::serve(
+        listener,
+        warp::service(api::routes(api)),
+        how,
+        stop_rx.clone(),
+    ));
+    log::info!(
+        "api listening on {addr}{} (at most {max_connections} connections, file limit {file_limit})",
+        if cfg.api.tls.is_some() {
+            " with TLS"
+        } else {
+            ""
+        }
     );
-    log::info!("api listening on {addr}");
     // May wait briefly for room on systemd's socket: not on an async worker's time.
     tokio::task::block_in_place(|| {
         notify(&[

@@ -3,7 +3,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::config::{Config, Secret};
-use crate::core::auth;
+use crate::core::{answer, auth, seal};
 
 /// Where the API is and how to sign for it.
 pub struct Target {
@@ -67,11 +67,11 @@ impl Target {
                 .header("content-type", "application/json")
                 .body(bytes.clone());
         }
+        let nonce: String = (0..16)
+            .map(|_| format!("{:02x}", rand::random::<u8>()))
+            .collect();
         if let Some(secret) = &self.secret {
             let ts = crate::sys::clock::unix_now();
-            let nonce: String = (0..16)
-                .map(|_| format!("{:02x}", rand::random::<u8>()))
-                .collect();
             let r = auth::Request {
                 method: method.as_str(),
                 path_and_query: path,
@@ -80,7 +80,7 @@ impl Target {
             let sig = auth::sign(secret.expose().as_bytes(), &self.server_id, &r, ts, &nonce);
             req = req
                 .header(auth::HEADER_TIMESTAMP, ts.to_string())
-                .header(auth::HEADER_NONCE, nonce)
+                .header(auth::HEADER_NONCE, &nonce)
                 .header(auth::HEADER_SIGNATURE, sig);
         }
         let resp = req
@@ -88,8 +88,36 @@ impl Target {
             .await
             .with_context(|| format!("cannot reach the node API at {}", self.url))?;
         let status = resp.status().as_u16();
-        let text = resp.text().await?;
-        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        let signature = resp
+            .headers()
+            .get(auth::HEADER_SIGNATURE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = resp.bytes().await?;
+        let Some(secret) = &self.secret else {
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            return Ok((
+                status,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            ));
+        };
+        let secret = secret.expose().as_bytes();
+        // Nothing of an answer is shown before its signature checks out.
+        answer::verify(
+            secret,
+            &self.server_id,
+            &nonce,
+            status,
+            &bytes,
+            signature.as_deref(),
+        )
+        .with_context(|| format!("refusing the answer from {} ({status})", self.url))?;
+        let mut value: Value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        if let Some(fields) = value.as_object_mut() {
+            seal::open_fields(fields, secret, &self.server_id, &nonce)
+                .context("cannot open the sealed secrets of the answer")?;
+        }
         Ok((status, value))
     }
 }

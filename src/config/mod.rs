@@ -1,5 +1,6 @@
 //! Configuration: built-in defaults, then the TOML file, then the environment. The result is one
 //! validated [`Config`] of typed values; every error names the key it is about.
+mod api;
 mod raw;
 mod types;
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use ipnet::{Ipv4Net, Ipv6Net};
 
+pub use api::{ApiConfig, ConnLimits, MIN_SECRET_BYTES, TlsFiles, strong_secret};
 pub use raw::RawConfig;
 pub use types::{Backend, Endpoint, IfName, Secret, ServerId};
 
@@ -41,16 +43,6 @@ pub struct Config {
     pub dataplane: DataplaneConfig,
     pub peers: PeerLifetimes,
     pub inspection: InspectionConfig,
-}
-
-#[derive(Debug, Clone)]
-pub struct ApiConfig {
-    pub port: u16,
-    pub bind: IpAddr,
-    /// `None`: the API listens on loopback only.
-    pub secret: Option<Secret>,
-    /// One `/metrics` series per peer (peer ids are unbounded labels, so off by default).
-    pub metrics_per_peer: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +91,8 @@ pub struct DataplaneConfig {
     /// Fenced networks peers may reach all the same (internal services).
     pub allow_networks: Vec<ipnet::IpNet>,
     pub shaping: bool,
+    /// How long one `nft`/`tc`/`ip` call may run before it is killed.
+    pub command_timeout: Duration,
 }
 
 pub use crate::core::lifetime::PeerLifetimes;

@@ -39,6 +39,13 @@ pub struct RawApi {
     /// that may end up world-readable.
     #[serde(skip)]
     pub secret: Option<String>,
+    pub seal: Option<bool>,
+    pub max_connections: Option<i64>,
+    pub max_connections_per_address: Option<i64>,
+    pub header_timeout_secs: Option<i64>,
+    pub body_timeout_secs: Option<i64>,
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,6 +81,8 @@ pub struct RawSupabase {
     pub key: Option<String>,
     pub heartbeat_interval_secs: Option<i64>,
     pub usage_interval_secs: Option<i64>,
+    /// Plain http to a non-loopback address: only for a lab on a private link.
+    pub insecure_http: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -85,6 +94,7 @@ pub struct RawDataplane {
     pub allow_networks: Option<Vec<String>>,
     pub shaping: Option<bool>,
     pub firewall_backend: Option<String>,
+    pub command_timeout_secs: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -157,12 +167,19 @@ pub const ENV: &[(&str, &str, EnvSetter)] = &[
     env!("SUPABASE_URL", supabase.url, text),
     env!("SUPABASE_KEY", supabase.key, text),
     env!("SUPABASE_KEY_FILE", supabase.key_file, text),
+    env!(
+        "WAYLUME_SUPABASE_INSECURE_HTTP",
+        supabase.insecure_http,
+        boolean
+    ),
     env!("WAYLUME_REQUIRE_SERVER_ID", require_server_id, boolean),
     env!("WAYLUME_STATE_DIR", state_dir, text),
     env!("WAYLUME_TEARDOWN_ON_STOP", teardown_on_stop, boolean),
     env!("WAYLUME_API_BIND", api.bind, text),
     env!("WAYLUME_API_SECRET", api.secret, text),
     env!("WAYLUME_API_SECRET_FILE", api.secret_file, text),
+    env!("WAYLUME_API_SEAL", api.seal, boolean),
+    env!("WAYLUME_API_MAX_CONNECTIONS", api.max_connections, int),
     env!("WAYLUME_METRICS_PER_PEER", api.metrics_per_peer, boolean),
     env!("WAYLUME_INTERFACE", wireguard.interface, text),
     env!("WAYLUME_WG_BACKEND", wireguard.backend, text),
@@ -179,6 +196,11 @@ pub const ENV: &[(&str, &str, EnvSetter)] = &[
     ),
     env!("WAYLUME_ISOLATION", dataplane.isolation, boolean),
     env!("WAYLUME_SHAPING", dataplane.shaping, boolean),
+    env!(
+        "WAYLUME_COMMAND_TIMEOUT_SECS",
+        dataplane.command_timeout_secs,
+        int
+    ),
     env!("WAYLUME_ALLOW_NETWORKS", dataplane.allow_networks, list),
     env!("WAYLUME_IDLE_TIMEOUT_SECS", peers.idle_timeout_secs, int),
     env!(

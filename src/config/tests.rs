@@ -3,13 +3,17 @@ use std::path::Path;
 
 use super::*;
 
+/// 32 bytes in hex, as `keygen --api-secret` prints.
+const STRONG: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
 fn load(toml: Option<&str>, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
     let env: BTreeMap<String, String> = env
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let read = |p: &Path| match p.to_str() {
-        Some("/secrets/api") => Ok("s3cret\n".to_string()),
+        Some("/secrets/api") => Ok(format!("{STRONG}\n")),
+        Some("/secrets/short") => Ok("s3cret\n".to_string()),
         Some("/secrets/empty") => Ok("\n".to_string()),
         _ => Err(std::io::Error::from(std::io::ErrorKind::NotFound)),
     };
@@ -70,7 +74,7 @@ fn env_overrides_file_and_secret_binds_everywhere() {
     .unwrap();
     assert_eq!(c.server_id.as_str(), "from-env");
     assert_eq!(c.api.port, 4000);
-    assert_eq!(c.api.secret.as_ref().unwrap().expose(), "s3cret");
+    assert_eq!(c.api.secret.as_ref().unwrap().expose(), STRONG);
     assert!(c.api.bind.is_unspecified());
     assert_eq!(c.node.max_capacity, 5);
 }
@@ -80,14 +84,14 @@ fn secrets_never_show_in_debug() {
     let c = load(
         None,
         &[
-            ("WAYLUME_API_SECRET", "hunter2-very-secret"),
+            ("WAYLUME_API_SECRET", STRONG),
             ("SUPABASE_URL", "https://x.supabase.co"),
             ("SUPABASE_KEY", "key-material-123"),
         ],
     )
     .unwrap();
     let dbg = format!("{c:?}");
-    assert!(!dbg.contains("hunter2-very-secret"), "{dbg}");
+    assert!(!dbg.contains(STRONG), "{dbg}");
     assert!(!dbg.contains("key-material-123"), "{dbg}");
 }
 
@@ -115,7 +119,7 @@ fn bad_env_values_name_the_variable() {
 #[test]
 fn valid_fixtures_load() {
     for (path, text) in fixtures("valid") {
-        let env = [("WAYLUME_API_SECRET", "x"), ("SUPABASE_KEY", "k")];
+        let env = [("WAYLUME_API_SECRET", STRONG), ("SUPABASE_KEY", "k")];
         load(Some(&text), &env).unwrap_or_else(|e| panic!("{path}: {e}"));
     }
 }
@@ -145,4 +149,90 @@ fn subnet_overlap_is_refused() {
     assert!(check_subnet_overlap("10.0.0.0/8".parse().unwrap(), &routes, "wg0").is_ok());
     let e = check_subnet_overlap("192.168.0.0/16".parse().unwrap(), &routes, "wg0").unwrap_err();
     assert!(e.to_string().contains("eth0"));
+}
+
+#[test]
+fn weak_secrets_are_refused_naming_the_key() {
+    for weak in [
+        "x",
+        "hunter2-very-secret",
+        &STRONG[..62],
+        "snakeoil-api-secret-for-vm-tests",
+    ] {
+        let e = load(None, &[("WAYLUME_API_SECRET", weak)]).unwrap_err();
+        assert_eq!(e.key, "api.secret", "{weak}: {e}");
+    }
+    let e = load(None, &[("WAYLUME_API_SECRET_FILE", "/secrets/short")]).unwrap_err();
+    assert_eq!(e.key, "api.secret");
+    // base64 of 32 random bytes is as good as hex.
+    let b64 = "3q2+7wABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhs=";
+    assert!(load(None, &[("WAYLUME_API_SECRET", b64)]).is_ok());
+}
+
+#[test]
+fn supabase_over_plain_http_only_on_loopback() {
+    let with = |url: &str| load(None, &[("SUPABASE_URL", url), ("SUPABASE_KEY", "k")]);
+    for bad in [
+        "http://project.supabase.co",
+        "http://10.0.0.5:54321",
+        "http://localhost.evil.net",
+    ] {
+        let e = with(bad).unwrap_err();
+        assert_eq!(e.key, "supabase.url", "{bad}: {e}");
+        assert!(e.reason.contains("https"), "{e}");
+    }
+    let lab = load(
+        None,
+        &[
+            ("SUPABASE_URL", "http://10.0.0.5:54321"),
+            ("SUPABASE_KEY", "k"),
+            ("WAYLUME_SUPABASE_INSECURE_HTTP", "true"),
+        ],
+    );
+    assert!(lab.is_ok(), "an explicit opt-in allows a lab's plain http");
+    for good in [
+        "https://project.supabase.co",
+        "http://127.0.0.1:54321",
+        "http://[::1]:8000",
+        "http://localhost:54321",
+    ] {
+        assert!(with(good).is_ok(), "{good}");
+    }
+}
+
+#[test]
+fn api_connection_settings_and_sealing() {
+    let c = load(None, &[]).unwrap();
+    assert!(c.api.seal);
+    assert_eq!(c.api.limits, ConnLimits::default());
+    assert!(c.api.tls.is_none());
+    let file = "[api]\nseal = false\nmax_connections = 500\nmax_connections_per_address = 8\nheader_timeout_secs = 5\nbody_timeout_secs = 7\n";
+    let c = load(Some(file), &[]).unwrap();
+    assert!(!c.api.seal);
+    assert_eq!(c.api.limits.max_connections, Some(500));
+    assert_eq!(c.api.limits.max_per_address, 8);
+    assert_eq!(c.api.limits.header_timeout.as_secs(), 5);
+    assert_eq!(c.api.limits.body_timeout.as_secs(), 7);
+    for (bad, key) in [
+        ("max_connections = 0", "api.max_connections"),
+        (
+            "max_connections_per_address = 0",
+            "api.max_connections_per_address",
+        ),
+        ("header_timeout_secs = 0", "api.header_timeout_secs"),
+        ("body_timeout_secs = 100000", "api.body_timeout_secs"),
+        ("tls_cert_file = \"/secrets/api\"", "api.tls_key_file"),
+        ("tls_key_file = \"/secrets/api\"", "api.tls_cert_file"),
+        (
+            "tls_cert_file = \"/secrets/api\"\ntls_key_file = \"/secrets/api\"",
+            "api.tls_cert_file",
+        ),
+        (
+            "tls_cert_file = \"/nope\"\ntls_key_file = \"/secrets/api\"",
+            "api.tls_cert_file",
+        ),
+    ] {
+        let e = load(Some(&format!("[api]\n{bad}\n")), &[]).unwrap_err();
+        assert_eq!(e.key, key, "{bad}: {e}");
+    }
 }

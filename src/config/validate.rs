@@ -1,5 +1,5 @@
 //! Raw → typed, with the defaults. Each check names the key it is about.
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ fn action(key: &str, v: &str) -> Result<Action, ConfigError> {
     }
 }
 
-fn ranged<T: TryFrom<i64>>(
+pub(super) fn ranged<T: TryFrom<i64>>(
     key: &str,
     v: Option<i64>,
     lo: i64,
@@ -67,7 +67,13 @@ fn allow_networks(items: Vec<String>) -> Result<Vec<ipnet::IpNet>, ConfigError> 
     Ok(out)
 }
 
-fn secs(key: &str, v: Option<i64>, lo: i64, hi: i64, def: u64) -> Result<Duration, ConfigError> {
+pub(super) fn secs(
+    key: &str,
+    v: Option<i64>,
+    lo: i64,
+    hi: i64,
+    def: u64,
+) -> Result<Duration, ConfigError> {
     ranged(key, v, lo, hi, def).map(Duration::from_secs)
 }
 
@@ -76,7 +82,7 @@ fn parsed<T: std::str::FromStr<Err = String>>(key: &str, v: &str) -> Result<T, C
 }
 
 /// A secret from its inline value or its file; a file's trailing newline is not part of it.
-fn secret(
+pub(super) fn secret(
     key: &str,
     inline: Option<String>,
     file: Option<String>,
@@ -132,28 +138,7 @@ pub fn validate(raw: RawConfig, src: &Sources) -> Result<Config, ConfigError> {
             )
         })?,
     };
-    let api_secret = secret("api.secret", raw.api.secret, raw.api.secret_file, src)?;
-    let api = ApiConfig {
-        port: ranged("api.port", raw.api.port, 1, 65535, 3000)?,
-        bind: match raw.api.bind {
-            Some(b) => b
-                .parse::<IpAddr>()
-                .map_err(|_| bad("api.bind", format!("{b:?} is not an IP address")))?,
-            None if api_secret.is_some() => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            None => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        },
-        secret: api_secret,
-        metrics_per_peer: raw.api.metrics_per_peer.unwrap_or(false),
-    };
-    if api.secret.is_none() && !api.bind.is_loopback() {
-        return Err(bad(
-            "api.bind",
-            format!(
-                "{} is not loopback, and no API secret is set (api.secret_file / WAYLUME_API_SECRET)",
-                api.bind
-            ),
-        ));
-    }
+    let api = super::api::validate(raw.api, src)?;
 
     let wg = raw.wireguard;
     let subnet: Ipv4Net = parsed_net(
@@ -245,6 +230,16 @@ pub fn validate(raw: RawConfig, src: &Sources) -> Result<Config, ConfigError> {
                     format!("{url:?} is not an http(s) URL"),
                 ));
             }
+            // The service key travels in every request: plain HTTP only to this host.
+            if parsed.scheme() == "http"
+                && !is_loopback(&parsed)
+                && !sb.insecure_http.unwrap_or(false)
+            {
+                return Err(bad(
+                    "supabase.url",
+                    format!("{url:?} must use https (plain http only to a loopback address)"),
+                ));
+            }
             Some(SupabaseConfig {
                 url: url.trim_end_matches('/').to_string(),
                 key: key.ok_or_else(|| {
@@ -290,6 +285,13 @@ pub fn validate(raw: RawConfig, src: &Sources) -> Result<Config, ConfigError> {
         block_private_networks: dp.block_private_networks.unwrap_or(true),
         allow_networks: allow_networks(dp.allow_networks.unwrap_or_default())?,
         shaping: dp.shaping.unwrap_or(true),
+        command_timeout: secs(
+            "dataplane.command_timeout_secs",
+            dp.command_timeout_secs,
+            1,
+            600,
+            crate::sys::runner::DEFAULT_TIMEOUT.as_secs(),
+        )?,
     };
 
     let peers = PeerLifetimes {
@@ -346,6 +348,12 @@ pub fn validate(raw: RawConfig, src: &Sources) -> Result<Config, ConfigError> {
         peers,
         inspection,
     })
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or("");
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || bare.parse::<IpAddr>().is_ok_and(|a| a.is_loopback())
 }
 
 fn parsed_net(key: &str, s: &str) -> Result<Ipv4Net, ConfigError> {

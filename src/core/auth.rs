@@ -4,7 +4,7 @@
 //! String to sign (lines joined by `\n`, no trailing newline):
 //! `waylume-v1`, SERVER_ID, METHOD, path (with `?query` when present), timestamp (unix seconds),
 //! nonce, lowercase hex SHA-256 of the body.
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -30,6 +30,8 @@ pub enum AuthError {
     BadSignature,
     #[error("request already seen (replay)")]
     Replay,
+    #[error("timestamp not later than the last request accepted before the node restarted")]
+    BeforeRestart,
 }
 
 /// What a request is signed over.
@@ -58,7 +60,7 @@ pub fn sign(secret: &[u8], server_id: &str, req: &Request, timestamp: u64, nonce
     )
 }
 
-fn mac(secret: &[u8], text: &str) -> Vec<u8> {
+pub(crate) fn mac(secret: &[u8], text: &str) -> Vec<u8> {
     // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
     let mut m = match Hmac::<Sha256>::new_from_slice(secret) {
         Ok(m) => m,
@@ -68,11 +70,11 @@ fn mac(secret: &[u8], text: &str) -> Vec<u8> {
     m.finalize().into_bytes().to_vec()
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }
@@ -80,6 +82,30 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+/// 16 to 64 URL-safe characters: what a request's nonce must be (and what an answer signs).
+pub fn valid_nonce(nonce: &str) -> bool {
+    (16..=64).contains(&nonce.len())
+        && nonce
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// What the previous process accepted last: the newest timestamp and the nonces it accepted with
+/// that timestamp (`all`: too many to list, so every request with it is refused).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Floor {
+    pub ts: u64,
+    pub nonces: BTreeSet<String>,
+    pub all: bool,
+}
+
+impl Floor {
+    /// Whether a request with `ts` and `nonce` may have been accepted before the restart.
+    fn covers(&self, ts: u64, nonce: &str) -> bool {
+        ts < self.ts || (ts == self.ts && (self.all || self.nonces.contains(nonce)))
+    }
 }
 
 /// The three signature headers as received.
@@ -95,6 +121,11 @@ pub struct Verifier {
     server_id: String,
     seen: HashMap<String, u64>,
     order: VecDeque<(u64, String)>,
+    /// Requests at or before this timestamp were possibly accepted by an earlier process, whose
+    /// nonces this one never saw: refused.
+    floor: Option<Floor>,
+    /// Requests older than this cannot be told apart from ones an earlier process accepted.
+    oldest: u64,
 }
 
 impl Verifier {
@@ -104,7 +135,17 @@ impl Verifier {
             server_id: server_id.to_string(),
             seen: HashMap::new(),
             order: VecDeque::new(),
+            floor: None,
+            oldest: 0,
         }
+    }
+
+    /// Carries replay protection across restarts: `floor` is what the previous process accepted
+    /// last (persisted; `None` when there was nothing), `started` this process's start time.
+    pub fn after_restart(mut self, floor: Option<Floor>, started: u64) -> Verifier {
+        self.floor = floor;
+        self.oldest = started.saturating_sub(WINDOW_SECS);
+        self
     }
 
     pub fn verify(&mut self, h: &Headers, req: &Request, now: u64) -> Result<(), AuthError> {
@@ -114,11 +155,7 @@ impl Verifier {
         let ts: u64 = ts
             .parse()
             .map_err(|_| AuthError::Malformed(HEADER_TIMESTAMP))?;
-        let nonce_ok = (16..=64).contains(&nonce.len())
-            && nonce
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !nonce_ok {
+        if !valid_nonce(nonce) {
             return Err(AuthError::Malformed(HEADER_NONCE));
         }
         let given = sig
@@ -135,6 +172,12 @@ impl Verifier {
         );
         if !bool::from(want.ct_eq(&given)) {
             return Err(AuthError::BadSignature);
+        }
+        if ts < self.oldest {
+            return Err(AuthError::Stale);
+        }
+        if self.floor.as_ref().is_some_and(|f| f.covers(ts, nonce)) {
+            return Err(AuthError::BeforeRestart);
         }
         self.forget_before(now.saturating_sub(WINDOW_SECS));
         if self.seen.contains_key(nonce) {
@@ -279,6 +322,67 @@ mod tests {
         assert_eq!(
             v.verify(&headers("0", NONCE, "deadbeef"), &r, 0),
             Err(AuthError::Malformed(HEADER_SIGNATURE))
+        );
+    }
+
+    #[test]
+    fn a_request_accepted_before_a_restart_is_refused_after_it() {
+        let t = 1_000_000;
+        let signed = |ts: u64, nonce: &str| (ts.to_string(), sign(b"k", "a", &req(b""), ts, nonce));
+        let (ts, sig) = signed(t, NONCE);
+        let h = headers(&ts, NONCE, &sig);
+        // The previous process accepted NONCE at t (and persisted it), then restarted.
+        let floor = Floor {
+            ts: t,
+            nonces: [NONCE.to_string()].into(),
+            all: false,
+        };
+        let mut next = Verifier::new(b"k", "a").after_restart(Some(floor.clone()), t + 1);
+        assert_eq!(
+            next.verify(&h, &req(b""), t + 1),
+            Err(AuthError::BeforeRestart)
+        );
+        // Older than the floor: refused whatever the nonce.
+        let (ts0, sig0) = signed(t - 1, "fresh-nonce-00001");
+        let h0 = headers(&ts0, "fresh-nonce-00001", &sig0);
+        assert_eq!(
+            next.verify(&h0, &req(b""), t + 1),
+            Err(AuthError::BeforeRestart)
+        );
+        // A fresh request in the same second passes; so does a later one.
+        let (ts1, sig1) = signed(t, "fresh-nonce-00002");
+        let h1 = headers(&ts1, "fresh-nonce-00002", &sig1);
+        assert_eq!(next.verify(&h1, &req(b""), t + 1), Ok(()));
+        let (ts2, sig2) = signed(t + 1, "fresh-nonce-00003");
+        let h2 = headers(&ts2, "fresh-nonce-00003", &sig2);
+        assert_eq!(next.verify(&h2, &req(b""), t + 1), Ok(()));
+        // Too many to list in that second: all of it is refused.
+        let all = Floor { all: true, ..floor };
+        let mut strict = Verifier::new(b"k", "a").after_restart(Some(all), t + 1);
+        assert_eq!(
+            strict.verify(&h1, &req(b""), t + 1),
+            Err(AuthError::BeforeRestart)
+        );
+        // Without a persisted floor (lost state), anything from before start minus the window is
+        // refused even if the clock is far behind.
+        let mut lost = Verifier::new(b"k", "a").after_restart(None, t + WINDOW_SECS + 1);
+        assert_eq!(lost.verify(&h, &req(b""), t), Err(AuthError::Stale));
+        // A bad signature is reported as such, whatever the floor.
+        let mut v = Verifier::new(b"k", "a").after_restart(
+            Some(Floor {
+                ts: t,
+                ..Floor::default()
+            }),
+            t,
+        );
+        let forged = headers(
+            &ts,
+            NONCE,
+            "v1=0000000000000000000000000000000000000000000000000000000000000000",
+        );
+        assert_eq!(
+            v.verify(&forged, &req(b""), t),
+            Err(AuthError::BadSignature)
         );
     }
 

@@ -1,4 +1,5 @@
 //! The pure core: values and decisions, no effects.
+pub mod answer;
 pub mod auth;
 pub mod backoff;
 pub mod classify;
@@ -9,3 +10,4 @@ pub mod peer;
 pub mod plan;
 pub mod pool;
 pub mod registry;
+pub mod seal;

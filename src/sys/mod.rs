@@ -2,6 +2,7 @@
 pub mod capture;
 pub mod clock;
 pub mod dataplane;
+pub mod durable;
 pub mod fake;
 pub mod flows;
 pub mod inspection;

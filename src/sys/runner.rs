@@ -1,7 +1,21 @@
 //! The one place that runs external commands: an argv (never a shell string), optional stdin
-//! for batches, and errors that carry the argv and what the tool said on stderr.
+//! for batches, a deadline, and errors that carry the argv and what the tool said on stderr.
+//!
+//! A tool that hangs (a wedged netlink socket, a lock held by another `nft`) is killed with its
+//! whole process group when its deadline passes, and the calls still running are visible through
+//! [`InFlight`], so the API can refuse policy changes while one is stuck instead of queueing
+//! them behind it.
+use std::collections::BTreeMap;
 use std::io::Write as _;
+use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+/// How long one `nft`/`tc`/`ip` call may take. Batches for thousands of peers finish in well
+/// under a second; anything near this is hung.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A command to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +59,8 @@ pub enum RunError {
         status: String,
         stderr: String,
     },
+    #[error("`{argv}` did not finish within {} s and was killed", after.as_secs())]
+    TimedOut { argv: String, after: Duration },
 }
 
 impl RunError {
@@ -52,7 +68,7 @@ impl RunError {
     /// (e.g. "No such file or directory" for a table that does not exist).
     pub fn stderr(&self) -> &str {
         match self {
-            RunError::Spawn { .. } => "",
+            RunError::Spawn { .. } | RunError::TimedOut { .. } => "",
             RunError::Failed { stderr, .. } => stderr,
         }
     }
@@ -64,11 +80,75 @@ pub trait Runner: Send + Sync {
     fn run(&self, cmd: &Cmd) -> Result<String, RunError>;
 }
 
+/// The commands running right now, with their start times; shared by every runner of a process.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    calls: Mutex<BTreeMap<u64, (Instant, String)>>,
+    next: AtomicU64,
+    timeouts: AtomicU64,
+}
+
+impl InFlight {
+    /// A call running for longer than `after`, if any: its argv.
+    pub fn stuck(&self, after: Duration) -> Option<String> {
+        let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        calls
+            .values()
+            .find(|(t, _)| t.elapsed() > after)
+            .map(|(_, argv)| argv.clone())
+    }
+
+    /// How many calls have run longer than `after`.
+    pub fn stuck_count(&self, after: Duration) -> usize {
+        let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        calls.values().filter(|(t, _)| t.elapsed() > after).count()
+    }
+
+    /// Calls killed at their deadline since start.
+    pub fn timeouts(&self) -> u64 {
+        self.timeouts.load(Ordering::Relaxed)
+    }
+
+    fn enter(self: &Arc<Self>, argv: &str) -> Entered {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, (Instant::now(), argv.to_string()));
+        Entered(self.clone(), id)
+    }
+}
+
+/// Removes a call from [`InFlight`] however it ends.
+struct Entered(Arc<InFlight>, u64);
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        self.0
+            .calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.1);
+    }
+}
+
 /// Runs commands on this host, optionally behind a fixed prefix such as
 /// `ip netns exec NAME` (how the lab drives a server namespace).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SystemRunner {
     prefix: Vec<String>,
+    timeout: Duration,
+    in_flight: Arc<InFlight>,
+}
+
+impl Default for SystemRunner {
+    fn default() -> SystemRunner {
+        SystemRunner {
+            prefix: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+            in_flight: Arc::default(),
+        }
+    }
 }
 
 impl SystemRunner {
@@ -79,7 +159,23 @@ impl SystemRunner {
     pub fn in_netns(ns: &str) -> SystemRunner {
         SystemRunner {
             prefix: ["ip", "netns", "exec", ns].map(String::from).to_vec(),
+            ..SystemRunner::default()
         }
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> SystemRunner {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Reports into `in_flight` (shared with the API and other runners).
+    pub fn with_in_flight(mut self, in_flight: Arc<InFlight>) -> SystemRunner {
+        self.in_flight = in_flight;
+        self
+    }
+
+    pub fn in_flight(&self) -> Arc<InFlight> {
+        self.in_flight.clone()
     }
 }
 
@@ -106,13 +202,38 @@ impl Runner for SystemRunner {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group, so a kill reaches whatever it started too.
+            .process_group(0)
             .spawn()
             .map_err(spawn_err)?;
-        if let (Some(input), Some(mut pipe)) = (&cmd.stdin, child.stdin.take()) {
-            // A tool that exits early closes the pipe; its exit status says why.
-            let _ = pipe.write_all(input.as_bytes());
+        let _entered = self.in_flight.enter(&shown);
+        let pid = child.id();
+        if let (Some(input), Some(mut pipe)) = (cmd.stdin.clone(), child.stdin.take()) {
+            // In a thread: a hung tool stops reading, and a batch larger than the pipe buffer
+            // would block here past the deadline. A tool that exits early closes the pipe; its
+            // exit status says why.
+            std::thread::spawn(move || {
+                let _ = pipe.write_all(input.as_bytes());
+            });
         }
-        let out = child.wait_with_output().map_err(spawn_err)?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        let out = match rx.recv_timeout(self.timeout) {
+            Ok(out) => out.map_err(spawn_err)?,
+            Err(_) => {
+                kill_group(pid);
+                // The pipes close with the group; the waiter then finishes and reaps the child.
+                let _ = rx.recv();
+                self.in_flight.timeouts.fetch_add(1, Ordering::Relaxed);
+                log::error!(argv = shown.as_str(); "command hung; killed after {:?}", self.timeout);
+                return Err(RunError::TimedOut {
+                    argv: shown,
+                    after: self.timeout,
+                });
+            }
+        };
         if out.status.success() {
             return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
         }
@@ -121,6 +242,15 @@ impl Runner for SystemRunner {
             status: out.status.to_string(),
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         })
+    }
+}
+
+fn kill_group(pid: u32) {
+    use nix::sys::signal::{Signal, killpg};
+    use nix::unistd::Pid;
+    if let Ok(pid) = i32::try_from(pid) {
+        // ESRCH: it ended on its own just now; nothing left to kill.
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
     }
 }
 
@@ -145,6 +275,64 @@ mod tests {
         assert!(text.contains("sh -c"), "{text}");
         assert!(text.contains("nope"), "{text}");
         assert_eq!(err.stderr(), "nope");
+    }
+
+    #[test]
+    fn a_hung_command_and_its_children_are_killed_at_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let runner = SystemRunner::new().with_timeout(Duration::from_millis(300));
+        // The child starts a grandchild that would keep the pipes open.
+        let script = format!("sleep 60 & echo $! > {}; wait", pidfile.display());
+        let err = runner
+            .run(&Cmd::new(["sh", "-c", script.as_str()]).stdin("x".repeat(1 << 20)))
+            .unwrap_err();
+        assert!(matches!(err, RunError::TimedOut { .. }), "{err}");
+        assert!(err.to_string().contains("sh -c"), "{err}");
+        assert_eq!(runner.in_flight().timeouts(), 1);
+        assert!(runner.in_flight().stuck(Duration::ZERO).is_none());
+        let grandchild = std::fs::read_to_string(&pidfile).unwrap();
+        let gone = || {
+            !std::path::Path::new(&format!("/proc/{}", grandchild.trim())).exists()
+                || std::fs::read_to_string(format!("/proc/{}/stat", grandchild.trim()))
+                    .unwrap_or_default()
+                    .contains(") Z")
+        };
+        // SIGKILL reaches the group at once but takes effect on the other core's schedule:
+        // wait for the grandchild to die, bounded well below its own 60 s.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !gone() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(gone(), "grandchild {grandchild} still running");
+    }
+
+    #[test]
+    fn a_running_call_is_visible_as_stuck() {
+        let runner = SystemRunner::new();
+        let flight = runner.in_flight();
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("go");
+        assert!(
+            Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let f = fifo.clone();
+        let t = std::thread::spawn(move || runner.run(&Cmd::new(["cat", f.to_str().unwrap()])));
+        let mut seen = None;
+        while seen.is_none() {
+            seen = flight.stuck(Duration::ZERO);
+            std::thread::yield_now();
+        }
+        assert!(seen.unwrap().starts_with("cat "));
+        assert_eq!(flight.stuck_count(Duration::ZERO), 1);
+        assert_eq!(flight.stuck_count(Duration::from_secs(3600)), 0);
+        std::fs::write(&fifo, "done").unwrap();
+        assert_eq!(t.join().unwrap().unwrap(), "done");
+        assert!(flight.stuck(Duration::ZERO).is_none());
     }
 
     #[test]

@@ -127,3 +127,152 @@ fn the_client_exits_non_zero_when_the_node_is_unreachable() {
         error_lines(&out)
     );
 }
+
+#[test]
+fn keygen_derives_a_node_secret_from_the_fleet_master() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = dir.path().join("master");
+    std::fs::write(&master, "00".repeat(32) + "\n").unwrap();
+    let m = master.to_str().unwrap();
+    let derive = |id: &str| {
+        let out = run(
+            &[
+                "keygen",
+                "--api-secret",
+                "--from-master",
+                m,
+                "--server-id",
+                id,
+            ],
+            &[],
+        );
+        assert!(out.status.success(), "{:?}", error_lines(&out));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    // hex(HMAC-SHA256(master, "node-1")), computed independently with Python's hmac module.
+    assert_eq!(
+        derive("node-1"),
+        "5d8202cef8db9400e62c2cb5ded855281e141f1d09a80bce902fcb7cc712daa0"
+    );
+    assert_ne!(derive("node-2"), derive("node-1"));
+    // The server id defaults to the node's own.
+    let out = run(
+        &["keygen", "--api-secret", "--from-master", m],
+        &[("SERVER_ID", "node-1")],
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        derive("node-1")
+    );
+
+    // A weak master, a bad id and a missing file are refused with one line and print nothing.
+    std::fs::write(&master, "fleet").unwrap();
+    for (args, want) in [
+        (vec!["--server-id", "node-1"], "fleet master"),
+        (vec!["--server-id", "bad id"], "server id"),
+    ] {
+        let mut all = vec!["keygen", "--api-secret", "--from-master", m];
+        all.extend(args);
+        let out = run(&all, &[]);
+        assert!(!out.status.success());
+        assert!(out.stdout.is_empty());
+        assert!(
+            error_lines(&out)[0].contains(want),
+            "{:?}",
+            error_lines(&out)
+        );
+    }
+    let out = run(
+        &[
+            "keygen",
+            "--api-secret",
+            "--from-master",
+            "/nonexistent",
+            "--server-id",
+            "a",
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn check_config_refuses_a_weak_secret_and_plain_http_supabase() {
+    let out = run(
+        &["check-config"],
+        &[("WAYLUME_API_SECRET", "short-secret"), ("SERVER_ID", "a")],
+    );
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        error_lines(&out)[0].contains("api.secret"),
+        "{:?}",
+        error_lines(&out)
+    );
+    let out = run(
+        &["check-config"],
+        &[
+            ("SUPABASE_URL", "http://project.supabase.co"),
+            ("SUPABASE_KEY", "k"),
+            ("SERVER_ID", "a"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        error_lines(&out)[0].contains("https"),
+        "{:?}",
+        error_lines(&out)
+    );
+}
+
+/// A one-shot HTTP server on loopback that answers whatever it is asked with `answer`.
+fn fake_node(answer: &'static str) -> (String, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let t = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf);
+        s.write_all(answer.as_bytes()).unwrap();
+    });
+    (url, t)
+}
+
+#[test]
+fn the_client_refuses_unsigned_and_altered_answers() {
+    let secret = "ab".repeat(32);
+    let body = r#"{"peers":[{"endpoint":"198.51.100.66:51820"}]}"#;
+    let unsigned: &'static str = Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_boxed_str(),
+    );
+    let forged: &'static str = Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-waylume-signature: v1={}\r\nconnection: close\r\n\r\n{body}",
+            body.len(),
+            "0".repeat(64)
+        )
+        .into_boxed_str(),
+    );
+    for (answer, want) in [(unsigned, "not signed"), (forged, "does not match")] {
+        let (url, server) = fake_node(answer);
+        let out = run(
+            &["peers", "list"],
+            &[
+                ("WAYLUME_API_URL", &url),
+                ("WAYLUME_API_SECRET", &secret),
+                ("SERVER_ID", "a"),
+            ],
+        );
+        server.join().unwrap();
+        assert!(!out.status.success());
+        assert!(out.stdout.is_empty(), "printed an unchecked answer");
+        let errors = error_lines(&out);
+        assert!(errors[0].contains("refusing the answer"), "{errors:?}");
+        assert!(errors[0].contains(want), "{errors:?}");
+    }
+}

@@ -17,7 +17,7 @@ use waylume::sys::fake::{FakeEnforcer, FakeWireGuard};
 use waylume::sys::wg::WireGuard;
 use wireguard_control::Key;
 
-pub const SECRET: &[u8] = b"test-secret-0123456789";
+pub const SECRET: &[u8] = b"7e57c0de7e57c0de7e57c0de7e57c0de7e57c0de7e57c0de7e57c0de7e57c0de";
 pub const SERVER_ID: &str = "test-node";
 
 pub struct TestNode {
@@ -130,14 +130,23 @@ impl TestNode {
 
     /// A correctly signed request builder.
     pub fn signed(&self, method: &str, path: &str, body: &[u8]) -> warp::test::RequestBuilder {
-        let nonce = self.next_nonce();
+        self.signed_with(&self.next_nonce(), method, path, body)
+    }
+
+    pub fn signed_with(
+        &self,
+        nonce: &str,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> warp::test::RequestBuilder {
         let ts = self.now();
         let req = auth::Request {
             method,
             path_and_query: path,
             body,
         };
-        let sig = auth::sign(SECRET, SERVER_ID, &req, ts, &nonce);
+        let sig = auth::sign(SECRET, SERVER_ID, &req, ts, nonce);
         warp::test::request()
             .method(method)
             .path(path)
@@ -154,8 +163,24 @@ impl TestNode {
         (resp.status(), body)
     }
 
+    /// A signed request whose answer is read as a client must: its signature checked first, then
+    /// its sealed secrets opened.
     pub async fn call(&self, method: &str, path: &str, body: &str) -> (StatusCode, Value) {
-        self.send(self.signed(method, path, body.as_bytes())).await
+        let nonce = self.next_nonce();
+        let req = self.signed_with(&nonce, method, path, body.as_bytes());
+        let resp = req.reply(&api::routes(self.api.clone())).await;
+        let sig = resp
+            .headers()
+            .get(auth::HEADER_SIGNATURE)
+            .map(|v| v.to_str().unwrap());
+        let status = resp.status();
+        waylume::core::answer::verify(SECRET, SERVER_ID, &nonce, status.as_u16(), resp.body(), sig)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let mut body: Value = serde_json::from_slice(resp.body()).unwrap_or(Value::Null);
+        if let Some(fields) = body.as_object_mut() {
+            waylume::core::seal::open_fields(fields, SECRET, SERVER_ID, &nonce).unwrap();
+        }
+        (status, body)
     }
 
     pub async fn create(&self, body: &str) -> Value {

@@ -103,8 +103,24 @@ async fn node_api(server_id: &'static str) -> NodeApi {
                     };
                     let sent: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                     log.lock().unwrap().push((status, sent));
-                    let mut r = Response::new(Full::new(Bytes::from(out.to_string())));
+                    // Signed as the node signs its answers, for the request's nonce.
+                    let nonce = parts
+                        .headers
+                        .get("x-waylume-nonce")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    let out = out.to_string();
+                    let sig = waylume::core::answer::sign(
+                        API_SECRET.as_bytes(),
+                        server_id,
+                        nonce,
+                        status,
+                        out.as_bytes(),
+                    );
+                    let mut r = Response::new(Full::new(Bytes::from(out)));
                     *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                    r.headers_mut()
+                        .insert("x-waylume-signature", sig.parse().unwrap());
                     Ok::<_, Infallible>(r)
                 }
             });
@@ -292,6 +308,7 @@ fn the_function_type_checks_and_its_unit_tests_pass() {
             "--node-modules-dir=manual",
             "handler_test.ts",
             "../_shared/waylume-api_test.ts",
+            "../_shared/answer_test.ts",
         ],
         vec!["lint", ".", "../_shared"],
         vec!["fmt", "--check", ".", "../_shared"],

@@ -93,6 +93,7 @@ async fn edge_function_to_client_traffic_and_back_to_the_fleet_table() {
     let d = nl.daemon(&[
         ("SERVER_ID", "lab-fleet-1"),
         ("SUPABASE_URL", &url),
+        ("WAYLUME_SUPABASE_INSECURE_HTTP", "true"),
         ("SUPABASE_KEY", SERVICE_KEY),
         ("WAYLUME_API_BIND", "0.0.0.0"),
         ("WAYLUME_ENDPOINT", &format!("{NODE}:51820")),
@@ -108,10 +109,11 @@ async fn edge_function_to_client_traffic_and_back_to_the_fleet_table() {
     let mut bad = nl.daemon(&[
         ("SERVER_ID", "lab-fleet-bad"),
         ("SUPABASE_URL", &url2),
+        ("WAYLUME_SUPABASE_INSECURE_HTTP", "true"),
         ("SUPABASE_KEY", SERVICE_KEY),
         (
             "WAYLUME_API_SECRET",
-            "a-different-secret-than-the-fleet-0000",
+            "0d1ffe4e47d1ffe4e47d1ffe4e47d1ffe4e47d1ffe4e47d1ffe4e47d1ffe4e47",
         ),
         ("WAYLUME_API_BIND", "0.0.0.0"),
         ("WAYLUME_ENDPOINT", &format!("{BAD}:51820")),

@@ -47,7 +47,7 @@ impl Notify {
 }
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_waylume-server");
-pub const SECRET: &str = "lab-secret-for-signing-0123456789";
+pub const SECRET: &str = "1ab5ec2e7f0a5191e0123456789abcdef1ab5ec2e7f0a5191e0123456789abcd";
 
 pub struct Daemon<'a> {
     pub ns: String,

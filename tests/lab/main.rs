@@ -5,6 +5,7 @@ mod daemon;
 mod dataplane;
 mod fleet;
 mod harness;
+mod hostile;
 mod inspect;
 mod inspect_hostile;
 mod netlink;

@@ -6,6 +6,7 @@ mod diff_tc;
 pub mod fence;
 pub mod flows;
 mod ids;
+mod names;
 mod nft;
 mod observed;
 mod ops;
@@ -18,6 +19,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 pub use diff_nft::{NftDiff, diff_nft};
 pub use diff_tc::diff_tc;
 pub use ids::{TABLE, UNLIMITED_QUOTA, quota_name, quota_owner};
+pub use names::ifb_name;
 pub use nft::{NftPlan, render_table};
 pub use observed::{
     ObservedChain, ObservedClass, ObservedDev, ObservedFilter, ObservedNft, ObservedQuota, Rate,

@@ -8,6 +8,10 @@
 // Headers: x-waylume-timestamp, x-waylume-nonce (16-64 of [A-Za-z0-9_-]),
 //          x-waylume-signature: "v1=" + lowercase hex HMAC.
 // The node rejects timestamps more than 60 s from its clock and a nonce it has already seen.
+// Its answers are signed over the request's nonce and the secrets of a create answer are sealed
+// for the caller (answer.ts); `createPeer` checks and opens them before it trusts a byte.
+
+import { nodeSecret, openSealed, verifyAnswer } from "./answer.ts";
 
 const enc = new TextEncoder();
 
@@ -105,8 +109,8 @@ export type Attempt =
 /** Node answers are small; a larger one is cut off as it streams in. */
 const MAX_ANSWER = 64 * 1024;
 
-async function readCapped(r: Response): Promise<string> {
-  if (!r.body) return "";
+async function readCapped(r: Response): Promise<Uint8Array<ArrayBuffer>> {
+  if (!r.body) return new Uint8Array(0);
   const reader = r.body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
@@ -126,11 +130,13 @@ async function readCapped(r: Response): Promise<string> {
     all.set(c, at);
     at += c.length;
   }
-  return new TextDecoder().decode(all);
+  return all;
 }
 
 export interface CallOptions {
   secret: string;
+  /** `secret` is the fleet master: each node's own is hex(HMAC-SHA256(master, node id)). */
+  master?: boolean;
   scheme: string;
   timeoutMs: number;
   now?: Date;
@@ -153,7 +159,9 @@ export async function createPeer(
     return { ok: false, status: 0, next: true, reason: "https needs a DNS name in endpoint" };
   }
   const path = "/api/peers";
-  const headers = await signedHeaders(opts.secret, node.id, "POST", path, body, opts.now);
+  const secret = opts.master ? await nodeSecret(opts.secret, node.id) : opts.secret;
+  const headers = await signedHeaders(secret, node.id, "POST", path, body, opts.now);
+  const nonce = headers["x-waylume-nonce"];
   try {
     const r = await (opts.fetch ?? fetch)(base + path, {
       method: "POST",
@@ -161,12 +169,30 @@ export async function createPeer(
       body,
       signal: AbortSignal.timeout(opts.timeoutMs),
     });
-    const text = await readCapped(r);
+    const bytes = await readCapped(r);
+    // Unsigned or altered: not this node's answer to this request (or the secret is wrong).
+    const signature = r.headers.get("x-waylume-signature");
+    try {
+      await verifyAnswer(secret, node.id, nonce, r.status, bytes, signature);
+    } catch (e) {
+      return { ok: false, status: r.status, next: true, reason: `answer refused: ${e}` };
+    }
+    const text = new TextDecoder().decode(bytes);
     let json: Record<string, unknown> = {};
     try {
       json = JSON.parse(text);
     } catch { /* not JSON: the status says enough */ }
-    if (r.ok) return { ok: true, status: r.status, peer: json };
+    if (r.ok) {
+      if (json.sealed && typeof json.sealed === "object") {
+        try {
+          Object.assign(json, await openSealed(secret, node.id, nonce, json.sealed));
+        } catch (e) {
+          return { ok: false, status: r.status, next: true, reason: `answer refused: ${e}` };
+        }
+        delete json.sealed;
+      }
+      return { ok: true, status: r.status, peer: json };
+    }
     const err = (json.error ?? {}) as { code?: string; message?: string };
     return {
       ok: false,

@@ -21,8 +21,10 @@ export interface ServerRow extends NodeTarget {
 export interface Deps {
   /** Available nodes, optionally in one country. */
   fleet: (country: string | null) => Promise<ServerRow[]>;
-  /** The secret the nodes verify request signatures with. */
+  /** The secret the nodes verify request signatures with (or the fleet master, see below). */
   apiSecret: string;
+  /** `apiSecret` is the fleet master; each node's secret is derived from it. */
+  apiSecretIsMaster?: boolean;
   /** "https" when the node APIs sit behind TLS (recommended), else "http". */
   apiScheme: string;
   /** The user behind the request's JWT, or null. */
@@ -137,6 +139,7 @@ export function makeHandler(deps: Deps): (req: Request) => Promise<Response> {
       attempts++;
       const a: Attempt = await createPeer(s, body, {
         secret: deps.apiSecret,
+        master: deps.apiSecretIsMaster,
         scheme: deps.apiScheme,
         timeoutMs: NODE_TIMEOUT_MS,
         now: deps.now?.(),

@@ -1,3 +1,4 @@
+import { answerSignature } from "../_shared/answer.ts";
 import { makeHandler, order, type ServerRow } from "./handler.ts";
 
 function assertEq<T>(got: T, want: T) {
@@ -33,7 +34,13 @@ function setup(fleet: ServerRow[], answers: Record<string, number | "timeout">, 
       const body = a === 201
         ? { peer_id: "p", config: "[Interface]\n", private_key: "k", endpoint: "x:1" }
         : { error: { code: "x", message: `secret detail from ${host}` } };
-      return Promise.resolve(new Response(JSON.stringify(body), { status: a }));
+      // Signed as the node signs its answers: with the secret, for this request's nonce.
+      const nonce = (init?.headers as Record<string, string>)["x-waylume-nonce"];
+      const text = JSON.stringify(body);
+      const id = host.split(".")[0];
+      return answerSignature("secret", id, nonce, a, new TextEncoder().encode(text)).then((sig) =>
+        new Response(text, { status: a, headers: { "x-waylume-signature": sig } })
+      );
     },
   });
   const call = async (body: unknown = {}) => {

@@ -1,6 +1,7 @@
 // Supabase Edge Function entry point: `supabase functions deploy connection-request`.
 // Secrets: `supabase secrets set WAYLUME_API_SECRET=...` (and WAYLUME_API_SCHEME=https when the
-// node APIs are behind TLS). SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY are provided by Supabase.
+// node APIs are behind TLS). With per-node secrets, WAYLUME_API_MASTER holds the fleet master
+// instead, and each node's secret is derived from it. SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY are provided by Supabase.
 // verify_jwt is off (supabase/config.toml): every request's user token is checked here with
 // auth.getUser, which works with both legacy and new JWT signing keys.
 /// <reference types="@supabase/functions-js/src/edge-runtime.d.ts" />
@@ -21,7 +22,8 @@ const supabase = createClient(
 
 const handler = makeHandler({
   fleet: fleetFrom(supabase),
-  apiSecret: required("WAYLUME_API_SECRET"),
+  apiSecret: Deno.env.get("WAYLUME_API_MASTER") ?? required("WAYLUME_API_SECRET"),
+  apiSecretIsMaster: Deno.env.has("WAYLUME_API_MASTER"),
   apiScheme: Deno.env.get("WAYLUME_API_SCHEME") ?? "http",
   userId: async (jwt) => {
     const { data, error } = await supabase.auth.getUser(jwt);
