@@ -197,8 +197,13 @@ class Node:
         try:
             self.stop()
         finally:
+            # wireguard-go outlives the daemon (the data plane stays up on exit): every process
+            # left in the namespace goes, one that is already exiting is no error.
             for pid in subprocess.run(["ip", "netns", "pids", self.ns], capture_output=True, text=True).stdout.split():
-                os.kill(int(pid), signal.SIGKILL)
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             subprocess.run(["ip", "netns", "del", self.ns])
             self.notify.close()
             shutil.rmtree(self.work, ignore_errors=True)
