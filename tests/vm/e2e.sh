@@ -4,19 +4,21 @@
 # The VM's root namespace is the node: the daemon runs there with the kernel WireGuard backend.
 # Three client namespaces (wl-a, wl-b, wl-c) reach it over veths and bring up the wg-quick file the
 # API returned, the way a real client does (`wg-quick strip` + `wg setconf`); a fourth namespace
-# (wl-inet) is the internet behind the node, on a public documentation prefix so the node's
-# private-network block does not apply to it.
+# (wl-inet) is the internet behind the node: its address is one hop past the node's link
+# network, on a public documentation prefix, because the node fences every network it has an
+# address in (a neighbour on the node's own link is a private host, not the internet).
 #
 #   wl-a  wa-c 172.31.1.2 ── wa-s 172.31.1.1 ┐
 #   wl-b  wb-c 172.31.2.2 ── wb-s 172.31.2.1 ├ node (root ns), wg0 10.77.0.1/24, API on 127.0.0.1:3000
 #   wl-c  wc-c 172.31.3.2 ── wc-s 172.31.3.1 ┘
 #   wl-inet wi-c 203.0.113.2 ── wi-s 203.0.113.1   (and 192.168.77.2 ── 192.168.77.1, private)
+#           lo 198.51.100.2, routed by the node via 203.0.113.2: the internet
 # shellcheck source=tests/vm/lib.sh
 . /lib.sh
 
 SUBNET=10.77.0.0/24
 NODE_WG=10.77.0.1
-INET=203.0.113.2
+INET=198.51.100.2
 PRIVATE=192.168.77.2
 BIN=/usr/bin/waylume-server
 [ -x "$BIN" ] || { echo "SKIP: no daemon in the image"; exit 1; }
@@ -46,8 +48,10 @@ ip netns add wl-inet
 ip -n wl-inet link set lo up
 ip link add wi-s type veth peer name wi-c netns wl-inet
 ip addr add 203.0.113.1/24 dev wi-s && ip link set wi-s up
-ip -n wl-inet addr add $INET/24 dev wi-c && ip -n wl-inet link set wi-c up
+ip -n wl-inet addr add 203.0.113.2/24 dev wi-c && ip -n wl-inet link set wi-c up
+ip -n wl-inet addr add $INET/32 dev lo
 ip -n wl-inet route add $SUBNET via 203.0.113.1
+ip route add $INET/32 via 203.0.113.2
 # The same host also sits on a private network behind the node.
 ip addr add 192.168.77.1/24 dev wi-s
 ip -n wl-inet addr add $PRIVATE/24 dev wi-c
@@ -116,7 +120,7 @@ client_up() {
     # A split tunnel: the node's subnet and the internet prefix through WireGuard, the endpoint
     # over the underlay default route.
     ip -n wl-$c route add $SUBNET dev wl$c
-    ip -n wl-$c route add 203.0.113.0/24 dev wl$c
+    ip -n wl-$c route add $INET/32 dev wl$c
     ip -n wl-$c route add 192.168.77.0/24 dev wl$c
 }
 tunnel_ip() { jq -r .address /tmp/peer-$1.json | cut -d/ -f1; }

@@ -47,9 +47,12 @@ fn a_hung_nft_is_killed_reported_and_peer_changes_get_503_meanwhile() {
     assert!(ok, "{first}");
 
     std::fs::write(&hang, "").unwrap();
-    // A create that runs into the hang; it comes back once the stuck tool is killed.
+    // A create that runs into the hang (its speed limit goes through `tc`; quotas and maps go
+    // over netlink); it comes back once the stuck tool is killed.
     let d2 = nl.daemon(&[("PATH", &path)]);
-    let stuck = std::thread::spawn(move || d2.cli(&["create", "--session-id", "stuck"]));
+    let stuck = std::thread::spawn(move || {
+        d2.cli(&["create", "--session-id", "stuck", "--download-kbps", "1000"])
+    });
     wait_for("a hung tool", Duration::from_secs(20), || {
         std::fs::read_to_string(&pids).is_ok_and(|p| !p.trim().is_empty())
     });
