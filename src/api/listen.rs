@@ -42,7 +42,10 @@ pub fn render_metrics(stats: &ListenStats, out: &mut String) {
     use std::fmt::Write as _;
     let _ = write!(
         out,
-        "# TYPE waylume_api_connections gauge\nwaylume_api_connections {}\n\
+        "# HELP waylume_api_connections Open API connections.\n\
+         # TYPE waylume_api_connections gauge\nwaylume_api_connections {}\n\
+         # HELP waylume_api_connections_refused_total API connections closed at accept: the \
+         listener was full, or their address had its share.\n\
          # TYPE waylume_api_connections_refused_total counter\n\
          waylume_api_connections_refused_total{{reason=\"full\"}} {}\n\
          waylume_api_connections_refused_total{{reason=\"per_address\"}} {}\n",

@@ -265,7 +265,9 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let c = commands.clone();
     metrics.add_source(move |out| {
         out.push_str(&format!(
-            "# TYPE waylume_command_timeouts_total counter\nwaylume_command_timeouts_total {}\n\
+            "# HELP waylume_command_timeouts_total nft/tc/ip calls killed at their deadline.\n\
+             # TYPE waylume_command_timeouts_total counter\nwaylume_command_timeouts_total {}\n\
+             # HELP waylume_commands_stuck nft/tc/ip calls running for more than 3 s.\n\
              # TYPE waylume_commands_stuck gauge\nwaylume_commands_stuck {}\n",
             c.timeouts(),
             c.stuck_count(api::STUCK_AFTER),
