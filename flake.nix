@@ -1,7 +1,7 @@
 {
   description = "Waylume Server: a self-managing WireGuard VPN node, its NixOS module, cloud image and VM tests";
 
-  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
 
   outputs = {
     self,
@@ -24,6 +24,8 @@
     packages = forAllSystems (system: pkgs: {
       default = pkgs.callPackage ./nix/package.nix {};
       waylume-server = self.packages.${system}.default;
+      # `./result | docker load`; examples/docker-compose.yml runs it.
+      oci-image = pkgs.callPackage ./nix/oci-image.nix {package = self.packages.${system}.default;};
       # BIOS boot where clouds still default to it, UEFI where nothing else exists.
       image =
         (imageSystem system)
@@ -48,13 +50,15 @@
       services.waylume-server.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.default;
     };
 
-    # An example fleet node: `nixos-rebuild switch --flake .#node` after adapting nix/node.nix.
-    nixosConfigurations.node = lib.nixosSystem {
-      modules = [
-        self.nixosModules.default
-        ./nix/node.nix
-        {nixpkgs.hostPlatform = "x86_64-linux";}
-      ];
+    nixosConfigurations = {
+      # An example fleet node: `nixos-rebuild switch --flake .#node` after adapting nix/node.nix.
+      node = lib.nixosSystem {
+        modules = [
+          self.nixosModules.default
+          ./nix/node.nix
+          {nixpkgs.hostPlatform = "x86_64-linux";}
+        ];
+      };
     };
 
     checks = forAllSystems (system: pkgs:
@@ -63,6 +67,10 @@
         nix-lib = pkgs.runCommand "waylume-nix-lib-tests" {} ''
           echo "${toString (import ./nix/tests/lib.nix)} cases passed" > $out
         '';
+        image-assertions = import ./nix/tests/image-assertions.nix {
+          inherit pkgs;
+          inherit (self.packages.${system}) image;
+        };
         module-assertions = import ./nix/tests/module-assertions.nix {
           inherit lib pkgs;
           module = self.nixosModules.default;

@@ -9,7 +9,15 @@
 #
 # Without them the image still boots; the daemon stops with a line naming what is missing and
 # the unit stays failed instead of restarting in a loop.
-{lib, ...}: {
+{
+  lib,
+  modulesPath,
+  ...
+}: {
+  # virtio disk and network drivers in the initrd: without them the root disk is not found on
+  # a KVM cloud.
+  imports = [(modulesPath + "/profiles/qemu-guest.nix")];
+
   services.cloud-init = {
     enable = true;
     network.enable = true;
@@ -27,20 +35,22 @@
   services.waylume-server = {
     enable = true;
     openFirewall = true;
+    # Where the control plane calls from is not known when the image is built. The API answers
+    # only signed requests (the daemon refuses a non-loopback API without a secret), so it is
+    # open to every source; narrow this in a configuration of your own.
+    apiAllowedSources = ["0.0.0.0/0" "::/0"];
     # `-`: a node without a config drive still starts the unit, and the daemon names the gap.
     environmentFiles = ["-/etc/waylume/node.env"];
     # No host-name default for the id: without the config drive the daemon says SERVER_ID is missing.
     settings.require_server_id = true;
+    # From /etc/credstore when cloud-init wrote them; absent ones are skipped rather than
+    # failing the unit before the daemon could say what is missing.
+    importCredentials = ["supabase-key" "api-secret"];
   };
 
   systemd.services.waylume-server = {
     wants = ["cloud-init.service"];
     after = ["cloud-init.service"];
-    serviceConfig = {
-      # Imported from /etc/credstore when cloud-init wrote them; absent ones are skipped rather
-      # than failing the unit before the daemon could say what is missing.
-      ImportCredential = ["supabase-key" "api-secret"];
-    };
   };
 
   systemd.tmpfiles.rules = [
@@ -48,5 +58,5 @@
     "d /etc/waylume 0755 root root -"
   ];
 
-  system.stateVersion = lib.mkDefault "25.11";
+  system.stateVersion = lib.mkDefault "26.05";
 }

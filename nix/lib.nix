@@ -37,15 +37,22 @@ let
     m != null && builtins.fromJSON (elemAt m 1) <= 128;
 
   storeDir = builtins.storeDir;
+
+  # Names the daemon derives as well, from the same file (src/core/plan/names.rs embeds it).
+  names = builtins.fromJSON (builtins.readFile ../src/core/plan/names.json);
 in rec {
   inherit parseCidr4 isCidr6;
+
+  # The IFB the daemon creates for a link's upload traffic: "wg0" -> "ifb-wg0", cut to the
+  # interface-name limit.
+  ifbName = iface: substring 0 names.ifname_max_bytes "${names.ifb_prefix}${iface}";
 
   # Linux refuses interface names of 16 bytes or more (IFNAMSIZ is 16 with the NUL), and
   # iproute2 rejects '/', whitespace and ':'; wg-quick is stricter still, so follow it.
   validInterfaceName = name:
     stringLength name
     >= 1
-    && stringLength name <= 15
+    && stringLength name <= names.ifname_max_bytes
     && match "[a-zA-Z0-9_=+.-]+" name != null;
 
   # A network address has every host bit clear: "10.0.0.0/8" is one, "10.0.0.1/8" is not.
@@ -83,7 +90,7 @@ in rec {
       [
         {
           ok = validInterfaceName wg.interface;
-          message = ''services.waylume-server.settings.wireguard.interface = "${wg.interface}" is not a usable interface name: it must be 1 to 15 bytes (Linux IFNAMSIZ) of letters, digits and _=+.- (it is ${toString (stringLength wg.interface)} bytes).'';
+          message = ''services.waylume-server.settings.wireguard.interface = "${wg.interface}" is not a usable interface name: it must be 1 to ${toString names.ifname_max_bytes} bytes (Linux IFNAMSIZ) of letters, digits and _=+.- (it is ${toString (stringLength wg.interface)} bytes).'';
         }
         {
           ok = parseCidr4 wg.subnet != null;

@@ -1,16 +1,17 @@
 # NixOS module for the Waylume VPN node: `services.waylume-server`.
 #
-# The module declares the host side that outlives the daemon (the WireGuard link and its key,
-# forwarding, the isolation rules in the NixOS firewall, the IFB device and the HTB roots) and
-# runs the daemon, which adopts all of it and manages per-peer state inside: peers on the link,
-# classes under the HTB roots, quotas in its own `inet waylume` nftables table.
+# The daemon creates and adopts everything per node in the kernel: the WireGuard link and its
+# key (kept in its state directory), the IFB, the HTB roots and its nftables tables. The module
+# provides what it cannot do itself from a hardened unit without root: forwarding, the kernel
+# modules loaded at boot, network managers kept off its interfaces, and isolation rules of the
+# host (nix/firewall.nix) that hold while the daemon is down.
 {
   config,
   lib,
   pkgs,
   ...
 }: let
-  inherit (lib) mkIf mkMerge mkOption mkDefault optional optionals optionalString types;
+  inherit (lib) mkIf mkMerge mkOption mkOverride optional types;
 
   cfg = config.services.waylume-server;
   wl = import ./lib.nix;
@@ -19,27 +20,33 @@
   wgSettings = cfg.settings.wireguard;
   dataplane = cfg.settings.dataplane;
   iface = wgSettings.interface;
-  # The daemon names the upload IFB after the link and cuts it to the 15-byte limit.
-  ifb = builtins.substring 0 15 "ifb-${iface}";
+  ifb = wl.ifbName iface;
   stateDir = "/var/lib/waylume-server";
-  # The daemon reads the link's private key from here when it adopts the link.
-  privateKeyFile = "${stateDir}/private.key";
+  user = "waylume-server";
   kernelLink = wgSettings.backend != "userspace";
-  nftFirewall = config.networking.nftables.enable;
   apiPort = cfg.settings.api.port;
 
   # `null` means "not set here, the daemon's default applies"; TOML has no null.
-  rawConfigFile = settingsFormat.generate "waylume-server.toml" (lib.filterAttrsRecursive (_: v: v != null) cfg.settings);
+  settingsRendered = lib.filterAttrsRecursive (_: v: v != null) cfg.settings;
+  rawConfigFile = settingsFormat.generate "waylume-server.toml" settingsRendered;
+  check = import ./config-check.nix {
+    inherit lib;
+    serverIdFromEnvironment = cfg.settings.server_id == null;
+    # Every credential the unit is given.
+    credentials = lib.unique (
+      optional (cfg.supabaseKeyFile != null) "supabase-key"
+      ++ optional (cfg.apiSecretFile != null) "api-secret"
+      ++ cfg.importCredentials
+    );
+  };
   # A bad key or value fails the system build instead of the service.
   configFile =
     if cfg.checkConfig && pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform
     then
-      pkgs.runCommand "waylume-server-checked.toml" {nativeBuildInputs = [cfg.package];} ''
-        ${
-          # A node whose id comes from its environment at boot (the cloud image) is checked
-          # with a stand-in id, so that the file's own keys are still validated here.
-          optionalString (cfg.settings.server_id == null) "SERVER_ID=build-time-check"
-        } waylume-server check-config --config ${rawConfigFile}
+      pkgs.runCommand "waylume-server-checked.toml" {} ''
+        waylume=${lib.getExe cfg.package}
+        config=${rawConfigFile}
+        ${check.script}
         cp ${rawConfigFile} $out
       ''
     else rawConfigFile;
@@ -47,53 +54,10 @@
   option = type: default: description: mkOption {inherit type default description;};
   optionalSetting = type: description: option (types.nullOr type) null description;
 
-  privateNets4 = builtins.concatStringsSep ", " wl.privateNetworks4;
-  isV6 = source: lib.hasInfix ":" source;
-  sources4 = builtins.filter (s: !isV6 s) cfg.apiAllowedSources;
-  sources6 = builtins.filter isV6 cfg.apiAllowedSources;
-
-  # Isolation for the nftables-based NixOS firewall: appended to its forward-allow chain, which
-  # sees only new connections (replies are accepted by its conntrack rule).
-  nftForwardRules = builtins.concatStringsSep "\n" (
-    optional dataplane.isolation ''iifname "${iface}" oifname "${iface}" drop comment "waylume: peers never reach each other"''
-    ++ optionals dataplane.block_private_networks [
-      ''iifname "${iface}" ip daddr { ${privateNets4} } drop comment "waylume: no private networks through the tunnel"''
-      ''iifname "${iface}" ip6 daddr { fc00::/7, fe80::/10 } drop comment "waylume: no private networks through the tunnel"''
-    ]
-    ++ [''iifname "${iface}" accept comment "waylume: peers reach the internet"'']
-  );
-
-  # The same rules for the iptables-based firewall, in a chain of their own at the head of
-  # FORWARD, rebuilt on every firewall start.
-  iptablesForwardRules = tool: nets:
-    ''
-      ${tool} -w -N waylume-fwd 2>/dev/null || ${tool} -w -F waylume-fwd
-    ''
-    + optionalString dataplane.isolation ''
-      ${tool} -w -A waylume-fwd -i ${iface} -o ${iface} -j DROP
-    ''
-    + optionalString dataplane.block_private_networks (lib.concatMapStrings (net: ''
-        ${tool} -w -A waylume-fwd -i ${iface} -d ${net} -j DROP
-      '')
-      nets)
-    + ''
-      ${tool} -w -C FORWARD -j waylume-fwd 2>/dev/null || ${tool} -w -I FORWARD 1 -j waylume-fwd
-    '';
-  iptablesStop = tool: ''
-    ${tool} -w -D FORWARD -j waylume-fwd 2>/dev/null || true
-    ${tool} -w -F waylume-fwd 2>/dev/null || true
-    ${tool} -w -X waylume-fwd 2>/dev/null || true
-  '';
-  iptablesApiRules = tool: sources:
-    lib.concatMapStrings (source: ''
-      ${tool} -w -I nixos-fw 1 -p tcp -s ${source} --dport ${toString apiPort} -j nixos-fw-accept
-    '')
-    sources;
-
   capabilities =
     [
-      # Create and configure the WireGuard link, its addresses and routes, the HTB classes and
-      # filters and the `inet waylume` nftables table: netlink answers EPERM without it.
+      # Create and configure the WireGuard link, its addresses and routes, the IFB, the HTB
+      # classes and filters and the nftables tables: netlink answers EPERM without it.
       "CAP_NET_ADMIN"
       # Open the AF_PACKET capture on the WireGuard link that classifies peers' traffic.
       "CAP_NET_RAW"
@@ -135,8 +99,8 @@ in {
           };
 
           wireguard = {
-            interface = option types.str "wg0" "WireGuard interface name, at most 15 bytes. The module creates it; the daemon adopts it.";
-            backend = option (types.enum ["auto" "kernel" "userspace"]) "auto" "`kernel` uses the kernel module, `userspace` runs wireguard-go, `auto` prefers the kernel. With `userspace` the module does not create the link.";
+            interface = option types.str "wg0" "WireGuard interface name, at most 15 bytes. The daemon creates it, or adopts one that exists.";
+            backend = option (types.enum ["auto" "kernel" "userspace"]) "auto" "`kernel` uses the kernel module, `userspace` runs wireguard-go, `auto` prefers the kernel.";
             listen_port = option types.port 51820 "UDP port WireGuard listens on.";
             subnet = option types.str "10.0.0.0/8" "IPv4 network peers are addressed from; the node takes its first address.";
             subnet_v6 = optionalSetting types.str "Optional IPv6 network for peers.";
@@ -179,6 +143,13 @@ in {
 
     checkConfig = option types.bool true "Run `waylume-server check-config` on the rendered configuration at build time.";
 
+    configCheck = mkOption {
+      internal = true;
+      readOnly = true;
+      type = types.attrs;
+      description = "The build-time check (nix/config-check.nix) with the settings it renders, for checks outside Nix.";
+    };
+
     supabaseKeyFile = optionalSetting types.str ''
       File holding the Supabase service key, passed to the daemon as the `supabase-key`
       credential. Give a path outside the Nix store (a store path fails evaluation).
@@ -187,6 +158,13 @@ in {
     apiSecretFile = optionalSetting types.str ''
       File holding the shared secret that API clients present, passed as the `api-secret`
       credential. Give a path outside the Nix store.
+    '';
+
+    importCredentials = option (types.listOf types.str) [] ''
+      Credentials (`supabase-key`, `api-secret`) imported from the system's credential store
+      (/etc/credstore, /run/credstore, ...) with systemd's `ImportCredential=`, for nodes where
+      they are written at boot rather than known when the system is built. Absent ones are
+      skipped, and the daemon then names what is missing.
     '';
 
     environmentFiles = option (types.listOf types.str) [] ''
@@ -222,22 +200,29 @@ in {
           }
         ];
 
-      warnings = optional (!config.networking.firewall.enable) "services.waylume-server: the NixOS firewall is off, so peer isolation relies on the daemon's own nftables table alone.";
+      warnings = optional (!config.networking.firewall.enable && !config.networking.nftables.enable) "services.waylume-server: neither the NixOS firewall nor nftables is on, so peer isolation relies on the daemon's own nftables table alone.";
 
-      # Forwarding is what makes this host a VPN node.
+      services.waylume-server.configCheck = {
+        inherit (check) env credentials script;
+        settings = settingsRendered;
+      };
+
+      # Forwarding is what makes this host a VPN node. Above mkDefault (100), as nixpkgs' nat
+      # and tailscale modules do: network-interfaces.nix sets mkDefault values here too.
       boot.kernel.sysctl =
-        {"net.ipv4.conf.all.forwarding" = mkDefault true;}
-        // lib.optionalAttrs (wgSettings.subnet_v6 != null) {"net.ipv6.conf.all.forwarding" = mkDefault true;};
+        {"net.ipv4.conf.all.forwarding" = mkOverride 99 true;}
+        // lib.optionalAttrs (wgSettings.subnet_v6 != null) {"net.ipv6.conf.all.forwarding" = mkOverride 99 true;};
 
       # Loaded at boot because the unit may not load modules (ProtectKernelModules). No stray
-      # ifb0/ifb1: the IFB device is created by name below.
-      boot.kernelModules = ["wireguard" "ifb" "sch_htb" "sch_ingress" "cls_u32" "act_mirred"];
+      # ifb0/ifb1: the daemon creates its IFB by name.
+      boot.kernelModules = optional kernelLink "wireguard" ++ ["ifb" "sch_htb" "sch_ingress" "cls_u32" "act_mirred"];
       boot.extraModprobeConfig = "options ifb numifbs=0";
 
       # The tables NixOS does not declare survive a firewall reload only without a full flush;
       # the daemon's `inet waylume` table holds the peers' quota counters.
-      networking.nftables.flushRuleset = mkDefault false;
+      networking.nftables.flushRuleset = lib.mkDefault false;
 
+      # The daemon's link and IFB are its own; no network manager may configure them.
       networking.dhcpcd.denyInterfaces = [iface ifb];
       networking.networkmanager.unmanaged = ["interface-name:${iface}" "interface-name:${ifb}"];
       systemd.network.networks."40-waylume-${iface}" = mkIf config.networking.useNetworkd {
@@ -245,15 +230,20 @@ in {
         linkConfig.Unmanaged = true;
       };
 
-      environment.systemPackages = [cfg.package];
+      environment.systemPackages = [cfg.package pkgs.wireguard-tools];
+
+      users.users.${user} = {
+        isSystemUser = true;
+        group = user;
+        description = "Waylume VPN node";
+      };
+      users.groups.${user} = {};
 
       systemd.services.waylume-server = {
         description = "Waylume WireGuard VPN node";
         wantedBy = ["multi-user.target"];
-        wants = ["network-online.target"] ++ optionals kernelLink ["wireguard-${iface}.service" "waylume-dataplane.service"];
-        after =
-          ["network-online.target" "nftables.service" "firewall.service"]
-          ++ optionals kernelLink ["wireguard-${iface}.service" "waylume-dataplane.service"];
+        wants = ["network-online.target"];
+        after = ["network-online.target" "nftables.service" "firewall.service"];
         # On a switch, restart in place: the data plane keeps forwarding in between and the
         # daemon adopts it again.
         stopIfChanged = false;
@@ -273,14 +263,16 @@ in {
           LoadCredential =
             optional (cfg.supabaseKeyFile != null) "supabase-key:${cfg.supabaseKeyFile}"
             ++ optional (cfg.apiSecretFile != null) "api-secret:${cfg.apiSecretFile}";
+          ImportCredential = cfg.importCredentials;
+
+          # A user of its own with the network capabilities only, as nixpkgs' firezone gateway:
+          # it cannot read root's files (SSH host keys, other services' secrets), and its state
+          # directory (the link's private key, the peer database) is its alone.
+          User = user;
+          Group = user;
           StateDirectory = "waylume-server";
           StateDirectoryMode = "0700";
           WorkingDirectory = stateDir;
-
-          # Runs as uid 0 with a bounding set of network capabilities only: the link's private
-          # key in the state directory is created root-only by wireguard-${iface}-key.service,
-          # and without CAP_DAC_OVERRIDE or CAP_SYS_ADMIN root here can change nothing but its
-          # own files and the network.
           CapabilityBoundingSet = capabilities;
           AmbientCapabilities = capabilities;
           # The capabilities must be real in the initial user namespace to change its network.
@@ -289,7 +281,7 @@ in {
           # wireguard-go, when used, needs the TUN device and its UAPI socket directory.
           DevicePolicy = "closed";
           DeviceAllow = ["/dev/net/tun rw"];
-          ReadWritePaths = optional (wgSettings.backend != "kernel") "/run/wireguard";
+          ReadWritePaths = ["-/run/wireguard"];
           # AF_NETLINK: links, routes, qdiscs, nftables; AF_PACKET: the capture; AF_UNIX:
           # sd_notify, journald and the wireguard-go UAPI socket.
           RestrictAddressFamilies = ["AF_UNIX" "AF_INET" "AF_INET6" "AF_NETLINK" "AF_PACKET"];
@@ -317,82 +309,13 @@ in {
         };
       };
 
-      systemd.tmpfiles.rules = optional (wgSettings.backend != "kernel") "d /run/wireguard 0700 root root -";
+      # wireguard-go's UAPI sockets live here; the daemon's user must be able to create them.
+      systemd.tmpfiles.rules = optional (wgSettings.backend != "kernel") "d /run/wireguard 0750 ${user} ${user} -";
     }
 
-    (mkIf kernelLink {
-      # The link and its key: generated on the node by the wireguard module's key unit, never
-      # in the store. No peers here: they belong to the daemon.
-      networking.wireguard.interfaces.${iface} = {
-        ips = [(wl.gatewayAddress4 wgSettings.subnet)];
-        listenPort = wgSettings.listen_port;
-        inherit (wgSettings) mtu;
-        inherit privateKeyFile;
-        generatePrivateKeyFile = true;
-      };
-
-      # The roots the daemon hangs per-peer state from. Each step adds only what is missing,
-      # so running again after a switch never resets the daemon's classes, filters or quotas.
-      # It follows the link: if the link is recreated, this runs again.
-      systemd.services.waylume-dataplane = {
-        description = "Waylume data-plane roots on ${iface}";
-        wantedBy = ["multi-user.target"];
-        requires = ["wireguard-${iface}.service"];
-        after = ["wireguard-${iface}.service"];
-        partOf = ["wireguard-${iface}.service"];
-        before = ["waylume-server.service"];
-        path = [pkgs.iproute2 pkgs.nftables pkgs.gnugrep];
-        serviceConfig = {
-          Type = "oneshot";
-          RemainAfterExit = true;
-        };
-        script =
-          ''
-            ip link show ${ifb} >/dev/null 2>&1 || ip link add ${ifb} type ifb
-            ip link set ${ifb} up
-            # `add table` creates the daemon's table when missing and never flushes it.
-            nft add table inet waylume
-          ''
-          + optionalString dataplane.shaping ''
-            # Download is shaped on the link, upload on the IFB fed from the link's ingress.
-            # `default 0`: traffic of peers without a class passes unshaped. The same objects,
-            # with the same parameters, as the daemon's plan, so that it adopts them unchanged.
-            tc qdisc show dev ${iface} root | grep -q '^qdisc htb 1: ' \
-              || tc qdisc replace dev ${iface} root handle 1: htb default 0 r2q 10
-            tc qdisc show dev ${ifb} root | grep -q '^qdisc htb 1: ' \
-              || tc qdisc replace dev ${ifb} root handle 1: htb default 0 r2q 10
-            if ! tc qdisc show dev ${iface} ingress | grep -q '^qdisc ingress'; then
-              tc qdisc add dev ${iface} handle ffff: ingress
-              tc filter add dev ${iface} parent ffff: prio 1 protocol all u32 match u32 0 0 \
-                action mirred egress redirect dev ${ifb}
-            fi
-          '';
-      };
-    })
-
-    (mkIf (config.networking.firewall.enable && nftFirewall) {
-      networking.firewall.filterForward = true;
-      networking.firewall.extraForwardRules = nftForwardRules;
-      networking.firewall.extraInputRules = mkIf cfg.openFirewall (
-        optionalString (sources4 != []) ''
-          ip saddr { ${builtins.concatStringsSep ", " sources4} } tcp dport ${toString apiPort} accept comment "waylume API"
-        ''
-        + optionalString (sources6 != []) ''
-          ip6 saddr { ${builtins.concatStringsSep ", " sources6} } tcp dport ${toString apiPort} accept comment "waylume API"
-        ''
-      );
-    })
-
-    (mkIf (config.networking.firewall.enable && !nftFirewall) {
-      networking.firewall.extraCommands =
-        iptablesForwardRules "iptables" wl.privateNetworks4
-        + iptablesForwardRules "ip6tables" ["fc00::/7" "fe80::/10"]
-        + optionalString cfg.openFirewall (iptablesApiRules "iptables" sources4 + iptablesApiRules "ip6tables" sources6);
-      networking.firewall.extraStopCommands = iptablesStop "iptables" + iptablesStop "ip6tables";
-    })
-
-    (mkIf cfg.openFirewall {
-      networking.firewall.allowedUDPPorts = [wgSettings.listen_port];
+    (import ./firewall.nix {
+      inherit lib cfg config;
+      inherit (wl) privateNetworks4;
     })
   ]);
 }

@@ -9,6 +9,7 @@
   nftables,
   wireguard-tools,
   wireguard-go,
+  util-linux,
 }: let
   fs = lib.fileset;
   cargoToml = lib.importTOML ../Cargo.toml;
@@ -35,10 +36,18 @@ in
     cargoLock.lockFile = ../Cargo.lock;
 
     nativeBuildInputs = [pkg-config makeBinaryWrapper installShellFiles];
+    # `script` gives the operator CLI tests their pseudo-terminal.
+    nativeCheckInputs = [util-linux];
     buildInputs = [libpcap];
 
-    # Tests that need root, network namespaces or a database are #[ignore]d in the source, so
-    # the build sandbox runs the pure ones; the VM tests cover the rest.
+    # The build sandbox has neither root nor PostgreSQL. Tests that need root or network
+    # namespaces are #[ignore]d in the source; the tests against PostgreSQL (tests/control/
+    # start a cluster of their own with `initdb`) are not, so the check runs only the test
+    # targets that need neither: the unit tests and the integration tests of the API, the
+    # classifier and the operator's commands. The rest (tests/control, tests/lab, tests/deps)
+    # run in the project's CI (scripts/test.sh) and in the VM tests. scripts/check-nix.sh runs
+    # this same selection outside Nix with no PostgreSQL reachable.
+    cargoTestFlags = ["--lib" "--bins"] ++ lib.concatMap (t: ["--test" t]) ["api" "classify" "operator"];
 
     # The daemon shells out to ip, tc, nft and wg, and starts wireguard-go when the kernel has
     # no WireGuard module; pin those tools instead of relying on the caller's PATH.

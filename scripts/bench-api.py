@@ -1,14 +1,23 @@
 #!/usr/bin/env python3
-"""Create-peer API latency at 10 and at 10,000 existing peers, against a real daemon.
+"""The node at 10 and at 10,000 peers, side by side, against a real daemon.
 
-Starts `waylume-server serve` in a private network namespace with the userspace backend
-(wireguard-go), signs requests itself, fills the node to each size, then times creates (each
-followed by an untimed delete, so the size stays put). Prints p50/p99 for both sizes and the
-ratios. Run as root: scripts/bench-api.py [--binary target/release/waylume-server] [--samples 200]
-Everything it makes (namespace, processes, state) is removed at the end.
+For each size it starts `waylume-server serve` in a private network namespace with the userspace
+backend (wireguard-go) and the full data plane (isolation, fence, shaping, caps), signs requests
+itself, fills the node, then measures:
+  create      POST /api/peers (each followed by an untimed delete, so the size stays put)
+  list        GET /api/peers?limit=100 (one page)
+  metrics     GET /metrics
+  restart     SIGTERM, then a new process from exec to READY=1 (sd_notify, read from a socket
+              this script owns), with every peer restored
+  expiry      every peer expiring in the same second: from that second until none is left
+              (a node reconciling every second; the others use the default, 5 s)
+Prints a table with the ratio of each figure (10,000 / 10); `--markdown` prints it as the README's
+performance table. Run as root:
+  scripts/bench-api.py [--binary target/release/waylume-server] [--samples 200] [--sizes 10,10000]
+Everything it makes (namespaces, processes, state) is removed at the end.
 """
-import argparse, hashlib, hmac, http.client, json, os, shutil, signal, socket, subprocess, sys
-import tempfile, time, uuid
+import argparse, hashlib, hmac, http.client, json, math, os, shutil, signal, socket, subprocess, sys
+import queue, tempfile, threading, time, uuid
 
 SECRET = "bench-secret-0123456789abcdef"
 SERVER_ID = "bench"
@@ -24,7 +33,10 @@ def signed(conn, method, path, body=None):
     conn.request(method, path, body=text if body is not None else None, headers=headers)
     r = conn.getresponse()
     data = r.read()
-    return r.status, json.loads(data) if data else None
+    try:
+        return r.status, json.loads(data) if data else None
+    except ValueError:
+        return r.status, data
 
 
 def pct(xs, p):
@@ -32,38 +44,247 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(len(xs) * p))]
 
 
-def client(a):
-    conn = http.client.HTTPConnection("127.0.0.1", 3000, timeout=60)
-    deadline = time.time() + 30
+def connect(deadline_s=120):
+    deadline = time.time() + deadline_s
     while True:
+        conn = http.client.HTTPConnection("127.0.0.1", 3000, timeout=120)
         try:
-            if signed(conn, "GET", "/api/peers")[0] == 200:
-                break
+            if signed(conn, "GET", "/health")[0] in (200, 503):
+                return conn
         except OSError:
             if time.time() > deadline:
                 raise
             time.sleep(0.1)
-            conn = http.client.HTTPConnection("127.0.0.1", 3000, timeout=60)
-    count, results = 0, {}
-    for size in [int(s) for s in a.sizes.split(",")]:
-        while count < size:
-            st, _ = signed(conn, "POST", "/api/peers", {})
-            assert st == 201, st
-            count += 1
-        times = []
-        for _ in range(a.samples):
-            t = time.perf_counter()
-            st, peer = signed(conn, "POST", "/api/peers", {})
-            times.append(time.perf_counter() - t)
-            assert st == 201, (st, peer)
-            st, _ = signed(conn, "POST", "/api/peers/delete", {"peer_id": peer["peer_id"]})
-            assert st == 200, st
-        results[size] = (pct(times, 0.5), pct(times, 0.99))
-        print("create at %6d peers: p50 %.2f ms  p99 %.2f ms" % (size, results[size][0] * 1e3, results[size][1] * 1e3),
-              flush=True)
-    sizes = sorted(results)
-    lo, hi = results[sizes[0]], results[sizes[-1]]
-    print("ratio %d/%d peers: p50 %.2f  p99 %.2f" % (sizes[-1], sizes[0], hi[0] / lo[0], hi[1] / lo[1]))
+
+
+def timed(n, f):
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t)
+    return pct(times, 0.5), pct(times, 0.99)
+
+
+def peers_left(conn):
+    st, h = signed(conn, "GET", "/health")
+    return h["capacity"]["peers"]
+
+
+def client(a):
+    """Runs inside the namespace: one command per line on stdin, one JSON answer per line."""
+    conn = None
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd["do"] == "connect":
+            conn = connect()
+            out = {}
+        elif cmd["do"] == "fill":
+            until = cmd.get("expire_at")
+            for _ in range(cmd["n"]):
+                # Rounded up: the node counts from its whole second, so all land on `until`.
+                body = {} if until is None else {"expires_in_secs": max(1, math.ceil(until - time.time()))}
+                st, p = signed(conn, "POST", "/api/peers", body)
+                assert st == 201, (st, p)
+            out = {}
+        elif cmd["do"] == "measure":
+            n = cmd["samples"]
+
+            def create():
+                st, p = signed(conn, "POST", "/api/peers", {})
+                assert st == 201, (st, p)
+                create.last = p["peer_id"]
+
+            times = []
+            for _ in range(n):
+                t = time.perf_counter()
+                create()
+                times.append(time.perf_counter() - t)
+                st, _ = signed(conn, "POST", "/api/peers/delete", {"peer_id": create.last})
+                assert st == 200, st
+            out = {"create": (pct(times, 0.5), pct(times, 0.99))}
+
+            def page():
+                st, _ = signed(conn, "GET", "/api/peers?limit=100")
+                assert st == 200, st
+
+            def metrics():
+                st, _ = signed(conn, "GET", "/metrics")
+                assert st == 200, st
+
+            out["list"] = timed(n, page)
+            out["metrics"] = timed(n, metrics)
+        elif cmd["do"] == "drain":
+            # Polls until no peer is left; answers when that happened (wall clock).
+            while peers_left(conn) > 0:
+                time.sleep(0.02)
+            out = {"at": time.time()}
+        print(json.dumps(out), flush=True)
+
+
+class Node:
+    """One daemon in its own namespace, and the client half of this script inside it."""
+
+    def __init__(self, a, tag, interval=5):
+        self.a = a
+        self.interval = interval
+        self.ns = "wlbench%d%s" % (os.getpid(), tag)
+        self.work = tempfile.mkdtemp(prefix="wl-bench-")
+        self.ifname = "wlb%d%s" % (os.getpid() % 10000, tag)
+        self.proc = None
+        subprocess.run(["ip", "netns", "add", self.ns], check=True)
+        subprocess.run(["ip", "-n", self.ns, "link", "set", "lo", "up"], check=True)
+        self.notify_path = os.path.join(self.work, "notify.sock")
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(self.notify_path)
+        # Read all the time: the daemon's watchdog and status messages must never fill the
+        # socket (a full socket blocks the sender); READY=1 is handed over with its arrival time.
+        self.ready = queue.Queue()
+        threading.Thread(target=self.listen, daemon=True).start()
+        self.cli = subprocess.Popen(["ip", "netns", "exec", self.ns, sys.executable, __file__, "--client"],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def listen(self):
+        while True:
+            try:
+                msg = self.notify.recv(4096).decode()
+            except OSError:
+                return
+            if "READY=1" in msg.split("\n"):
+                self.ready.put(time.perf_counter())
+
+    def ask(self, **cmd):
+        self.cli.stdin.write(json.dumps(cmd) + "\n")
+        self.cli.stdin.flush()
+        line = self.cli.stdout.readline()
+        if not line:
+            raise RuntimeError("client failed; daemon log:\n" + self.log())
+        return json.loads(line)
+
+    def log(self):
+        try:
+            return open(os.path.join(self.work, "daemon.log")).read()[-4000:]
+        except OSError:
+            return ""
+
+    def start(self):
+        """Starts the daemon; returns seconds from exec to READY=1."""
+        env = dict(os.environ, SERVER_ID=SERVER_ID, WAYLUME_API_SECRET=SECRET, WAYLUME_API_BIND="127.0.0.1",
+                   WAYLUME_INTERFACE=self.ifname, WAYLUME_WG_BACKEND="userspace", MAX_CAPACITY="32767",
+                   WAYLUME_STATE_DIR=os.path.join(self.work, "state"), WAYLUME_ENDPOINT="192.0.2.1:51820",
+                   WAYLUME_RECONCILE_INTERVAL_SECS=str(self.interval), WAYLUME_LOG=os.environ.get("WAYLUME_LOG", "warn"), NOTIFY_SOCKET=self.notify_path)
+        log = open(os.path.join(self.work, "daemon.log"), "a")
+        t0 = time.perf_counter()
+        self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, self.a.binary, "serve"], env=env,
+                                     stdout=log, stderr=log)
+        try:
+            return self.ready.get(timeout=300) - t0
+        except queue.Empty:
+            raise RuntimeError("no READY; daemon log:\n" + self.log())
+
+    def stop(self):
+        if self.proc:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=120)
+            self.proc = None
+
+    def close(self):
+        try:
+            self.cli.stdin.close()
+            self.cli.wait(timeout=10)
+        except Exception:
+            self.cli.kill()
+        try:
+            self.stop()
+        finally:
+            # wireguard-go outlives the daemon (the data plane stays up on exit): every process
+            # left in the namespace goes, one that is already exiting is no error.
+            for pid in subprocess.run(["ip", "netns", "pids", self.ns], capture_output=True, text=True).stdout.split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            subprocess.run(["ip", "netns", "del", self.ns])
+            self.notify.close()
+            shutil.rmtree(self.work, ignore_errors=True)
+            try:
+                os.unlink("/run/wireguard/%s.sock" % self.ifname)
+            except FileNotFoundError:
+                pass
+
+
+def say(*what):
+    print(time.strftime("%H:%M:%S"), *what, file=sys.stderr, flush=True)
+
+
+def measure(a, size, tag):
+    r = {}
+    node = Node(a, tag)
+    try:
+        node.start()
+        node.ask(do="connect")
+        t = time.perf_counter()
+        say("%d peers: filling" % size)
+        node.ask(do="fill", n=size)
+        fill_rate = size / (time.perf_counter() - t)
+        say("%d peers: create, list, metrics" % size)
+        m = node.ask(do="measure", samples=a.samples)
+        r.update(m)
+        say("%d peers: restarts" % size)
+        restarts = []
+        for _ in range(a.restarts):
+            node.stop()
+            restarts.append(node.start())
+            node.ask(do="connect")
+        r["restart"] = sorted(restarts)[len(restarts) // 2]
+    finally:
+        node.close()
+    # A node whose peers all expire in the same second: filled at the rate measured above,
+    # with room to spare, then timed from that second until the last one is gone.
+    # Reconcile every second here, so the figure is the removal, not the wait for a pass.
+    node = Node(a, tag + "x", interval=1)
+    try:
+        node.start()
+        node.ask(do="connect")
+        expire_at = int(time.time() + 30 + 4 * size / fill_rate) + 1
+        say("%d peers: filling, all to expire at %d" % (size, expire_at))
+        node.ask(do="fill", n=size, expire_at=expire_at)
+        assert time.time() < expire_at, "filled too slowly for the chosen expiry"
+        done = node.ask(do="drain")["at"]
+        r["expiry"] = done - expire_at
+    finally:
+        node.close()
+    return r
+
+
+ROWS = [
+    ("create p50", "create", 0, "ms"), ("create p99", "create", 1, "ms"),
+    ("list p50 (100 of N)", "list", 0, "ms"), ("list p99 (100 of N)", "list", 1, "ms"),
+    ("metrics p50", "metrics", 0, "ms"), ("metrics p99", "metrics", 1, "ms"),
+    ("restart to READY", "restart", None, "s"), ("all N expire together", "expiry", None, "s"),
+]
+
+
+def value(r, key, i, unit):
+    v = r[key] if i is None else r[key][i]
+    return v * 1e3 if unit == "ms" else v
+
+
+def report(results, markdown):
+    lo, hi = sorted(results)[0], sorted(results)[-1]
+    if markdown:
+        print("| figure | %d peers | %d peers | ratio |" % (lo, hi))
+        print("|---|---:|---:|---:|")
+    else:
+        print("%-24s %12s %12s %8s" % ("figure", "%d peers" % lo, "%d peers" % hi, "ratio"))
+    for name, key, i, unit in ROWS:
+        a, b = value(results[lo], key, i, unit), value(results[hi], key, i, unit)
+        ratio = b / a if a > 0 else float("inf")
+        fmt = "%.2f %s"
+        if markdown:
+            print("| %s | %s | %s | %.2f |" % (name, fmt % (a, unit), fmt % (b, unit), ratio))
+        else:
+            print("%-24s %12s %12s %8.2f" % (name, fmt % (a, unit), fmt % (b, unit), ratio))
 
 
 def main():
@@ -71,41 +292,17 @@ def main():
     ap.add_argument("--binary", default="target/release/waylume-server")
     ap.add_argument("--samples", type=int, default=200)
     ap.add_argument("--sizes", default="10,10000")
+    ap.add_argument("--restarts", type=int, default=3)
+    ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.client:
         return client(a)
-    ns = "wlbench%d" % os.getpid()
-    work = tempfile.mkdtemp(prefix="wl-bench-")
-    ifname = "wlb%d" % (os.getpid() % 100000)
-    proc = None
-    try:
-        subprocess.run(["ip", "netns", "add", ns], check=True)
-        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
-        env = dict(os.environ, SERVER_ID=SERVER_ID, WAYLUME_API_SECRET=SECRET, WAYLUME_API_BIND="127.0.0.1",
-                   WAYLUME_INTERFACE=ifname, WAYLUME_WG_BACKEND="userspace", MAX_CAPACITY="32767",
-                   WAYLUME_STATE_DIR=os.path.join(work, "state"), WAYLUME_ENDPOINT="192.0.2.1:51820",
-                   WAYLUME_LOG="warn")
-        log = open(os.path.join(work, "daemon.log"), "w")
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, a.binary, "serve"], env=env, stdout=log, stderr=log)
-        # The API listens on the namespace's loopback: the client half runs inside it.
-        out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, __file__, "--client",
-                              "--samples", str(a.samples), "--sizes", a.sizes])
-        if out.returncode != 0:
-            print(open(os.path.join(work, "daemon.log")).read(), file=sys.stderr)
-            sys.exit(out.returncode)
-    finally:
-        if proc:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
-        for pid in subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split():
-            os.kill(int(pid), signal.SIGKILL)
-        subprocess.run(["ip", "netns", "del", ns])
-        shutil.rmtree(work, ignore_errors=True)
-        try:
-            os.unlink("/run/wireguard/%s.sock" % ifname)
-        except FileNotFoundError:
-            pass
+    results = {}
+    for i, size in enumerate(int(s) for s in a.sizes.split(",")):
+        results[size] = measure(a, size, chr(ord("a") + i))
+        print("measured %d peers: %s" % (size, json.dumps(results[size])), file=sys.stderr, flush=True)
+    report(results, a.markdown)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@
 # times each, alternating; the best time of each is compared.
 #
 # Usage: scripts/bench-inspect.sh PCAP_DIR [BINARY] [TARGET_PACKETS]
-# Needs: ndpiReader (Debian libndpi-bin), mergecap, editcap, capinfos (wireshark-common).
+# Needs: ndpiReader (Debian libndpi-bin), mergecap, editcap, capinfos (wireshark-common), GNU time.
 set -euo pipefail
 
 pcap_dir=${1:?usage: bench-inspect.sh PCAP_DIR [BINARY] [TARGET_PACKETS]}
@@ -16,7 +16,7 @@ target=${3:-1000000}
 encap=${ENCAP:-ether}
 core=${CORE:-0}
 
-for tool in ndpiReader mergecap editcap capinfos taskset; do
+for tool in ndpiReader mergecap editcap capinfos taskset /usr/bin/time; do
     command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
 done
 [ -x "$bin" ] || { echo "missing $bin (cargo build --release)" >&2; exit 1; }
@@ -51,26 +51,32 @@ echo "capture: ${#inputs[@]} $encap files, $base packets, x$copies = $packets pa
 # Warm the page cache so both readers start from memory.
 cat "$tmp/big.pcap" >/dev/null
 
-now() { date +%s.%N; }
 calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
 min() { awk "BEGIN { print ($1 < $2) ? $1 : $2 }"; }
+# `timed OUT CMD...`: runs CMD pinned to the core, stdout to OUT, stderr to OUT.err; sets W to
+# its wall seconds and C to its CPU (user + system) seconds.
+timed() {
+    local out=$1
+    shift
+    /usr/bin/time -f '%e %U %S' -o "$tmp/time" taskset -c "$core" "$@" >"$out" 2>"$out.err"
+    read -r W u s <"$tmp/time"
+    C=$(calc "$u + $s")
+}
 # Best of three runs of each, alternating, so a noisy neighbour hurts both alike.
-ours_s=1e9
-ndpi_s=1e9
+ours_s=1e9 ndpi_s=1e9 ours_cpu=1e9 ndpi_cpu=1e9
 for run in 1 2 3; do
-    t0=$(now)
-    taskset -c "$core" "$bin" inspect --pcap "$tmp/big.pcap" --json >"$tmp/ours.json"
-    t1=$(now)
-    taskset -c "$core" ndpiReader -i "$tmp/big.pcap" >"$tmp/ndpi.txt" 2>&1
-    t2=$(now)
-    ours_s=$(min "$ours_s" "$(calc "$t1 - $t0")")
-    ndpi_s=$(min "$ndpi_s" "$(calc "$t2 - $t1")")
-    echo "run $run: waylume $(calc "$t1 - $t0") s, nDPI $(calc "$t2 - $t1") s"
+    timed "$tmp/ours.json" "$bin" inspect --pcap "$tmp/big.pcap" --json
+    ours_s=$(min "$ours_s" "$W") ours_cpu=$(min "$ours_cpu" "$C")
+    echo "run $run: waylume $W s wall, $C s CPU"
+    timed "$tmp/ndpi.txt" ndpiReader -i "$tmp/big.pcap"
+    ndpi_s=$(min "$ndpi_s" "$W") ndpi_cpu=$(min "$ndpi_cpu" "$C")
+    echo "run $run: nDPI    $W s wall, $C s CPU"
 done
 
 ours_pps=$(calc "$packets / $ours_s")
 ndpi_pps=$(calc "$packets / $ndpi_s")
 printf 'waylume-server inspect: %8.3f s  %12.0f packets/s  (%d flows)\n' "$ours_s" "$ours_pps" "$(wc -l <"$tmp/ours.json")"
 printf 'ndpiReader:             %8.3f s  %12.0f packets/s\n' "$ndpi_s" "$ndpi_pps"
-grep -m1 'nDPI throughput' "$tmp/ndpi.txt" | sed 's/^[[:space:]]*/ndpiReader reports:     /' || true
-printf 'ratio (waylume/nDPI):   %8.2f\n' "$(calc "$ours_pps / $ndpi_pps")"
+cat "$tmp/ndpi.txt" "$tmp/ndpi.txt.err" | grep -m1 'nDPI throughput' | sed 's/^[[:space:]]*/ndpiReader reports:     /' || true
+printf 'ratio (waylume/nDPI):   %8.2f  wall, best of three\n' "$(calc "$ours_pps / $ndpi_pps")"
+printf 'CPU ratio:              %8.2f  (%.2f s against %.2f s)\n' "$(calc "$ndpi_cpu / $ours_cpu")" "$ours_cpu" "$ndpi_cpu"

@@ -12,6 +12,7 @@ rec {
   web = "203.0.113.10";
   webPrivate = "172.16.50.10";
   apiSecret = "5a4e4f4b45f0e1d2c3b4a5968778695a4b3c2d1e0f5a4e4f4b45f0e1d2c3b4a5";
+  serverId = "vm-node";
 
   staticAddress = lib: iface: addresses: {
     networking.interfaces.${iface}.ipv4.addresses = lib.mkForce (map (address: {
@@ -46,7 +47,7 @@ rec {
       apiAllowedSources = ["192.168.1.0/24"];
       apiSecretFile = "/etc/waylume/api-secret";
       settings = {
-        server_id = "vm-node";
+        server_id = serverId;
         api.bind = "0.0.0.0";
         wireguard = {
           inherit subnet;
@@ -102,8 +103,9 @@ rec {
   prelude = ''
     import json
 
-    # The operator CLI on the node, with the API secret it signs requests with.
-    CLI = "WAYLUME_API_SECRET_FILE=/etc/waylume/api-secret waylume-server"
+    # The operator CLI on the node, with the secret and the server id it signs requests for
+    # (without SERVER_ID it would sign for the host name, and the daemon answer 401).
+    CLI = "SERVER_ID=${serverId} WAYLUME_API_SECRET_FILE=/etc/waylume/api-secret waylume-server"
 
     def api(args):
         """Run `peers ARGS` on the node and parse its JSON answer."""

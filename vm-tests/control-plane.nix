@@ -57,8 +57,10 @@ in {
       systemd.services.waylume-migration = {
         description = "Apply the Waylume Supabase migration";
         wantedBy = ["multi-user.target"];
-        requires = ["postgresql.service"];
-        after = ["postgresql.service"];
+        # postgresql.target: reached once postgresql-setup.service has run initialScript and
+        # created the ensureDatabases, which the migration needs.
+        requires = ["postgresql.target"];
+        after = ["postgresql.target"];
         before = ["postgrest.service"];
         path = [config.services.postgresql.package];
         serviceConfig = {
@@ -123,7 +125,8 @@ in {
     start_all()
     control.wait_for_unit("postgrest.service")
     control.wait_for_unit("nginx.service")
-    control.wait_until_succeeds("curl -s -o /dev/null http://127.0.0.1/rest/v1/", timeout=60)
+    # -f: a 502 from nginx while PostgREST is not up yet is no answer.
+    control.wait_until_succeeds("curl -sf -o /dev/null http://127.0.0.1/rest/v1/", timeout=60)
 
     with subtest("the migration keeps the servers table from anonymous callers"):
         code = control.succeed("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1/rest/v1/waylume_servers").strip()
@@ -136,16 +139,16 @@ in {
         node.systemctl("start waylume-server.service")
         node.wait_for_unit("waylume-server.service")
         control.wait_until_succeeds(
-            "test \"$(sudo -u postgres psql -d waylume -tAc \"select status from waylume_servers where id = 'vm-node'\")\" = online",
+            "test \"$(sudo -u postgres psql -d waylume -tAc \"select status from waylume_servers where id = '${common.serverId}'\")\" = online",
             timeout=60,
         )
         public_key = node.succeed("wg show wg0 public-key").strip()
-        assert sql("select wg_public_key from waylume_servers where id = 'vm-node'") == public_key
+        assert sql("select wg_public_key from waylume_servers where id = '${common.serverId}'") == public_key
 
     with subtest("heartbeats advance"):
-        first = sql("select extract(epoch from last_heartbeat) from waylume_servers where id = 'vm-node'")
+        first = sql("select extract(epoch from last_heartbeat) from waylume_servers where id = '${common.serverId}'")
         control.wait_until_succeeds(
-            f"test \"$(sudo -u postgres psql -d waylume -tAc \"select extract(epoch from last_heartbeat) > {first} from waylume_servers where id = 'vm-node'\")\" = t",
+            f"test \"$(sudo -u postgres psql -d waylume -tAc \"select extract(epoch from last_heartbeat) > {first} from waylume_servers where id = '${common.serverId}'\")\" = t",
             timeout=60,
         )
 
@@ -155,14 +158,14 @@ in {
         assert peer["peer_id"], peer
         node.succeed("systemctl is-active waylume-server.service")
         control.systemctl("start postgrest.service")
-        last = sql("select extract(epoch from last_heartbeat) from waylume_servers where id = 'vm-node'")
+        last = sql("select extract(epoch from last_heartbeat) from waylume_servers where id = '${common.serverId}'")
         control.wait_until_succeeds(
-            f"test \"$(sudo -u postgres psql -d waylume -tAc \"select extract(epoch from last_heartbeat) > {last} from waylume_servers where id = 'vm-node'\")\" = t",
+            f"test \"$(sudo -u postgres psql -d waylume -tAc \"select extract(epoch from last_heartbeat) > {last} from waylume_servers where id = '${common.serverId}'\")\" = t",
             timeout=90,
         )
 
     with subtest("stopping the node marks it offline"):
         node.systemctl("stop waylume-server.service")
-        assert sql("select status from waylume_servers where id = 'vm-node'") == "offline"
+        assert sql("select status from waylume_servers where id = '${common.serverId}'") == "offline"
   '';
 }

@@ -32,12 +32,12 @@ let
     '';
 
   # `imageModule` is nix/image.nix, handed to the nodes by default.nix (node.specialArgs).
-  imageNode = {
+  imageNode = address: {
     imageModule,
     lib,
     ...
   }: {
-    imports = [imageModule (common.staticAddress lib "eth1" ["192.168.1.1"])];
+    imports = [imageModule (common.staticAddress lib "eth1" [address])];
     virtualisation.vlans = [1];
     # The test network is static; in a cloud, cloud-init configures it.
     services.cloud-init.network.enable = lib.mkForce false;
@@ -48,10 +48,12 @@ in {
 
   nodes = {
     configured = {pkgs, ...}: {
-      imports = [imageNode];
+      imports = [(imageNode "192.168.1.1")];
       virtualisation.qemu.options = ["-cdrom" "${configDrive pkgs}/cidata.iso"];
     };
-    bare = imageNode;
+    bare = imageNode "192.168.1.2";
+    # Calls the API from outside, as the control plane would.
+    client = common.clientModule 1;
   };
 
   testScript = ''
@@ -66,6 +68,9 @@ in {
             "WAYLUME_API_SECRET_FILE=/etc/credstore/api-secret SERVER_ID=image-node waylume-server peers list"
         )
         configured.succeed("ip -d link show wg0 | grep -q wireguard")
+
+    with subtest("the API is reachable from outside the node"):
+        client.wait_until_succeeds("curl -sf --max-time 5 http://192.168.1.1:3000/health", timeout=60)
 
     with subtest("neither settings nor secrets are in the store"):
         config_file = configured.succeed(

@@ -7,7 +7,14 @@ in {
   name = "waylume-isolation";
 
   nodes = {
-    node = common.nodeModule;
+    node = {
+      imports = [common.nodeModule];
+      # The positive control: the same node with both rules off, switched to at the end.
+      specialisation.open.configuration.services.waylume-server.settings.dataplane = {
+        isolation = false;
+        block_private_networks = false;
+      };
+    };
     client1 = common.clientModule 1;
     client2 = common.clientModule 2;
     web = common.webModule;
@@ -32,7 +39,6 @@ in {
         client2.fail(f"ping -c 2 -W 2 {tunnel_ip(peer1)}")
 
     with subtest("private networks behind the node are out of reach"):
-        web.succeed("ping -c 1 -W 2 ${common.webPrivate}")
         client1.fail("ping -c 2 -W 2 ${common.webPrivate}")
         client1.fail("curl -sf --max-time 5 http://${common.webPrivate}/")
 
@@ -41,5 +47,13 @@ in {
         client1.fail(f"ping -c 2 -W 2 {tunnel_ip(peer2)}")
         client1.fail("ping -c 2 -W 2 ${common.webPrivate}")
         client1.succeed("ping -c 2 -W 2 ${common.web}")
+
+    with subtest("positive control: without the rules the same paths work"):
+        node.succeed("/run/current-system/specialisation/open/bin/switch-to-configuration test")
+        node.systemctl("start waylume-server.service")
+        node.wait_for_unit("waylume-server.service")
+        client1.wait_until_succeeds("ping -c 1 -W 2 ${common.webPrivate}", timeout=30)
+        client1.succeed("curl -sf --max-time 5 http://${common.webPrivate}/")
+        client1.wait_until_succeeds(f"ping -c 1 -W 2 {tunnel_ip(peer2)}", timeout=30)
   '';
 }

@@ -19,8 +19,12 @@ in {
     node.wait_for_unit("waylume-server.service")
     web.wait_for_unit("nginx.service")
 
-    with subtest("the node declared the link and the daemon adopted it"):
+    with subtest("the daemon brought up the link with a key of its own, as its own user"):
         node.succeed("ip -d link show wg0 | grep -q wireguard")
+        node.succeed("test $(systemctl show -P User waylume-server.service) = waylume-server")
+        node.succeed("test $(stat -c %U:%a /var/lib/waylume-server/private.key) = waylume-server:600")
+        # Root's files stay closed to it: the API secret is handed over as a credential.
+        node.fail("setpriv --reuid waylume-server --regid waylume-server --clear-groups cat /etc/waylume/api-secret")
         node.succeed("ip addr show wg0 | grep -q 'inet ${common.nodeTunnel}/24'")
         node.succeed("test -s /var/lib/waylume-server/private.key")
         listen = node.succeed("wg show wg0 listen-port").strip()

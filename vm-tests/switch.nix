@@ -9,10 +9,11 @@ in {
   nodes = {
     node = {
       imports = [common.nodeModule];
-      specialisation.changed.configuration = {
+      specialisation.changed.configuration = {lib, ...}: {
         services.waylume-server.settings = {
           node.city = "Changed City";
-          dataplane.reconcile_interval_secs = 3;
+          # common.nix sets 2: a specialisation's definition adds to the parent's.
+          dataplane.reconcile_interval_secs = lib.mkForce 3;
         };
       };
     };

@@ -56,6 +56,8 @@ let
     networkHint = wl.networkOf4 "192.168.5.9/22" == "192.168.4.0/22";
     gateway = wl.gatewayAddress4 "10.0.0.0/8" == "10.0.0.1/8" && wl.gatewayAddress4 "10.77.0.0/24" == "10.77.0.1/24";
     ipv6 = wl.isCidr6 "fd00:77::/64" && !(wl.isCidr6 "fd00:77::/129") && !(wl.isCidr6 "10.0.0.0/8");
+    # The same names as src/core/plan/names.rs's test expects from the shared file.
+    ifbNames = wl.ifbName "wg0" == "ifb-wg0" && wl.ifbName "waylume-uplink0" == "ifb-waylume-upl";
     storePaths = wl.isStorePath "${builtins.storeDir}/abc-secret" && !(wl.isStorePath "/run/secrets/supabase-key");
 
     defaultsAreValid = errorsOf {} == [];

@@ -84,6 +84,40 @@ pub fn peer_id(s: &str) -> Result<PeerId, ApiError> {
     PeerId::parse(s).ok_or_else(|| invalid("peer_id is not a peer id (32 hex digits)"))
 }
 
+/// A page of `GET /api/peers`: at most `limit` peers whose id sorts after `after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub limit: usize,
+    pub after: Option<PeerId>,
+}
+
+pub const MAX_PAGE: usize = 1000;
+
+/// `limit=N&after=ID`; `None` for no parameters (the whole list, oldest first).
+pub fn page(query: &str) -> Result<Option<Page>, ApiError> {
+    if query.is_empty() {
+        return Ok(None);
+    }
+    let mut page = Page {
+        limit: 100,
+        after: None,
+    };
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("limit", v)) => {
+                page.limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| invalid(format!("limit must be 1 to {MAX_PAGE}")))?;
+            }
+            Some(("after", v)) => page.after = Some(peer_id(v)?),
+            _ => return Err(invalid("the peer list takes limit and after only")),
+        }
+    }
+    Ok(Some(page))
+}
+
 fn kbps(field: &str, v: Option<u64>) -> Result<Option<u32>, ApiError> {
     match v {
         None => Ok(None),

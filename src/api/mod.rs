@@ -243,7 +243,7 @@ impl Api {
         {
             return (name, Err(e));
         }
-        (name, self.dispatch(route, body, nonce).await)
+        (name, self.dispatch(route, query, body, nonce).await)
     }
 
     fn authenticate(
@@ -276,6 +276,7 @@ impl Api {
     async fn dispatch(
         self: &Arc<Self>,
         route: Route,
+        query: &str,
         body: Vec<u8>,
         nonce: Option<&str>,
     ) -> Result<Response, ApiError> {
@@ -301,12 +302,24 @@ impl Api {
             }
             Route::ListPeers => {
                 let view = self.node.view();
-                let views: Vec<PeerView> = view
-                    .list()
-                    .into_iter()
-                    .map(|s| self.view(s, false))
-                    .collect();
-                return Ok(json_response(StatusCode::OK, &json!({ "peers": views })));
+                let Some(page) = dto::page(query)? else {
+                    let views: Vec<PeerView> = view
+                        .list()
+                        .into_iter()
+                        .map(|s| self.view(s, false))
+                        .collect();
+                    return Ok(json_response(StatusCode::OK, &json!({ "peers": views })));
+                };
+                let peers = view.page(page.after.as_ref(), page.limit);
+                // A full page may have a next one; the caller asks with `after` = `next`.
+                let next = (peers.len() == page.limit)
+                    .then(|| peers.last().map(|s| s.peer.id.to_string()))
+                    .flatten();
+                let views: Vec<PeerView> = peers.into_iter().map(|s| self.view(s, false)).collect();
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &json!({ "peers": views, "next": next }),
+                ));
             }
             Route::GetPeer(id) => {
                 let view = self.node.view();

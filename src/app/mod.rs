@@ -80,9 +80,9 @@ async fn endpoint(cfg: &Config) -> Result<(Endpoint, Option<String>)> {
     }
 }
 
-/// The IFB that carries a WireGuard interface's upload traffic: `ifb-<iface>`, cut to 15 bytes.
+/// The IFB that carries a WireGuard interface's upload traffic (named as the NixOS module expects).
 pub fn ifb_name(iface: &str) -> String {
-    format!("ifb-{iface}").chars().take(15).collect()
+    crate::core::plan::ifb_name(iface)
 }
 
 /// The command runner for `nft`, `tc` and `ip`: with the configured deadline, watched by `commands`.
@@ -95,6 +95,13 @@ fn runner(
         .with_in_flight(commands.clone())
 }
 
+/// The networks the fence leaves open: the tunnel's own and the operator's allow-list.
+fn fence_holes(cfg: &Config) -> Vec<ipnet::IpNet> {
+    let mut holes = vec![ipnet::IpNet::V4(cfg.wireguard.subnet)];
+    holes.extend(cfg.wireguard.subnet_v6.map(ipnet::IpNet::V6));
+    holes
+}
+
 /// Isolation, speed limits and caps through `nft` and `tc`.
 /// Returns the policy and its settings, which the node checks each peer's policy against.
 fn kernel_policy(
@@ -102,13 +109,17 @@ fn kernel_policy(
     outward: Option<&str>,
     commands: &Arc<crate::sys::runner::InFlight>,
 ) -> Result<(
-    Arc<dyn crate::sys::policy::PeerEnforcer>,
+    Arc<crate::sys::policy::KernelEnforcer>,
     crate::core::plan::PlanInput,
 )> {
     let runner: Arc<dyn crate::sys::runner::Runner> = Arc::new(runner(cfg, commands));
     let wgc = &cfg.wireguard;
     let (blocked_v4, blocked_v6) = if cfg.dataplane.block_private_networks {
-        crate::sys::dataplane::blocked_defaults(runner.as_ref(), wgc.subnet, wgc.subnet_v6)?
+        crate::sys::dataplane::fenced_networks(
+            runner.as_ref(),
+            &fence_holes(cfg),
+            &cfg.dataplane.allow_networks,
+        )?
     } else {
         (Vec::new(), Vec::new())
     };
@@ -125,11 +136,52 @@ fn kernel_policy(
         shaping: cfg.dataplane.shaping,
         peers: Vec::new(),
     };
-    let dp = crate::sys::dataplane::Dataplane::new(runner);
+    let link = crate::sys::nft::NfSocket::open()?;
+    let dp = crate::sys::dataplane::Dataplane::new(runner, Arc::new(link));
     Ok((
         Arc::new(crate::sys::policy::KernelEnforcer::new(dp, base.clone())),
         base,
     ))
+}
+
+/// Recomputes the fence whenever the host gains or loses an address, and has the reconcile
+/// loop write it: a network on an interface added while running is fenced within a pass.
+fn follow_host_addresses(
+    cfg: &Config,
+    commands: &Arc<crate::sys::runner::InFlight>,
+    policy: Arc<crate::sys::policy::KernelEnforcer>,
+    reconcile: Arc<tokio::sync::Notify>,
+) {
+    let holes = fence_holes(cfg);
+    let allow = cfg.dataplane.allow_networks.clone();
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let notify = changed.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::sys::link::watch_addresses(|| notify.notify_one()).await {
+            log::error!("address changes are not followed: {e}");
+        }
+    });
+    let runner = Arc::new(runner(cfg, commands));
+    tokio::spawn(async move {
+        loop {
+            changed.notified().await;
+            let (holes, allow, runner) = (holes.clone(), allow.clone(), runner.clone());
+            let fence = tokio::task::spawn_blocking(move || {
+                crate::sys::dataplane::fenced_networks(runner.as_ref(), &holes, &allow)
+            })
+            .await;
+            match fence {
+                Ok(Ok((v4, v6))) => {
+                    if policy.set_fence(v4, v6) {
+                        log::info!(target: "dataplane", "host addresses changed: fence updated");
+                        reconcile.notify_one();
+                    }
+                }
+                Ok(Err(e)) => log::error!("cannot read the host's addresses: {e}"),
+                Err(e) => log::error!("fence update failed: {e}"),
+            }
+        }
+    });
 }
 
 pub async fn serve(cfg: Config) -> Result<()> {
@@ -174,9 +226,16 @@ pub async fn serve(cfg: Config) -> Result<()> {
     };
     let registry = Registry::new(wgc.subnet, wgc.subnet_v6, cfg.node.max_capacity);
     let (policy, rules) = kernel_policy(&cfg, outward.as_deref(), &commands)?;
-    let seams = Seams { wg, policy, rules };
+    let seams = Seams {
+        wg,
+        policy: policy.clone(),
+        rules,
+    };
     // The node's own thread: every kernel call happens there, outside the async runtime.
     let node = Node::open(registry, store, server, seams, cfg.peers.clone())?.spawn()?;
+    if cfg.dataplane.block_private_networks {
+        follow_host_addresses(&cfg, &commands, policy, node.trigger());
+    }
     let metrics = Arc::new(Metrics::with_per_peer(cfg.api.metrics_per_peer));
 
     let label = format!("restoring {} peers", node.view().peers.len());

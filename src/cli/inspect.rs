@@ -67,9 +67,31 @@ pub fn classify_file(path: &Path) -> Result<(Vec<FlowRecord>, Summary), InspectE
         read_with_libpcap(path, &mut frame)?;
     }
     classifier.drain(&mut keep);
-    flows.sort_unstable_by_key(|r| r.id);
+    in_order_of_appearance(&mut flows);
     summary.flows = flows.len() as u64;
     Ok((flows, summary))
+}
+
+/// Sorts flows by id. Ids count from zero and every flow ends once, so they are usually a
+/// permutation of the indexes and each record can be put in its place directly; evicted flows
+/// (only past millions of flows) leave gaps, and then it sorts.
+fn in_order_of_appearance(flows: &mut [FlowRecord]) {
+    let n = flows.len();
+    if flows.iter().any(|r| r.id >= n as u64) {
+        flows.sort_unstable_by_key(|r| r.id);
+        return;
+    }
+    for i in 0..n {
+        while flows[i].id != i as u64 {
+            let j = flows[i].id as usize;
+            if flows[j].id == j as u64 {
+                // Two records with one id: not a permutation after all.
+                flows.sort_unstable_by_key(|r| r.id);
+                return;
+            }
+            flows.swap(i, j);
+        }
+    }
 }
 
 fn unsupported(path: &Path, dlt: i32) -> InspectError {

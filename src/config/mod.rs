@@ -88,6 +88,8 @@ pub struct DataplaneConfig {
     pub reconcile_interval: Duration,
     pub isolation: bool,
     pub block_private_networks: bool,
+    /// Fenced networks peers may reach all the same (internal services).
+    pub allow_networks: Vec<ipnet::IpNet>,
     pub shaping: bool,
     /// How long one `nft`/`tc`/`ip` call may run before it is killed.
     pub command_timeout: Duration,

@@ -91,6 +91,7 @@ pub struct RawDataplane {
     pub reconcile_interval_secs: Option<i64>,
     pub isolation: Option<bool>,
     pub block_private_networks: Option<bool>,
+    pub allow_networks: Option<Vec<String>>,
     pub shaping: Option<bool>,
     pub firewall_backend: Option<String>,
     pub command_timeout_secs: Option<i64>,
@@ -200,6 +201,7 @@ pub const ENV: &[(&str, &str, EnvSetter)] = &[
         dataplane.command_timeout_secs,
         int
     ),
+    env!("WAYLUME_ALLOW_NETWORKS", dataplane.allow_networks, list),
     env!("WAYLUME_IDLE_TIMEOUT_SECS", peers.idle_timeout_secs, int),
     env!(
         "WAYLUME_HEARTBEAT_INTERVAL_SECS",

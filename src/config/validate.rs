@@ -38,6 +38,35 @@ pub(super) fn ranged<T: TryFrom<i64>>(
     }
 }
 
+/// Networks written as `addr/len` with no host bits, at most 256, none the whole address space
+/// (that is `block_private_networks = false`).
+fn allow_networks(items: Vec<String>) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    const KEY: &str = "dataplane.allow_networks";
+    if items.len() > 256 {
+        return Err(bad(KEY, format!("{} networks, at most 256", items.len())));
+    }
+    let mut out = Vec::new();
+    for s in items {
+        let net: ipnet::IpNet = s
+            .parse()
+            .map_err(|_| bad(KEY, format!("{s:?} is not a network (addr/len)")))?;
+        if net != net.trunc() {
+            return Err(bad(
+                KEY,
+                format!("{s} has host bits set; the network is {}", net.trunc()),
+            ));
+        }
+        if net.prefix_len() == 0 {
+            return Err(bad(
+                KEY,
+                format!("{s} allows everything; set block_private_networks = false instead"),
+            ));
+        }
+        out.push(net);
+    }
+    Ok(out)
+}
+
 pub(super) fn secs(
     key: &str,
     v: Option<i64>,
@@ -254,6 +283,7 @@ pub fn validate(raw: RawConfig, src: &Sources) -> Result<Config, ConfigError> {
         )?,
         isolation: dp.isolation.unwrap_or(true),
         block_private_networks: dp.block_private_networks.unwrap_or(true),
+        allow_networks: allow_networks(dp.allow_networks.unwrap_or_default())?,
         shaping: dp.shaping.unwrap_or(true),
         command_timeout: secs(
             "dataplane.command_timeout_secs",

@@ -27,6 +27,7 @@ mod counters;
 mod error;
 mod handle;
 pub mod reconcile;
+pub mod removal;
 mod view;
 
 pub use crate::core::lifetime::Removal;

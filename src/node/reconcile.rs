@@ -150,15 +150,10 @@ impl Node {
         self.publish();
     }
 
-    /// After a pass that worked: counts it and removes the peers due at `now`.
-    pub fn pass_done(&mut self, repaired: bool, now: u64) {
+    /// After a pass that worked: counts it.
+    pub fn pass_done(&mut self, repaired: bool) {
         self.passes.runs += 1;
         self.passes.repairs += u64::from(repaired);
-        for (id, why) in self.due_for_removal(now) {
-            if let Err(e) = self.delete(&Selector::Id(id), why) {
-                log::warn!("removing an {why:?} peer failed: {e}");
-            }
-        }
         self.publish();
     }
 }
@@ -236,12 +231,20 @@ pub async fn run(
                 if repaired {
                     log::warn!("reconcile repaired the data plane: {repairs:?}");
                 }
-                let _ = node.call(move |n| n.pass_done(repaired, unix_now())).await;
-                let peers = node.view().peers.len();
-                heartbeat(&[
-                    NotifyState::Watchdog,
-                    NotifyState::Status(&format!("{peers} peers")),
-                ]);
+                let _ = node.call(move |n| n.pass_done(repaired)).await;
+                // Removals in chunks, the watchdog told after each: thousands of peers expiring
+                // together never look like a hung node.
+                loop {
+                    let more = node.call(|n| n.remove_due(unix_now())).await;
+                    let peers = node.view().peers.len();
+                    heartbeat(&[
+                        NotifyState::Watchdog,
+                        NotifyState::Status(&format!("{peers} peers")),
+                    ]);
+                    if !matches!(more, Ok(true)) {
+                        break;
+                    }
+                }
             }
             Err(e) => {
                 let _ = node.call(Node::pass_failed).await;

@@ -89,6 +89,17 @@ impl NodeView {
         all
     }
 
+    /// At most `limit` peers whose id sorts after `after`, in id order: O(limit + log n).
+    pub fn page(&self, after: Option<&PeerId>, limit: usize) -> Vec<&PeerStatus> {
+        use std::ops::Bound;
+        let from: Bound<&PeerId> = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.peers
+            .range::<_, PeerId>((from, Bound::Unbounded))
+            .take(limit)
+            .map(|(_, s)| s)
+            .collect()
+    }
+
     pub fn counts(&self, now: u64) -> PeerCounts {
         PeerCounts {
             total: self.peers.len(),

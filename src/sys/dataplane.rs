@@ -9,6 +9,7 @@ use crate::core::plan::{
     self, NftDiff, ObservedDev, ObservedNft, ObservedQuota, PeerChange, Plan, PlanError, PlanInput,
     TABLE, quota_name, quota_owner,
 };
+use crate::sys::nft::{NetlinkError, NftLink};
 use crate::sys::runner::{Cmd, RunError, Runner};
 use crate::sys::{nft, tc};
 
@@ -18,6 +19,8 @@ pub enum DataplaneError {
     Plan(#[from] PlanError),
     #[error("data plane: {0}")]
     Run(#[from] RunError),
+    #[error("data plane: {0}")]
+    Netlink(#[from] NetlinkError),
     #[error("data plane: reading nft: {0}")]
     Nft(#[from] nft::ParseError),
     #[error("data plane: reading tc: {0}")]
@@ -53,6 +56,8 @@ impl Applied {
 
 pub struct Dataplane {
     runner: Arc<dyn Runner>,
+    /// Per-peer changes and quota reads, without a process per change.
+    link: Arc<dyn NftLink>,
     /// The last `used` read per quota: restores a deleted quota from the newest count.
     remembered: Mutex<BTreeMap<String, u64>>,
 }
@@ -62,9 +67,10 @@ fn remember(m: &Mutex<BTreeMap<String, u64>>) -> std::sync::MutexGuard<'_, BTree
 }
 
 impl Dataplane {
-    pub fn new(runner: Arc<dyn Runner>) -> Dataplane {
+    pub fn new(runner: Arc<dyn Runner>, link: Arc<dyn NftLink>) -> Dataplane {
         Dataplane {
             runner,
+            link,
             remembered: Mutex::new(BTreeMap::new()),
         }
     }
@@ -227,22 +233,31 @@ impl Dataplane {
     /// If it fails (the kernel was not in the state the change assumes), the error goes back to
     /// the caller, whose full reconcile (`apply` with every peer) repairs the rest.
     pub fn apply_change(&self, input: &PlanInput, change: &PeerChange) -> Result<Applied> {
-        let current = match change {
-            PeerChange::Update { before, after } if before.cap_bytes != after.cap_bytes => {
-                self.peer_quota(after.addr)?
+        self.apply_changes(input, std::slice::from_ref(change))
+    }
+
+    /// Many peers' changes as one nftables batch (netlink, split only by the socket's size
+    /// limit) and one `tc -batch`: a pass that removes thousands of peers spawns one process.
+    pub fn apply_changes(&self, input: &PlanInput, changes: &[PeerChange]) -> Result<Applied> {
+        let mut batch = plan::Batch::default();
+        for change in changes {
+            let current = match change {
+                PeerChange::Update { before, after } if before.cap_bytes != after.cap_bytes => {
+                    self.peer_quota(after.addr)?
+                }
+                _ => None,
+            };
+            batch.extend(plan::peer_batch(input, change, current.as_ref())?);
+            if let PeerChange::Remove(p) = change {
+                remember(&self.remembered).remove(&quota_name(p.addr));
             }
-            _ => None,
-        };
-        let batch = plan::peer_batch(input, change, current.as_ref())?;
-        if let PeerChange::Remove(p) = change {
-            remember(&self.remembered).remove(&quota_name(p.addr));
         }
-        self.apply_nft(&batch.nft)?;
+        self.link.apply(&batch.nft)?;
         self.apply_tc(&batch.tc)?;
         Ok(Applied {
             changes: vec![format!(
-                "{} nft lines, {} tc lines",
-                batch.nft.lines().count(),
+                "{} nft operations, {} tc lines",
+                batch.nft.len(),
                 batch.tc.len()
             )],
         })
@@ -251,15 +266,10 @@ impl Dataplane {
     /// Bytes used per peer (rx + tx since creation) as the kernel counts them. After a cap is
     /// reached the kernel also counts the packets it drops; report `min(used, cap)`.
     pub fn usage(&self) -> Result<BTreeMap<Ipv4Addr, u64>> {
-        let out = match self.run(&["nft", "-j", "list", "table", "inet", TABLE]) {
-            Ok(out) => out,
-            Err(e) if nft::is_missing_table(e.stderr()) => return Ok(BTreeMap::new()),
-            Err(e) => return Err(e.into()),
-        };
-        let obs = nft::parse_table(&out)?;
+        let quotas = self.link.quotas()?;
         let mut r = remember(&self.remembered);
         let mut usage = BTreeMap::new();
-        for (name, q) in &obs.quotas {
+        for (name, q) in &quotas {
             r.insert(name.clone(), q.used);
             if let Some(addr) = quota_owner(name) {
                 usage.insert(addr, q.used);
@@ -274,12 +284,7 @@ impl Dataplane {
     }
 
     fn peer_quota(&self, addr: Ipv4Addr) -> Result<Option<ObservedQuota>> {
-        let name = quota_name(addr);
-        match self.run(&["nft", "-j", "list", "quota", "inet", TABLE, &name]) {
-            Ok(out) => Ok(nft::parse_table(&out)?.quotas.get(&name).copied()),
-            Err(e) if nft::is_missing_table(e.stderr()) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        Ok(self.link.quota(&quota_name(addr))?)
     }
 
     /// Removes the table, the qdiscs and the IFB (`teardown_on_stop = true`). Best effort: every
@@ -313,7 +318,7 @@ impl Dataplane {
 }
 
 mod host;
-pub use host::{blocked_defaults, default_route_interface};
+pub use host::{default_route_interface, fenced_networks};
 
 #[cfg(test)]
 pub(crate) mod tests;

@@ -81,6 +81,16 @@ impl WireGuard for FakeWireGuard {
         Ok(())
     }
 
+    /// One change however many peers, as one device update is.
+    fn remove_peers(&self, keys: &[Key]) -> Result<(), WgError> {
+        self.maybe_fail()?;
+        let mut peers = self.lock();
+        for k in keys {
+            peers.remove(k);
+        }
+        Ok(())
+    }
+
     fn set_identity(&self) -> Result<(), WgError> {
         Ok(())
     }
@@ -112,6 +122,8 @@ impl WireGuard for FakeWireGuard {
 #[derive(Default)]
 pub struct FakeEnforcer {
     pub changes: Mutex<Vec<crate::core::plan::PeerChange>>,
+    /// Calls that carried many changes at once (one kernel batch each).
+    pub batches: AtomicUsize,
     pub used: Mutex<std::collections::BTreeMap<std::net::Ipv4Addr, u64>>,
     pub fail_next: AtomicBool,
 }
@@ -131,6 +143,14 @@ impl super::policy::PeerEnforcer for FakeEnforcer {
             .unwrap_or_else(|e| e.into_inner())
             .push(c.clone());
         Ok(())
+    }
+
+    fn change_many(
+        &self,
+        cs: &[crate::core::plan::PeerChange],
+    ) -> Result<(), crate::sys::dataplane::DataplaneError> {
+        self.batches.fetch_add(1, Ordering::SeqCst);
+        cs.iter().try_for_each(|c| self.change(c))
     }
 
     fn check(

@@ -3,10 +3,12 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
+use rtnetlink::packet_core::NetlinkPayload;
+use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
-use rtnetlink::{Handle, LinkUnspec, LinkWireguard, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkUnspec, LinkWireguard, MulticastGroup, RouteMessageBuilder};
 
 const EEXIST: i32 = 17;
 const ENODEV: i32 = 19;
@@ -243,4 +245,24 @@ impl Netlink {
             });
         Ok(Some((dev, addr)))
     }
+}
+
+/// Calls `changed` after every address added to or removed from any interface of this
+/// namespace, for as long as the kernel keeps the subscription.
+pub async fn watch_addresses(mut changed: impl FnMut()) -> Result<(), LinkError> {
+    use futures::StreamExt;
+    let groups = [MulticastGroup::Ipv4Ifaddr, MulticastGroup::Ipv6Ifaddr];
+    let (conn, _handle, mut events) =
+        rtnetlink::new_multicast_connection(&groups).map_err(LinkError::Socket)?;
+    let conn = tokio::spawn(conn);
+    while let Some((msg, _)) = events.next().await {
+        if let NetlinkPayload::InnerMessage(
+            RouteNetlinkMessage::NewAddress(_) | RouteNetlinkMessage::DelAddress(_),
+        ) = msg.payload
+        {
+            changed();
+        }
+    }
+    conn.abort();
+    Ok(())
 }

@@ -7,6 +7,11 @@ use serde_json::Value;
 
 use crate::core::plan::{ObservedChain, ObservedNft, ObservedQuota, TABLE};
 
+pub mod netlink;
+pub mod wire;
+
+pub use netlink::{NetlinkError, NfSocket, NftLink};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {
     #[error("nft output is not JSON: {0}")]

@@ -2,6 +2,9 @@
 //! data caps), and the real implementation over `nft` and `tc`.
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::sync::Mutex;
+
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::core::plan::{PeerChange, PeerPolicy, Plan, PlanInput};
 use crate::sys::dataplane::{Dataplane, DataplaneError};
@@ -21,6 +24,10 @@ pub struct Repair {
 pub trait PeerEnforcer: Send + Sync + 'static {
     /// One peer's change, in O(1) kernel work.
     fn change(&self, change: &PeerChange) -> Result<(), DataplaneError>;
+    /// Many peers' changes as one nftables batch and one tc batch (a pass's removals).
+    fn change_many(&self, changes: &[PeerChange]) -> Result<(), DataplaneError> {
+        changes.iter().try_for_each(|c| self.change(c))
+    }
     /// Compares the kernel with the plan for `peers`; writes nothing.
     fn check(&self, peers: Vec<PeerPolicy>) -> Result<Option<Repair>, DataplaneError>;
     fn repair(&self, repair: &Repair) -> Result<(), DataplaneError>;
@@ -33,24 +40,47 @@ pub trait PeerEnforcer: Send + Sync + 'static {
 /// `nft` and `tc` through the data plane's renderer; `base` is the node's settings (no peers).
 pub struct KernelEnforcer {
     dp: Dataplane,
-    base: PlanInput,
+    base: Mutex<PlanInput>,
 }
 
 impl KernelEnforcer {
     pub fn new(dp: Dataplane, base: PlanInput) -> KernelEnforcer {
-        KernelEnforcer { dp, base }
+        KernelEnforcer {
+            dp,
+            base: Mutex::new(base),
+        }
+    }
+
+    fn base(&self) -> PlanInput {
+        self.base.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the fenced networks (the host's addresses changed); `true` when they differ
+    /// from before. The next full check writes them.
+    pub fn set_fence(&self, v4: Vec<Ipv4Net>, v6: Vec<Ipv6Net>) -> bool {
+        let mut base = self.base.lock().unwrap_or_else(|e| e.into_inner());
+        if base.blocked_v4 == v4 && base.blocked_v6 == v6 {
+            return false;
+        }
+        base.blocked_v4 = v4;
+        base.blocked_v6 = v6;
+        true
     }
 }
 
 impl PeerEnforcer for KernelEnforcer {
     fn change(&self, change: &PeerChange) -> Result<(), DataplaneError> {
-        self.dp.apply_change(&self.base, change).map(|_| ())
+        self.dp.apply_change(&self.base(), change).map(|_| ())
+    }
+
+    fn change_many(&self, changes: &[PeerChange]) -> Result<(), DataplaneError> {
+        self.dp.apply_changes(&self.base(), changes).map(|_| ())
     }
 
     fn check(&self, peers: Vec<PeerPolicy>) -> Result<Option<Repair>, DataplaneError> {
         let input = PlanInput {
             peers,
-            ..self.base.clone()
+            ..self.base()
         };
         let plan = Plan::build(&input)?;
         self.dp.prepare(&input)?;
@@ -92,6 +122,6 @@ impl PeerEnforcer for KernelEnforcer {
             crate::core::plan::flows::FLOW_TABLE,
         ]);
         let _ = self.dp.runner().run(&flows);
-        self.dp.teardown(&self.base)
+        self.dp.teardown(&self.base())
     }
 }

@@ -67,6 +67,10 @@ pub trait WireGuard: Send + Sync + 'static {
     /// Adds a peer or replaces its settings.
     fn upsert_peer(&self, peer: &PeerSpec) -> Result<(), WgError>;
     fn remove_peer(&self, public_key: &Key) -> Result<(), WgError>;
+    /// Removes many peers in one update.
+    fn remove_peers(&self, keys: &[Key]) -> Result<(), WgError> {
+        keys.iter().try_for_each(|k| self.remove_peer(k))
+    }
     /// The device as it is now, every peer with its counters.
     fn device(&self) -> Result<DeviceView, WgError>;
     /// Removes the interface (and stops wireguard-go).
@@ -321,6 +325,15 @@ impl WireGuard for RealDevice {
             .remove_peer_by_key(key)
             .apply(&self.iface, self.backend())
             .map_err(self.err("remove peer"))
+    }
+
+    fn remove_peers(&self, keys: &[Key]) -> Result<(), WgError> {
+        let update = keys
+            .iter()
+            .fold(DeviceUpdate::new(), |u, k| u.remove_peer_by_key(k));
+        update
+            .apply(&self.iface, self.backend())
+            .map_err(self.err("remove peers"))
     }
 
     fn device(&self) -> Result<DeviceView, WgError> {

@@ -2,5 +2,7 @@
 //! with the in-memory WireGuard, and the binary's own entry points.
 mod cli;
 mod hostile;
+mod pages;
 mod peers;
 mod reconcile;
+mod removal;

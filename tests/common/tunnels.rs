@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use waylume::core::plan::{PeerPolicy, PlanInput};
-use waylume::sys::dataplane::{Dataplane, blocked_defaults, default_route_interface};
+use waylume::sys::dataplane::{Dataplane, default_route_interface, fenced_networks};
+use waylume::sys::nft::NfSocket;
 use waylume::sys::runner::{Cmd, RunError, Runner, SystemRunner};
 
 use crate::netns::{Lab, wait_for};
@@ -18,7 +19,8 @@ pub const SUBNET: &str = "10.77.0.0/16";
 pub const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 pub const A: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 pub const B: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
-pub const INET: &str = "198.18.0.2";
+/// One hop behind the "internet" namespace's address: the node fences the networks it is in.
+pub const INET: &str = "198.19.0.2";
 pub const METADATA: &str = "169.254.169.254";
 
 /// Records every command that writes to the kernel (`nft -f`, `tc -batch`), then runs it.
@@ -121,7 +123,18 @@ impl TunnelLab {
             self.lab
                 .veth((&self.srv, s_if, s_addr), (peer_ns, c_if, c_addr));
         }
-        // The "internet" also holds the metadata address; the server routes everything to it.
+        // The "internet" also holds the metadata address and, one hop away from the server, the
+        // address peers reach; the server routes everything to it.
+        must(&[
+            "ip",
+            "-n",
+            &self.inet,
+            "addr",
+            "add",
+            "198.19.0.2/32",
+            "dev",
+            "lo",
+        ]);
         must(&[
             "ip",
             "-n",
@@ -237,7 +250,7 @@ impl TunnelLab {
             must(&["ip", "-n", ns, "link", "set", wg, "mtu", "1420"]);
             must(&["ip", "-n", ns, "addr", "add", addr, "dev", wg]);
             must(&["ip", "-n", ns, "link", "set", wg, "up"]);
-            for net in ["198.18.0.0/24", "169.254.169.254/32"] {
+            for net in ["198.18.0.0/15", "169.254.169.254/32"] {
                 must(&["ip", "-n", ns, "route", "add", net, "dev", wg]);
             }
         }
@@ -307,7 +320,7 @@ impl TunnelLab {
     }
 
     pub fn dataplane(&self) -> Dataplane {
-        Dataplane::new(self.runner.clone())
+        Dataplane::new(self.runner.clone(), Arc::new(nf_socket(&self.srv)))
     }
 
     /// The plan input the daemon would build: host facts read from the server namespace.
@@ -315,7 +328,7 @@ impl TunnelLab {
         let subnet = SUBNET.parse().unwrap();
         let outward = default_route_interface(self.runner.as_ref()).unwrap();
         let (blocked_v4, blocked_v6) =
-            blocked_defaults(self.runner.as_ref(), subnet, None).unwrap();
+            fenced_networks(self.runner.as_ref(), &[ipnet::IpNet::V4(subnet)], &[]).unwrap();
         PlanInput {
             iface: self.wg_s.clone(),
             ifb: "wlifb0".into(),
@@ -430,4 +443,19 @@ pub fn policy(addr: Ipv4Addr) -> PeerPolicy {
         cap_bytes: None,
         used_bytes: 0,
     }
+}
+
+/// An nf_tables netlink socket of namespace `ns`: opened on a thread that entered it (a socket
+/// belongs to the namespace it was created in; the thread ends, the process never moves).
+pub fn nf_socket(ns: &str) -> NfSocket {
+    let path = format!("/run/netns/{ns}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let f = std::fs::File::open(&path).unwrap();
+            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            NfSocket::open().unwrap()
+        })
+        .join()
+        .unwrap()
+    })
 }

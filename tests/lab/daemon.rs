@@ -47,7 +47,7 @@ fn peer_lifecycle_and_restart_with_real_clients() {
         .unwrap()
         .replace("198.18.2.1:51820", "100.64.1.1:51820");
     let wg_cli = lab.ifname("c");
-    client_up(&lab, &cli, &wg_cli, &config, "10.77.0.2", "198.18.2.0/24");
+    client_up(&lab, &cli, &wg_cli, &config, "10.77.0.2", "198.18.0.0/15");
     wait_for("ping through the tunnel", Duration::from_secs(15), || {
         lab.ping(&cli, INTERNET)
     });

@@ -133,9 +133,10 @@ pub fn client_up(lab: &Lab, ns: &str, ifname: &str, config: &str, address: &str,
 
 /// The usual lab: a client namespace and an "internet" namespace on either side of the server
 /// namespace, where the daemon runs with the userspace backend. Underlay addresses:
-/// client 100.64.1.2 — 100.64.1.1 server 198.18.2.1 — 198.18.2.2 internet. The internet side
-/// uses the benchmarking range (198.18.0.0/15), so the node does not count it among the host's
-/// private networks that peers must not reach; it exists only inside these namespaces.
+/// client 100.64.1.2 — 100.64.1.1 server 198.18.2.1 — 198.18.2.2 internet, which also holds
+/// 198.19.2.2, one hop away: the node fences every network it has an address in, so what peers
+/// reach stands behind its default route, as the internet does. Benchmarking range
+/// (198.18.0.0/15), only inside these namespaces.
 pub struct NodeLab {
     pub lab: Lab,
     pub srv: String,
@@ -144,7 +145,7 @@ pub struct NodeLab {
     pub wg_srv: String,
 }
 
-pub const INTERNET: &str = "198.18.2.2";
+pub const INTERNET: &str = "198.19.2.2";
 
 impl NodeLab {
     pub fn new(tag: &str) -> NodeLab {
@@ -154,7 +155,26 @@ impl NodeLab {
         let net = lab.netns("net");
         lab.link(&cli, "100.64.1.2/24", &srv, "100.64.1.1/24");
         lab.link(&srv, "198.18.2.1/24", &net, "198.18.2.2/24");
-        sh(&["ip", "-n", &srv, "route", "add", "default", "via", INTERNET]);
+        sh(&[
+            "ip",
+            "-n",
+            &net,
+            "addr",
+            "add",
+            "198.19.2.2/32",
+            "dev",
+            "lo",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &srv,
+            "route",
+            "add",
+            "default",
+            "via",
+            "198.18.2.2",
+        ]);
         let wg_srv = lab.ifname("s");
         NodeLab {
             lab,
@@ -203,7 +223,7 @@ impl NodeLab {
             &ifname,
             &config,
             addr,
-            "198.18.2.0/24",
+            "198.18.0.0/15",
         );
         ifname
     }

@@ -60,7 +60,7 @@ fn attacker(nl: &mut NodeLab, d: &crate::harness::Daemon<'_>) -> (String, serde_
         .replace(peer["endpoint"].as_str().unwrap(), "100.64.2.1:51820");
     let ifname = nl.lab.ifname("a");
     let addr = peer["address"].as_str().unwrap();
-    client_up(&nl.lab, &att, &ifname, &config, addr, "198.18.2.0/24");
+    client_up(&nl.lab, &att, &ifname, &config, addr, "198.18.0.0/15");
     wait_for("the attacker's tunnel", Duration::from_secs(15), || {
         nl.lab.ping(&att, INTERNET)
     });

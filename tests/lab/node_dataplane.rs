@@ -300,3 +300,88 @@ fn the_daemon_adopts_what_the_nixos_module_declares() {
         "{log}"
     );
 }
+
+#[test]
+#[ignore = "needs root"]
+fn a_network_the_host_joins_while_running_is_fenced() {
+    let mut nl = NodeLab::new("zf");
+    let d = nl.daemon(&[]);
+    let (_pid, _n) = d.start(&mut nl.lab, "d1");
+    let (ok, peer) = d.cli(&["create"]);
+    assert!(ok, "{peer}");
+    let wg_cli = nl.client(&peer, "c");
+    // A host on 203.0.113.0/24 that the node reaches through its default route, for now.
+    let far = "203.0.113.2";
+    sh(&[
+        "ip",
+        "-n",
+        &nl.net,
+        "addr",
+        "add",
+        "203.0.113.2/32",
+        "dev",
+        "lo",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &nl.cli,
+        "route",
+        "add",
+        "203.0.113.0/24",
+        "dev",
+        &wg_cli,
+    ]);
+    wait_for("the tunnel", Duration::from_secs(15), || {
+        nl.lab.ping(&nl.cli, INTERNET)
+    });
+    assert!(nl.lab.ping(&nl.cli, far), "not fenced yet");
+
+    // The node gets an address in that network on its uplink: the network is now the host's.
+    let uplink = sh(&[
+        "ip",
+        "-n",
+        &nl.srv,
+        "-o",
+        "addr",
+        "show",
+        "to",
+        "198.18.2.1",
+    ]);
+    let uplink = uplink.split_whitespace().nth(1).unwrap().to_string();
+    sh(&[
+        "ip",
+        "-n",
+        &nl.srv,
+        "addr",
+        "add",
+        "203.0.113.1/24",
+        "dev",
+        &uplink,
+    ]);
+    let fenced = || {
+        sh(&[
+            "ip", "netns", "exec", &nl.srv, "nft", "list", "set", "inet", "waylume", "blocked4",
+        ])
+        .contains("203.0.113.0/24")
+    };
+    wait_for("the fence to follow", Duration::from_secs(10), fenced);
+    assert!(!nl.lab.ping(&nl.cli, far), "fenced once the host is in it");
+    assert!(nl.lab.ping(&nl.cli, INTERNET), "the rest still reachable");
+
+    // And the other way: the address goes, the network opens again.
+    sh(&[
+        "ip",
+        "-n",
+        &nl.srv,
+        "addr",
+        "del",
+        "203.0.113.1/24",
+        "dev",
+        &uplink,
+    ]);
+    wait_for("the fence to open", Duration::from_secs(10), || !fenced());
+    wait_for("the far host again", Duration::from_secs(10), || {
+        nl.lab.ping(&nl.cli, far)
+    });
+}

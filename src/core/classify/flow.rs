@@ -14,7 +14,22 @@ pub struct Endpoint {
 impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.ip {
-            IpAddr::V4(ip) => write!(f, "{ip}:{}", self.port),
+            IpAddr::V4(ip) => {
+                // Written by hand: `inspect` prints two endpoints per flow, millions of times.
+                let mut buf = [0u8; 21];
+                let mut n = 0;
+                for (i, o) in ip.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        buf[n] = b'.';
+                        n += 1;
+                    }
+                    n += decimal(&mut buf[n..], u32::from(o));
+                }
+                buf[n] = b':';
+                n += 1;
+                n += decimal(&mut buf[n..], u32::from(self.port));
+                f.write_str(std::str::from_utf8(&buf[..n]).map_err(|_| std::fmt::Error)?)
+            }
             IpAddr::V6(ip) => {
                 f.write_str("[")?;
                 write_v6(f, &ip.segments())?;
@@ -22,6 +37,24 @@ impl std::fmt::Display for Endpoint {
             }
         }
     }
+}
+
+/// Writes `v` (at most 99,999) in decimal at the start of `out`; returns the digits written.
+fn decimal(out: &mut [u8], mut v: u32) -> usize {
+    let mut digits = [0u8; 5];
+    let mut n = 0;
+    loop {
+        digits[n] = b'0' + (v % 10) as u8;
+        n += 1;
+        v /= 10;
+        if v == 0 || n == digits.len() {
+            break;
+        }
+    }
+    for i in 0..n {
+        out[i] = digits[n - 1 - i];
+    }
+    n
 }
 
 /// IPv6 text as nDPI and the classic `inet_ntop` print it: the longest run of zero groups is

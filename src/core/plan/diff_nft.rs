@@ -52,7 +52,12 @@ pub fn diff_nft(
     peers(&plan, obs, &mut d);
     for set in &plan.sets {
         match obs.sets.get(set.name) {
-            Some((_, have)) if have.iter().eq(set.elems.iter()) => continue,
+            // Compared as sets: nft lists the elements in its own order.
+            Some((_, have))
+                if have.len() == set.elems.len() && set.elems.iter().all(|e| have.contains(e)) =>
+            {
+                continue;
+            }
             Some(_) => line(&mut d, format!("flush set inet {TABLE} {}", set.name)),
             None => line(&mut d, set_line(set)),
         }

@@ -3,8 +3,10 @@
 //! holds, and the per-peer incremental operations all live here; nothing here runs a command.
 mod diff_nft;
 mod diff_tc;
+pub mod fence;
 pub mod flows;
 mod ids;
+mod names;
 mod nft;
 mod observed;
 mod ops;
@@ -17,12 +19,13 @@ use ipnet::{Ipv4Net, Ipv6Net};
 pub use diff_nft::{NftDiff, diff_nft};
 pub use diff_tc::diff_tc;
 pub use ids::{TABLE, UNLIMITED_QUOTA, quota_name, quota_owner};
+pub use names::ifb_name;
 pub use nft::{NftPlan, render_table};
 pub use observed::{
     ObservedChain, ObservedClass, ObservedDev, ObservedFilter, ObservedNft, ObservedQuota, Rate,
     rate_text,
 };
-pub use ops::{Batch, PeerChange, peer_batch};
+pub use ops::{Batch, NftOp, PeerChange, peer_batch, render_ops};
 pub use tc::{Dir, TcDevPlan, TcPlan};
 
 /// Highest limit the API accepts: 100 Gbit/s.
@@ -60,7 +63,7 @@ pub struct PlanInput {
     pub outward: Option<String>,
     /// Drop peer → peer and peer → node services (everything but ICMP echo and replies).
     pub isolate: bool,
-    /// Destinations peers may not reach (169.254.0.0/16, the host's private networks).
+    /// Destinations peers may not reach (see `fence`).
     pub blocked_v4: Vec<Ipv4Net>,
     pub blocked_v6: Vec<Ipv6Net>,
     /// Per-peer HTB shaping; `false` removes the qdiscs this plan owns.

@@ -1,10 +1,10 @@
 //! One peer's change as a small batch that touches only that peer's objects: its quota, its map
 //! entries, and per shaped direction one class, one leaf and one filter. The cost does not
 //! depend on how many peers exist.
-use std::fmt::Write as _;
+use std::net::IpAddr;
 
 use super::ids::{Layout, Slot, TABLE, UNLIMITED_QUOTA, quota_name};
-use super::nft::{MAP4, MAP6, QuotaSpec, quota_line};
+use super::nft::{MAP4, MAP6};
 use super::observed::ObservedQuota;
 use super::tc::{Dir, TcDevPlan, class_del_line, class_line, filter_del_line, leaf_line};
 use super::{PeerPolicy, PlanError, PlanInput, validate_peer};
@@ -20,11 +20,65 @@ pub enum PeerChange {
     },
 }
 
-/// An `nft -f` script (one transaction) and `tc -batch` lines; either may be empty.
+/// One change to a peer's nftables objects. Sent as netlink messages, or rendered as `nft`
+/// commands for logs and dry runs; both mean the same transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NftOp {
+    /// Creates the quota with `used` already counted, or changes the limit of an existing one
+    /// (the kernel then keeps its own count and ignores `used`).
+    AddQuota {
+        name: String,
+        limit: u64,
+        used: u64,
+    },
+    DelQuota {
+        name: String,
+    },
+    /// An address → quota element of `map` (`peers4` or `peers6`).
+    AddElem {
+        map: &'static str,
+        key: IpAddr,
+        quota: String,
+    },
+    DelElem {
+        map: &'static str,
+        key: IpAddr,
+    },
+}
+
+impl NftOp {
+    pub fn render(&self) -> String {
+        match self {
+            NftOp::AddQuota { name, limit, used } => {
+                format!("add quota inet {TABLE} {name} {{ until {limit} bytes used {used} bytes }}")
+            }
+            NftOp::DelQuota { name } => format!("delete quota inet {TABLE} {name}"),
+            NftOp::AddElem { map, key, quota } => {
+                format!("add element inet {TABLE} {map} {{ {key} : \"{quota}\" }}")
+            }
+            NftOp::DelElem { map, key } => format!("delete element inet {TABLE} {map} {{ {key} }}"),
+        }
+    }
+}
+
+/// The operations as an `nft -f` script, one line each.
+pub fn render_ops(ops: &[NftOp]) -> String {
+    ops.iter().map(|o| o.render() + "\n").collect()
+}
+
+/// nftables operations (one transaction) and `tc -batch` lines; either may be empty.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Batch {
-    pub nft: String,
+    pub nft: Vec<NftOp>,
     pub tc: Vec<String>,
+}
+
+impl Batch {
+    /// Appends another peer's batch: a whole pass becomes one transaction and one tc batch.
+    pub fn extend(&mut self, other: Batch) {
+        self.nft.extend(other.nft);
+        self.tc.extend(other.tc);
+    }
 }
 
 impl Batch {
@@ -60,18 +114,23 @@ pub fn peer_batch(
     };
     let name = quota_name(addr);
     let nft = &mut b.nft;
+    let add_quota = |limit, used| NftOp::AddQuota {
+        name: name.clone(),
+        limit,
+        used,
+    };
+    let del_quota = || NftOp::DelQuota { name: name.clone() };
     // Map entries go before the quota is deleted and after it is created.
     match (before, after) {
         (Some(_), None) => {
             map_del(nft, before);
-            let _ = writeln!(nft, "delete quota inet {TABLE} {name}");
+            nft.push(del_quota());
         }
         (None, Some(p)) => {
-            let q = QuotaSpec {
-                limit: p.cap_bytes.unwrap_or(UNLIMITED_QUOTA),
-                used: p.used_bytes,
-            };
-            let _ = writeln!(nft, "{}", quota_line(&name, &q));
+            nft.push(add_quota(
+                p.cap_bytes.unwrap_or(UNLIMITED_QUOTA),
+                p.used_bytes,
+            ));
             map_add(nft, after, &name);
         }
         (Some(a), Some(p)) => {
@@ -79,30 +138,26 @@ pub fn peer_batch(
             let depleted = current.filter(|o| o.used >= o.bytes && o.bytes != limit);
             if let Some(o) = depleted {
                 map_del(nft, before);
-                let _ = writeln!(nft, "delete quota inet {TABLE} {name}");
-                let q = QuotaSpec {
-                    limit,
-                    used: o.used,
-                };
-                let _ = writeln!(nft, "{}", quota_line(&name, &q));
+                nft.push(del_quota());
+                nft.push(add_quota(limit, o.used));
                 map_add(nft, after, &name);
             } else if a.cap_bytes != p.cap_bytes {
                 // Changes the limit in place: the kernel keeps `used` and ignores the one given.
-                let q = QuotaSpec {
-                    limit,
-                    used: current.map(|o| o.used).unwrap_or(0),
-                };
-                let _ = writeln!(nft, "{}", quota_line(&name, &q));
+                nft.push(add_quota(limit, current.map(|o| o.used).unwrap_or(0)));
             }
             if depleted.is_none() && a.addr_v6 != p.addr_v6 {
                 if let Some(v6) = a.addr_v6 {
-                    let _ = writeln!(nft, "delete element inet {TABLE} {MAP6} {{ {v6} }}");
+                    nft.push(NftOp::DelElem {
+                        map: MAP6,
+                        key: v6.into(),
+                    });
                 }
                 if let Some(v6) = p.addr_v6 {
-                    let _ = writeln!(
-                        nft,
-                        "add element inet {TABLE} {MAP6} {{ {v6} : \"{name}\" }}"
-                    );
+                    nft.push(NftOp::AddElem {
+                        map: MAP6,
+                        key: v6.into(),
+                        quota: name.clone(),
+                    });
                 }
             }
         }
@@ -128,27 +183,34 @@ pub fn peer_batch(
     Ok(b)
 }
 
-fn map_add(nft: &mut String, p: Option<&PeerPolicy>, name: &str) {
+fn map_add(nft: &mut Vec<NftOp>, p: Option<&PeerPolicy>, name: &str) {
     if let Some(p) = p {
-        let _ = writeln!(
-            nft,
-            "add element inet {TABLE} {MAP4} {{ {} : \"{name}\" }}",
-            p.addr
-        );
-        if let Some(v6) = p.addr_v6 {
-            let _ = writeln!(
-                nft,
-                "add element inet {TABLE} {MAP6} {{ {v6} : \"{name}\" }}"
-            );
+        let keys = [
+            (MAP4, Some(IpAddr::V4(p.addr))),
+            (MAP6, p.addr_v6.map(IpAddr::V6)),
+        ];
+        for (map, key) in keys {
+            if let Some(key) = key {
+                nft.push(NftOp::AddElem {
+                    map,
+                    key,
+                    quota: name.to_string(),
+                });
+            }
         }
     }
 }
 
-fn map_del(nft: &mut String, p: Option<&PeerPolicy>) {
+fn map_del(nft: &mut Vec<NftOp>, p: Option<&PeerPolicy>) {
     if let Some(p) = p {
-        let _ = writeln!(nft, "delete element inet {TABLE} {MAP4} {{ {} }}", p.addr);
-        if let Some(v6) = p.addr_v6 {
-            let _ = writeln!(nft, "delete element inet {TABLE} {MAP6} {{ {v6} }}");
+        let keys = [
+            (MAP4, Some(IpAddr::V4(p.addr))),
+            (MAP6, p.addr_v6.map(IpAddr::V6)),
+        ];
+        for (map, key) in keys {
+            if let Some(key) = key {
+                nft.push(NftOp::DelElem { map, key });
+            }
         }
     }
 }

@@ -188,11 +188,10 @@ fn peer_batches_touch_one_peer() {
         None,
     )
     .unwrap();
-    assert_eq!(add.nft.lines().count(), 2, "{}", add.nft);
-    assert!(
-        add.nft
-            .contains("add quota inet waylume p10_77_0_201 { until 10 bytes used 0 bytes }")
-    );
+    let text = render_ops(&add.nft);
+    assert_eq!(add.nft.len(), 2, "{text}");
+    assert!(text.contains("add quota inet waylume p10_77_0_201 { until 10 bytes used 0 bytes }"));
+    assert!(text.contains("add element inet waylume peers4 { 10.77.0.201 : \"p10_77_0_201\" }"));
     assert_eq!(add.tc.len(), 6);
     assert!(add.tc[0].starts_with("class add dev wl0 parent 1:1 classid 1:c9 htb rate 2000kbit"));
     assert!(add.tc[2].contains("handle 100:c9:1") && add.tc[2].contains("flowid 1:c9"));
@@ -215,7 +214,7 @@ fn peer_batches_touch_one_peer() {
     )
     .unwrap();
     assert_eq!(
-        upd.nft.trim(),
+        render_ops(&upd.nft).trim(),
         format!(
             "add quota inet waylume p10_77_0_201 {{ until {UNLIMITED_QUOTA} bytes used 0 bytes }}"
         )
@@ -225,7 +224,8 @@ fn peer_batches_touch_one_peer() {
     assert!(upd.tc[3].starts_with("class del dev wl0-ifb classid 1:c9"));
 
     let rm = peer_batch(&i, &PeerChange::Remove(before), None).unwrap();
-    let lines: Vec<_> = rm.nft.lines().collect();
+    let text = render_ops(&rm.nft);
+    let lines: Vec<_> = text.lines().collect();
     assert_eq!(
         lines,
         vec![

@@ -2,8 +2,42 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use super::*;
-use crate::core::plan::PeerPolicy;
+use crate::core::plan::{NftOp, PeerPolicy, render_ops};
+use crate::sys::nft::NftLink;
 use crate::sys::runner::fake::FakeRunner;
+
+/// The netlink seam played by the fake runner: operations become an `nft -f` script, reads
+/// answer from the captured listings, so one log shows every write in order.
+struct ToolLink(Arc<dyn Runner>);
+
+fn netlink_err(e: RunError) -> NetlinkError {
+    NetlinkError::Refused {
+        op: e.to_string(),
+        errno: 22,
+        msg: None,
+    }
+}
+
+impl NftLink for ToolLink {
+    fn apply(&self, ops: &[NftOp]) -> std::result::Result<(), NetlinkError> {
+        let cmd = Cmd::new(["nft", "-f", "-"]).stdin(render_ops(ops));
+        self.0.run(&cmd).map(|_| ()).map_err(netlink_err)
+    }
+    fn quota(&self, name: &str) -> std::result::Result<Option<ObservedQuota>, NetlinkError> {
+        let cmd = Cmd::new(["nft", "-j", "list", "quota", "inet", TABLE, name]);
+        let out = self.0.run(&cmd).map_err(netlink_err)?;
+        Ok(nft::parse_table(&out).unwrap().quotas.get(name).copied())
+    }
+    fn quotas(&self) -> std::result::Result<BTreeMap<String, ObservedQuota>, NetlinkError> {
+        let cmd = Cmd::new(["nft", "-j", "list", "table", "inet", TABLE]);
+        let out = self.0.run(&cmd).map_err(netlink_err)?;
+        Ok(nft::parse_table(&out).unwrap().quotas)
+    }
+}
+
+fn dp(runner: Arc<FakeRunner>) -> Dataplane {
+    Dataplane::new(runner.clone(), Arc::new(ToolLink(runner)))
+}
 
 fn fx(name: &str) -> String {
     let path = format!(
@@ -83,7 +117,7 @@ pub(crate) fn kernel(cmd: &Cmd) -> std::result::Result<String, String> {
 #[test]
 fn the_captured_state_matches_its_plan_and_nothing_is_written() {
     let fake = Arc::new(FakeRunner::new(|c, _| kernel(c)));
-    let dp = Dataplane::new(fake.clone());
+    let dp = dp(fake.clone());
     let applied = dp.apply(&captured_input()).unwrap();
     assert!(applied.is_empty(), "{:?}", applied.changes);
     assert!(fake.writes().is_empty());
@@ -101,7 +135,7 @@ fn the_captured_state_matches_its_plan_and_nothing_is_written() {
 #[test]
 fn one_changed_limit_is_one_class_change_and_verify_fails_if_it_did_not_stick() {
     let fake = Arc::new(FakeRunner::new(|c, _| kernel(c)));
-    let dp = Dataplane::new(fake.clone());
+    let dp = dp(fake.clone());
     let mut input = captured_input();
     input.peers[0].download_kbps = Some(3000);
     let err = dp.apply(&input).unwrap_err();
@@ -125,7 +159,7 @@ fn a_missing_table_is_created_with_restored_usage() {
         }
         kernel(c)
     }));
-    let dp = Dataplane::new(fake.clone());
+    let dp = dp(fake.clone());
     let mut input = captured_input();
     input.peers[0].used_bytes = 42_000;
     let _ = dp.apply(&input);
@@ -147,7 +181,7 @@ fn missing_tools_and_devices_are_clear_errors() {
         }
         kernel(c)
     }));
-    let err = Dataplane::new(fake).apply(&captured_input()).unwrap_err();
+    let err = dp(fake).apply(&captured_input()).unwrap_err();
     assert!(
         matches!(&err, DataplaneError::NoDevice(d) if d == "wl0"),
         "{err}"
@@ -159,7 +193,7 @@ fn missing_tools_and_devices_are_clear_errors() {
         }
         kernel(c)
     }));
-    let err = Dataplane::new(fake).apply(&captured_input()).unwrap_err();
+    let err = dp(fake).apply(&captured_input()).unwrap_err();
     assert!(
         err.to_string().contains("nft -j list table inet waylume"),
         "{err}"
@@ -174,7 +208,7 @@ fn a_failed_fast_path_reports_and_leaves_the_rest_to_reconcile() {
             _ => kernel(c),
         }
     }));
-    let dp = Dataplane::new(fake.clone());
+    let dp = dp(fake.clone());
     let input = captured_input();
     // Adding a peer that the captured state already has: the class exists and tc refuses.
     // The error goes back to the caller (the API answers 503) and no full apply follows here:
@@ -187,7 +221,7 @@ fn a_failed_fast_path_reports_and_leaves_the_rest_to_reconcile() {
 
 #[test]
 fn usage_maps_quotas_to_peers() {
-    let dp = Dataplane::new(Arc::new(FakeRunner::new(|c, _| kernel(c))));
+    let dp = dp(Arc::new(FakeRunner::new(|c, _| kernel(c))));
     let u = dp.usage().unwrap();
     assert_eq!(u.len(), 3);
     assert_eq!(u[&Ipv4Addr::new(10, 77, 1, 2)], 1000);
@@ -205,21 +239,40 @@ fn host_facts_from_captured_ip_output() {
             .as_deref(),
         Some("up0")
     );
-    let (v4, v6) = host::parse_blocked(
-        &fx("ip-addr.json"),
+    let host = host::parse_host_networks(&fx("ip-addr.json")).unwrap();
+    let host: Vec<String> = host.iter().map(|n| n.to_string()).collect();
+    assert_eq!(
+        host,
+        vec![
+            "192.168.5.0/24",
+            "198.18.7.0/24",
+            "fd00:1::/64",
+            "fe80::/64",
+            "10.77.0.0/22",
+            "fe80::/64",
+            "fe80::/64"
+        ]
+    );
+    let runner = FakeRunner::new(|c, _| match c.argv.as_slice() {
+        [ip, ..] if ip == "ip" => Ok(fx("ip-addr.json")),
+        _ => Err("unexpected".into()),
+    });
+    let tunnel = [
         "10.77.0.0/22".parse().unwrap(),
-        Some("fd77::/64".parse().unwrap()),
-    )
-    .unwrap();
-    let v4: Vec<String> = v4.iter().map(|n| n.to_string()).collect();
-    // 198.18.7.0/24 is not private; the tunnel's own subnet is handled by isolation.
-    assert_eq!(v4, vec!["169.254.0.0/16", "192.168.5.0/24"]);
-    let v6: Vec<String> = v6.iter().map(|n| n.to_string()).collect();
-    assert_eq!(v6, vec!["fd00:1::/64", "fe80::/10"]);
+        "fd77::/64".parse().unwrap(),
+    ];
+    let (v4, _) = fenced_networks(&runner, &tunnel, &[]).unwrap();
+    // A public network the host is in is fenced too; the tunnel's own subnet is not.
+    let has = |a: &str| {
+        v4.iter()
+            .any(|n| n.contains(&a.parse::<Ipv4Addr>().unwrap()))
+    };
+    assert!(has("198.18.7.20") && has("192.168.5.9") && has("10.77.4.1"));
+    assert!(!has("10.77.0.9") && !has("198.18.8.1"));
 }
 
 fn observed_fixture() -> (Dataplane, Plan, Observed) {
-    let dp = Dataplane::new(Arc::new(FakeRunner::new(|c, _| kernel(c))));
+    let dp = dp(Arc::new(FakeRunner::new(|c, _| kernel(c))));
     let plan = Plan::build(&captured_input()).unwrap();
     let obs = dp.observe(&plan).unwrap();
     (dp, plan, obs)

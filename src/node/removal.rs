@@ -1,0 +1,98 @@
+//! Removing the peers a pass finds due (expired, idle) together: one read of the device and of
+//! the quotas for their final counters, one WireGuard update, one nftables batch and one
+//! `tc -batch`, one store transaction. At most `CHUNK` per job, so the reconcile loop tells the
+//! watchdog between chunks and API changes get their turn.
+use wireguard_control::Key;
+
+use super::{Node, NodeError, PeerStatus, Removal, policy_of, spec};
+use crate::core::peer::{Peer, PeerId};
+use crate::core::plan::PeerChange;
+use crate::core::registry::Selector;
+
+/// Peers removed per job.
+pub const CHUNK: usize = 1000;
+
+impl Node {
+    /// Removes the first `CHUNK` peers due at `now`; returns whether more are due.
+    pub fn remove_due(&mut self, now: u64) -> bool {
+        let due = self.due_for_removal(now);
+        let take = due.len().min(CHUNK);
+        if take > 0
+            && let Err(e) = self.delete_many(&due[..take])
+        {
+            log::warn!("removing {take} expired or idle peers failed: {e}");
+            return false;
+        }
+        due.len() > take
+    }
+
+    /// Removes `due` and returns them with their final counters. All or nothing: on a failure
+    /// the peers stay (WireGuard and the store as before; the next pass repairs the data plane).
+    pub fn delete_many(&mut self, due: &[(PeerId, Removal)]) -> Result<Vec<PeerStatus>, NodeError> {
+        let peers: Vec<(Peer, Removal)> = due
+            .iter()
+            .filter_map(|(id, why)| {
+                let p = self.registry.find(&Selector::Id(id.clone()))?;
+                Some((p.clone(), *why))
+            })
+            .collect();
+        if peers.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Final counters: the last bytes WireGuard and the quotas counted.
+        let live = self.wg.device()?.peers;
+        self.fold(&live);
+        let used = self.policy.usage()?;
+        self.fold_cap_usage(&used);
+        let used_of = |n: &Node, p: &Peer| n.counters.get(&p.id).map_or(0, |c| c.cap_used);
+        let changes: Vec<PeerChange> = peers
+            .iter()
+            .map(|(p, _)| PeerChange::Remove(policy_of(p, used_of(self, p))))
+            .collect();
+        self.generation += 1;
+        self.trigger.notify_one();
+        let keys: Vec<Key> = peers.iter().map(|(p, _)| p.public_key.clone()).collect();
+        self.wg.remove_peers(&keys)?;
+        let ids: Vec<&PeerId> = peers.iter().map(|(p, _)| &p.id).collect();
+        let removed = match self.policy.change_many(&changes) {
+            Err(e) => Err(NodeError::from(e)),
+            Ok(()) => self.store.delete_peers(&ids).map_err(|e| {
+                let back: Vec<PeerChange> = peers
+                    .iter()
+                    .map(|(p, _)| PeerChange::Add(policy_of(p, used_of(self, p))))
+                    .collect();
+                if let Err(undo) = self.policy.change_many(&back) {
+                    log::error!("could not undo a removal's policy ({undo}); reconcile repairs");
+                }
+                NodeError::from(e)
+            }),
+        };
+        if let Err(e) = removed {
+            for (p, _) in &peers {
+                if let Err(undo) = self.wg.upsert_peer(&spec(p)) {
+                    log::error!(
+                        "peer {}: could not restore after a failed removal: {undo}",
+                        p.id
+                    );
+                }
+            }
+            return Err(e);
+        }
+        let mut out = Vec::with_capacity(peers.len());
+        for (p, why) in &peers {
+            let status = self.status(p);
+            self.registry.remove(&p.id);
+            self.counters.remove(&p.id);
+            self.dirty.remove(&p.id);
+            self.endpoints.remove(&p.id);
+            self.touch(&p.id);
+            log::info!(target: "peer", "peer {} removed ({why:?})", p.id);
+            if let Some(f) = self.removal_hook.get() {
+                f(&status, *why);
+            }
+            out.push(status);
+        }
+        self.publish();
+        Ok(out)
+    }
+}
