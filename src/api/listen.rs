@@ -39,29 +39,17 @@ pub struct ListenStats {
 
 /// The listener's counters in Prometheus text.
 pub fn render_metrics(stats: &ListenStats, out: &mut String) {
-    use crate::api::metrics::family;
     use std::fmt::Write as _;
-    family(
-        out,
-        "waylume_api_connections",
-        "gauge",
-        "Connections to the API open now.",
-    );
-    let _ = writeln!(
-        out,
-        "waylume_api_connections {}",
-        stats.open.load(Ordering::Relaxed)
-    );
-    family(
-        out,
-        "waylume_api_connections_refused_total",
-        "counter",
-        "Connections to the API closed at once: the node's cap or the source address's cap was reached.",
-    );
     let _ = write!(
         out,
-        "waylume_api_connections_refused_total{{reason=\"full\"}} {}\n\
+        "# HELP waylume_api_connections Open API connections.\n\
+         # TYPE waylume_api_connections gauge\nwaylume_api_connections {}\n\
+         # HELP waylume_api_connections_refused_total API connections closed at accept: the \
+         listener was full, or their address had its share.\n\
+         # TYPE waylume_api_connections_refused_total counter\n\
+         waylume_api_connections_refused_total{{reason=\"full\"}} {}\n\
          waylume_api_connections_refused_total{{reason=\"per_address\"}} {}\n",
+        stats.open.load(Ordering::Relaxed),
         stats.refused_full.load(Ordering::Relaxed),
         stats.refused_per_address.load(Ordering::Relaxed),
     );

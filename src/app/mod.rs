@@ -323,26 +323,13 @@ pub async fn serve(cfg: Config) -> Result<()> {
     metrics.add_source(move |out| api::listen::render_metrics(&listen_stats, out));
     let c = commands.clone();
     metrics.add_source(move |out| {
-        use api::metrics::family;
-        family(
-            out,
-            "waylume_command_timeouts_total",
-            "counter",
-            "nft, tc and ip calls killed at their deadline.",
-        );
         out.push_str(&format!(
-            "waylume_command_timeouts_total {}\n",
-            c.timeouts()
-        ));
-        family(
-            out,
-            "waylume_commands_stuck",
-            "gauge",
-            "nft, tc and ip calls running for longer than a policy change may wait.",
-        );
-        out.push_str(&format!(
-            "waylume_commands_stuck {}\n",
-            c.stuck_count(api::STUCK_AFTER)
+            "# HELP waylume_command_timeouts_total nft/tc/ip calls killed at their deadline.\n\
+             # TYPE waylume_command_timeouts_total counter\nwaylume_command_timeouts_total {}\n\
+             # HELP waylume_commands_stuck nft/tc/ip calls running for more than 3 s.\n\
+             # TYPE waylume_commands_stuck gauge\nwaylume_commands_stuck {}\n",
+            c.timeouts(),
+            c.stuck_count(api::STUCK_AFTER),
         ));
     });
     let server = tokio::spawn(api::listen::serve(
