@@ -1,7 +1,7 @@
-//! Reconcile: every interval, and right after each change, bring the interface, the peers and
-//! the data plane back to the node's state, fold the counters in, and remove expired and idle
-//! peers. Quiet when nothing changed; each repair is logged and counted, a failure is logged
-//! when it first appears and when it clears.
+//! Reconcile: every interval, and after a failed change, a delete or a policy update, bring the
+//! interface, the peers and the data plane back to the node's state, fold the counters in, and
+//! remove expired and idle peers. Quiet when nothing changed; each repair is logged and counted,
+//! a failure is logged when it first appears and when it clears.
 //!
 //! WireGuard is read and repaired on the owner's thread, between changes, so a change can never
 //! land between the reading and the comparison. The data plane's full check reads O(peers) of
