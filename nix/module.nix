@@ -256,6 +256,9 @@ in {
           WatchdogSec = "${toString (lib.max 30 (6 * dataplane.reconcile_interval_secs))}s";
           Restart = "on-failure";
           RestartSec = 5;
+          # The API's connection cap is sized from the file limit; the daemon raises its soft
+          # limit to this hard one at start.
+          LimitNOFILE = 65536;
           # 78 (EX_CONFIG): the daemon cannot run with this configuration (a missing server id
           # or key, say). Restarting would not help; the unit stays failed with the reason.
           RestartPreventExitStatus = [78];
