@@ -76,6 +76,7 @@
     credentials = unit.LoadCredential == ["supabase-key:/run/secrets/supabase-key" "api-secret:/run/secrets/api-secret"];
     ownUserWithNetworkCapabilities =
       unit.User
+      or null
       == "waylume-server"
       && good.users.users.waylume-server.isSystemUser
       && unit.CapabilityBoundingSet == ["CAP_NET_ADMIN" "CAP_NET_RAW"]
