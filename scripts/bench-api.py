@@ -19,7 +19,7 @@ Everything it makes (namespaces, processes, state) is removed at the end.
 import argparse, hashlib, hmac, http.client, json, math, os, shutil, signal, socket, subprocess, sys
 import queue, tempfile, threading, time, uuid
 
-SECRET = "bench-secret-0123456789abcdef"
+SECRET = "6d1f0c2b9a8e4f7d3c5b1a0e9f8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d"
 SERVER_ID = "bench"
 
 

@@ -326,7 +326,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
         out.push_str(&format!(
             "# HELP waylume_command_timeouts_total nft/tc/ip calls killed at their deadline.\n\
              # TYPE waylume_command_timeouts_total counter\nwaylume_command_timeouts_total {}\n\
-             # HELP waylume_commands_stuck nft/tc/ip calls running for more than 3 s.\n\
+             # HELP waylume_commands_stuck nft/tc/ip calls that change the kernel, running for more than 3 s.\n\
              # TYPE waylume_commands_stuck gauge\nwaylume_commands_stuck {}\n",
             c.timeouts(),
             c.stuck_count(api::STUCK_AFTER),

@@ -25,6 +25,15 @@ pub struct Cmd {
 }
 
 impl Cmd {
+    /// A listing that changes nothing (`nft list …`, `tc … show`, `ip … show`).
+    pub fn is_read(&self) -> bool {
+        self.stdin.is_none()
+            && self
+                .argv
+                .iter()
+                .any(|a| matches!(a.as_str(), "list" | "show" | "monitor"))
+    }
+
     pub fn new<I, S>(argv: I) -> Cmd
     where
         I: IntoIterator<Item = S>,
@@ -83,25 +92,31 @@ pub trait Runner: Send + Sync {
 /// The commands running right now, with their start times; shared by every runner of a process.
 #[derive(Debug, Default)]
 pub struct InFlight {
-    calls: Mutex<BTreeMap<u64, (Instant, String)>>,
+    /// Start, argv, and whether the call changes anything (reads are left out of `stuck`).
+    calls: Mutex<BTreeMap<u64, (Instant, String, bool)>>,
     next: AtomicU64,
     timeouts: AtomicU64,
 }
 
 impl InFlight {
-    /// A call running for longer than `after`, if any: its argv.
+    /// A call that changes the kernel and has run for longer than `after`, if any: its argv.
+    /// Reads (`nft list`, `tc show`) are left out: a full listing grows with the peers and runs
+    /// off the node's thread, so a slow one holds no change up.
     pub fn stuck(&self, after: Duration) -> Option<String> {
         let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
         calls
             .values()
-            .find(|(t, _)| t.elapsed() > after)
-            .map(|(_, argv)| argv.clone())
+            .find(|(t, _, write)| *write && t.elapsed() > after)
+            .map(|(_, argv, _)| argv.clone())
     }
 
-    /// How many calls have run longer than `after`.
+    /// How many calls that change the kernel have run longer than `after`.
     pub fn stuck_count(&self, after: Duration) -> usize {
         let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
-        calls.values().filter(|(t, _)| t.elapsed() > after).count()
+        calls
+            .values()
+            .filter(|(t, _, write)| *write && t.elapsed() > after)
+            .count()
     }
 
     /// Calls killed at their deadline since start.
@@ -109,12 +124,12 @@ impl InFlight {
         self.timeouts.load(Ordering::Relaxed)
     }
 
-    fn enter(self: &Arc<Self>, argv: &str) -> Entered {
+    fn enter(self: &Arc<Self>, cmd: &Cmd, argv: &str) -> Entered {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.calls
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id, (Instant::now(), argv.to_string()));
+            .insert(id, (Instant::now(), argv.to_string(), !cmd.is_read()));
         Entered(self.clone(), id)
     }
 }
@@ -206,7 +221,7 @@ impl Runner for SystemRunner {
             .process_group(0)
             .spawn()
             .map_err(spawn_err)?;
-        let _entered = self.in_flight.enter(&shown);
+        let _entered = self.in_flight.enter(cmd, &shown);
         let pid = child.id();
         if let (Some(input), Some(mut pipe)) = (cmd.stdin.clone(), child.stdin.take()) {
             // In a thread: a hung tool stops reading, and a batch larger than the pipe buffer
@@ -333,6 +348,25 @@ mod tests {
         std::fs::write(&fifo, "done").unwrap();
         assert_eq!(t.join().unwrap().unwrap(), "done");
         assert!(flight.stuck(Duration::ZERO).is_none());
+    }
+
+    #[test]
+    fn a_slow_listing_does_not_count_as_stuck() {
+        let runner = SystemRunner::new();
+        let flight = runner.in_flight();
+        // `sh -c 'sleep …' list`: a read by its argv (the word `list`), running for a while.
+        let t = std::thread::spawn(move || runner.run(&Cmd::new(["sh", "-c", "sleep 1", "list"])));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while flight.calls.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert_eq!(flight.calls.lock().unwrap().len(), 1);
+        assert!(flight.stuck(Duration::ZERO).is_none());
+        assert_eq!(flight.stuck_count(Duration::ZERO), 0);
+        t.join().unwrap().unwrap();
+        assert!(Cmd::new(["nft", "-j", "list", "table", "inet", "waylume"]).is_read());
+        assert!(!Cmd::new(["nft", "-f", "-"]).stdin("list").is_read());
+        assert!(!Cmd::new(["tc", "-batch", "-"]).is_read());
     }
 
     #[test]
