@@ -228,14 +228,15 @@ fn teardown_on_stop_removes_interface_rules_and_classes() {
 
 #[test]
 #[ignore = "needs root"]
-fn the_daemon_adopts_what_the_nixos_module_declares() {
+fn the_daemon_adopts_state_made_before_it_started() {
     let mut nl = NodeLab::new("m");
     let (srv, wg) = (nl.srv.clone(), nl.wg_srv.clone());
     let ifb = format!("ifb-{wg}").chars().take(15).collect::<String>();
     let state = nl.lab.dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
-    // What the module's units do before the daemon starts (nix/module.nix): the key, the
-    // interface with its address, the IFB with the HTB roots and the redirect, an empty table.
+    // State left by an earlier setup (an older module that declared the link, another tool, a
+    // previous daemon): the key, the interface with its address, the IFB with the HTB roots and
+    // the redirect, an empty table. The daemon adopts it rather than building it twice.
     let key = sh(&["wg", "genkey"]);
     std::fs::write(state.join("private.key"), &key).unwrap();
     let keyfile = state.join("private.key").display().to_string();
@@ -280,7 +281,7 @@ fn the_daemon_adopts_what_the_nixos_module_declares() {
     assert_eq!(
         peer["server_public_key"].as_str().unwrap(),
         sh(&["sh", "-c", &format!("wg pubkey < {keyfile}")]).trim(),
-        "the module's key is the node's key"
+        "the existing key is the node's key"
     );
     nl.client(&peer, "c");
     wait_for("the tunnel", Duration::from_secs(15), || {
