@@ -23,9 +23,17 @@
   isV6 = source: lib.hasInfix ":" source;
   sources4 = builtins.filter (s: !isV6 s) cfg.apiAllowedSources;
   sources6 = builtins.filter isV6 cfg.apiAllowedSources;
+  # The operator's allow-list opens its networks here as in the daemon's own fence.
+  allow = dataplane.allow_networks or [];
+  allow4 = builtins.filter (s: !isV6 s) allow;
+  allow6 = builtins.filter isV6 allow;
 
   nftIsolation = concatStringsSep "\n" (
     optional dataplane.isolation ''iifname "${iface}" oifname "${iface}" drop comment "peers never reach each other"''
+    ++ optionals dataplane.block_private_networks (
+      optional (allow4 != []) ''iifname "${iface}" ip daddr { ${concatStringsSep ", " allow4} } accept comment "dataplane.allow_networks"''
+      ++ optional (allow6 != []) ''iifname "${iface}" ip6 daddr { ${concatStringsSep ", " allow6} } accept comment "dataplane.allow_networks"''
+    )
     ++ optionals dataplane.block_private_networks [
       ''iifname "${iface}" ip daddr { ${concatStringsSep ", " privateNetworks4} } drop comment "no private networks through the tunnel"''
       ''iifname "${iface}" ip6 daddr { ${concatStringsSep ", " privateNetworks6} } drop comment "no private networks through the tunnel"''
@@ -33,7 +41,7 @@
     ++ [''oifname "${iface}" iifname != "${iface}" ct state new drop comment "nothing outside opens connections to peers"'']
   );
 
-  iptablesForward = tool: nets:
+  iptablesForward = tool: nets: allowed:
     ''
       ${tool} -w -N waylume-fwd 2>/dev/null || ${tool} -w -F waylume-fwd
     ''
@@ -41,6 +49,10 @@
       ${tool} -w -A waylume-fwd -i ${iface} -o ${iface} -j DROP
     ''
     + optionalString dataplane.block_private_networks (concatMapStrings (net: ''
+        ${tool} -w -A waylume-fwd -i ${iface} -d ${net} -j RETURN
+      '')
+      allowed
+      + concatMapStrings (net: ''
         ${tool} -w -A waylume-fwd -i ${iface} -d ${net} -j DROP
       '')
       nets)
@@ -88,8 +100,8 @@ in
 
     (mkIf (firewallOn && !nft) {
       networking.firewall.extraCommands =
-        iptablesForward "iptables" privateNetworks4
-        + iptablesForward "ip6tables" privateNetworks6
+        iptablesForward "iptables" privateNetworks4 allow4
+        + iptablesForward "ip6tables" privateNetworks6 allow6
         + optionalString cfg.openFirewall (iptablesApi "iptables" sources4 + iptablesApi "ip6tables" sources6);
       networking.firewall.extraStopCommands = iptablesStop "iptables" + iptablesStop "ip6tables";
     })
