@@ -37,7 +37,21 @@ pub(super) fn start(
     } else {
         None
     };
-    let enforcer = std::sync::Mutex::new(enforcer);
+    let enforcer = enforcer.map(Arc::new);
+    if let Some(e) = enforcer.clone() {
+        metrics.add_source(move |out| {
+            crate::api::metrics::family(
+                out,
+                "waylume_flow_decisions_dropped_total",
+                "counter",
+                "Block and throttle decisions dropped because the enforcement queue was full.",
+            );
+            out.push_str(&format!(
+                "waylume_flow_decisions_dropped_total {}\n",
+                e.dropped()
+            ));
+        });
+    }
     let i = Arc::new(Inspection::new(
         wgc.interface.as_str(),
         nets,
@@ -49,7 +63,7 @@ pub(super) fn start(
         },
         move |d| {
             crate::sys::inspection::log_decision(d);
-            if let Some(e) = enforcer.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            if let Some(e) = &enforcer {
                 e.submit(d);
             }
         },

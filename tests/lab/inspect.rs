@@ -268,6 +268,16 @@ fn blocked_bittorrent_is_cut_while_http_passes() {
     );
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.contains(". 6881 timeout"), "{text}");
+    // The enforcer reports the decisions a full queue would drop: none here.
+    let m = nl
+        .lab
+        .exec(&nl.srv, &["curl", "-s", "http://127.0.0.1:3000/metrics"]);
+    let m = String::from_utf8_lossy(&m.stdout);
+    assert!(
+        m.lines()
+            .any(|l| l == "waylume_flow_decisions_dropped_total 0"),
+        "{m}"
+    );
 }
 
 #[test]
