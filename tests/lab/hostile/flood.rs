@@ -184,26 +184,18 @@ fn timed_creates(
         })
         .collect();
     let base = base.to_string();
-    in_netns(ns, move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let client = reqwest::Client::new();
-            let mut out = Vec::new();
-            for r in &reqs {
-                let t = Instant::now();
-                match try_send(&client, &base, r).await {
-                    Ok(a) => out.push((a, t.elapsed())),
-                    Err(e) => panic!("{e}\n{}", std::fs::read_to_string(&log).unwrap_or_default()),
-                }
+    block_on_in_netns(ns, move || async move {
+        let client = reqwest::Client::new();
+        let mut out = Vec::new();
+        for r in &reqs {
+            let t = Instant::now();
+            match try_send(&client, &base, r).await {
+                Ok(a) => out.push((a, t.elapsed())),
+                Err(e) => panic!("{e}\n{}", std::fs::read_to_string(&log).unwrap_or_default()),
             }
-            out
-        })
+        }
+        out
     })
-    .join()
-    .unwrap()
 }
 
 fn percentiles(timed: &[(Answer, Duration)]) -> String {

@@ -28,6 +28,22 @@ fn in_netns<T: Send + 'static>(
     })
 }
 
+/// Runs the future `make` returns to completion on a thread inside namespace `ns`.
+fn block_on_in_netns<T: Send + 'static, F: std::future::Future<Output = T>>(
+    ns: &str,
+    make: impl FnOnce() -> F + Send + 'static,
+) -> T {
+    in_netns(ns, move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(make())
+    })
+    .join()
+    .unwrap()
+}
+
 /// What a daemon tells systemd, read all the time on a thread of its own: a datagram socket
 /// nobody reads fills up, and the daemon's next notification would block.
 pub struct Notes {
@@ -178,36 +194,22 @@ async fn try_send(client: &reqwest::Client, base: &str, req: &Signed) -> Result<
 /// Sends `reqs` in order from namespace `ns`; the answers.
 fn send_from(ns: &str, base: &str, reqs: Vec<Signed>) -> Vec<Answer> {
     let base = base.to_string();
-    in_netns(ns, move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let client = reqwest::Client::new();
-            let mut out = Vec::new();
-            for r in &reqs {
-                out.push(send(&client, &base, r).await);
-            }
-            out
-        })
+    block_on_in_netns(ns, move || async move {
+        let client = reqwest::Client::new();
+        let mut out = Vec::new();
+        for r in &reqs {
+            out.push(send(&client, &base, r).await);
+        }
+        out
     })
-    .join()
-    .unwrap()
 }
 
 /// A value from the daemon's `/metrics`, read from namespace `ns`.
 fn metric(ns: &str, base: &str, name: &str) -> f64 {
     let url = format!("{base}/metrics");
-    let text = in_netns(ns, move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async { reqwest::get(url).await.unwrap().text().await.unwrap() })
-    })
-    .join()
-    .unwrap();
+    let text = block_on_in_netns(ns, move || async move {
+        reqwest::get(url).await.unwrap().text().await.unwrap()
+    });
     text.lines()
         .find(|l| l.starts_with(name))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
