@@ -1,7 +1,8 @@
 //! Removing the peers a pass finds due (expired, idle) together: one read of the device and of
 //! the quotas for their final counters, one WireGuard update, one nftables batch and one
-//! `tc -batch`, one store transaction. At most `CHUNK` per job, so the reconcile loop tells the
-//! watchdog between chunks and API changes get their turn.
+//! `tc -batch`, one store transaction that also keeps each peer's final usage row for the
+//! outbox. At most `CHUNK` per job, so the reconcile loop tells the watchdog between chunks
+//! and API changes get their turn.
 use wireguard_control::Key;
 
 use super::{Node, NodeError, PeerStatus, Removal, policy_of, spec};
@@ -45,6 +46,13 @@ impl Node {
         let used = self.policy.usage()?;
         self.fold_cap_usage(&used);
         let used_of = |n: &Node, p: &Peer| n.counters.get(&p.id).map_or(0, |c| c.cap_used);
+        // What each still owes Supabase (its final usage row), stored in the transaction that
+        // removes it.
+        let owed: Vec<Option<serde_json::Value>> = peers
+            .iter()
+            .map(|(p, why)| self.owing_hook.get().map(|f| f(&self.status(p), *why)))
+            .collect();
+        let now = crate::sys::clock::unix_now();
         let changes: Vec<PeerChange> = peers
             .iter()
             .map(|(p, _)| PeerChange::Remove(policy_of(p, used_of(self, p))))
@@ -53,10 +61,14 @@ impl Node {
         self.trigger.notify_one();
         let keys: Vec<Key> = peers.iter().map(|(p, _)| p.public_key.clone()).collect();
         self.wg.remove_peers(&keys)?;
-        let ids: Vec<&PeerId> = peers.iter().map(|(p, _)| &p.id).collect();
+        let gone: Vec<(&PeerId, Option<&serde_json::Value>)> = peers
+            .iter()
+            .zip(&owed)
+            .map(|((p, _), o)| (&p.id, o.as_ref()))
+            .collect();
         let removed = match self.policy.change_many(&changes) {
             Err(e) => Err(NodeError::from(e)),
-            Ok(()) => self.store.delete_peers(&ids).map_err(|e| {
+            Ok(()) => self.store.delete_peers_owing(&gone, now).map_err(|e| {
                 let back: Vec<PeerChange> = peers
                     .iter()
                     .map(|(p, _)| PeerChange::Add(policy_of(p, used_of(self, p))))

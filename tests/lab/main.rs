@@ -3,6 +3,7 @@
 //! as root with `cargo test --test lab -- --ignored --test-threads=1`.
 mod daemon;
 mod dataplane;
+mod expiry;
 mod fleet;
 mod harness;
 mod hostile;
