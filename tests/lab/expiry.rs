@@ -8,131 +8,30 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use crate::harness::{INTERNET, NodeLab, SECRET, client_up};
+use crate::harness::{INTERNET, NodeLab, client_up};
 use crate::hostile::Notes;
 use common::control::pg::PgCluster;
 use common::control::rest::{FakeRest, SERVICE_KEY};
 use common::netns::{poll, sh, wait_for};
-use waylume::cli::Target;
 use waylume::node::removal::CHUNK;
 
+mod fill;
 mod observe;
+
+use fill::{Made, create, fill, peers_left, target, unix_now};
 
 /// The host's end of the veth into the server namespace, and the server's (apart from the
 /// other lab tests' links, which may run at the same time).
 const HOST: &str = "100.64.9.9";
-const NODE: &str = "100.64.9.10";
-const SERVER_ID: &str = "lab-expiry";
+pub const NODE: &str = "100.64.9.10";
+pub const SERVER_ID: &str = "lab-expiry";
 /// Peers expiring together; the first `CLIENTS` of them are real WireGuard clients.
 const N: usize = 5000;
 const CLIENTS: usize = 3;
 /// Peers without an expiry, created first to measure the fill rate: they must stay.
 const KEEP: usize = 100;
-/// Concurrent API connections filling the node.
-const WORKERS: usize = 8;
-
-/// A peer as the test knows it.
-#[derive(Clone, Debug)]
-pub struct Made {
-    pub id: String,
-    pub address: String,
-    pub public_key: String,
-    pub shaped: bool,
-    pub config: String,
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
-fn target() -> Target {
-    Target {
-        url: format!("http://{NODE}:3000"),
-        server_id: SERVER_ID.into(),
-        secret: Some(waylume::config::Secret::new(SECRET)),
-    }
-}
-
-/// Peers the node counts, from its `/health` (public, so unsigned).
-async fn peers_left() -> u64 {
-    let public = Target {
-        secret: None,
-        ..target()
-    };
-    let (_, h) = public
-        .call(reqwest::Method::GET, "/health", None)
-        .await
-        .unwrap();
-    h["capacity"]["peers"].as_u64().unwrap()
-}
-
-/// Creates peer number `i`: every 20th shaped, every 10th with a data cap. With `until`, its
-/// expiry is that unix second exactly: a create that landed in the next second (the node counts
-/// from its own clock) is deleted and made again.
-async fn create(api: &Target, i: usize, until: Option<u64>) -> Made {
-    let shaped = i.is_multiple_of(20);
-    loop {
-        let mut body = serde_json::json!({"session_id": format!("exp-{i}")});
-        if shaped {
-            body["speed_limit"] = serde_json::json!({"download_kbps": 8000, "upload_kbps": 4000});
-        }
-        if i % 10 == 5 {
-            body["data_cap_bytes"] = serde_json::json!(1_000_000_000u64);
-        }
-        if let Some(u) = until {
-            body["expires_in_secs"] = serde_json::json!(u.saturating_sub(unix_now() as u64));
-        }
-        let (status, p) = api
-            .call(reqwest::Method::POST, "/api/peers", Some(&body))
-            .await
-            .unwrap();
-        assert_eq!(status, 201, "{p}");
-        let id = p["peer_id"].as_str().unwrap().to_string();
-        if until.is_some() && p["expires_at"].as_u64() != until {
-            let del = serde_json::json!({"peer_id": id});
-            let (status, answer) = api
-                .call(reqwest::Method::POST, "/api/peers/delete", Some(&del))
-                .await
-                .unwrap();
-            assert_eq!(status, 200, "{answer}");
-            continue;
-        }
-        return Made {
-            id,
-            address: p["address"].as_str().unwrap().into(),
-            public_key: p["public_key"].as_str().unwrap().into(),
-            shaped,
-            config: p["config"].as_str().unwrap_or_default().into(),
-        };
-    }
-}
-
-/// Peers `range` created over `WORKERS` connections at once.
-async fn fill(range: std::ops::Range<usize>, until: Option<u64>) -> Vec<Made> {
-    let all: Vec<usize> = range.collect();
-    let mut tasks = Vec::new();
-    for part in all.chunks(all.len().div_ceil(WORKERS).max(1)) {
-        let part = part.to_vec();
-        tasks.push(tokio::spawn(async move {
-            let api = target();
-            let mut out = Vec::new();
-            for i in part {
-                out.push(create(&api, i, until).await);
-            }
-            out
-        }));
-    }
-    let mut out = Vec::new();
-    for t in tasks {
-        out.extend(t.await.unwrap());
-    }
-    out
-}
 
 /// Its own underlay link and namespace per client: each moves bytes through the tunnel.
 fn clients_up(nl: &mut NodeLab, peers: &[Made]) -> Vec<(String, String)> {
@@ -196,11 +95,12 @@ async fn five_thousand_expiring_in_one_second_leave_everywhere_with_their_final_
     let api = target();
 
     // The rate this node takes creates at, from the peers that stay; the expiry leaves room for
-    // half as much again as the rest should take, then for the clients and the checks.
+    // twice the time the rest should take (creates slow down as the node fills), then for the
+    // clients and the checks.
     let t = Instant::now();
     let keep = fill(0..KEEP, None).await;
     let rate = KEEP as f64 / t.elapsed().as_secs_f64();
-    let until = (unix_now() + 12.0 + 1.5 * N as f64 / rate).ceil() as u64;
+    let until = (unix_now() + 15.0 + 2.0 * N as f64 / rate).ceil() as u64;
     println!("fill rate {rate:.0} peers/s; {N} peers to expire at {until}");
     let t = Instant::now();
     let mut gone = Vec::new();
@@ -237,16 +137,23 @@ async fn five_thousand_expiring_in_one_second_leave_everywhere_with_their_final_
         "setup ran past the expiry: the clients' bytes were not moved before it"
     );
 
-    // No peer left but those without an expiry.
-    let t = loop {
-        if peers_left().await == KEEP as u64 {
+    // No peer left but those without an expiry; when the first chunk had gone, and the last.
+    let mut first = None;
+    let last = loop {
+        let left = peers_left().await;
+        if left < (KEEP + N) as u64 {
+            first.get_or_insert_with(unix_now);
+        }
+        if left == KEEP as u64 {
             break unix_now();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    let since = |t: f64| t - until as f64;
     println!(
-        "{N} expired peers gone {:.2} s after their expiry second",
-        t - until as f64
+        "after the expiry second: first chunk gone {:.2} s, all {N} gone {:.2} s",
+        since(first.unwrap_or(last)),
+        since(last)
     );
     let k = observe::Kernel::read(&nl);
     k.assert_has(&keep, true);
@@ -295,5 +202,15 @@ async fn five_thousand_expiring_in_one_second_leave_everywhere_with_their_final_
         .collect();
     assert_eq!(stored, keep.iter().map(|p| p.id.clone()).collect());
     assert_eq!(store.owed_count().unwrap(), (0, 0));
+    // And its log names each expired peer's removal once.
+    let log = std::fs::read_to_string(nl.lab.dir.path().join("daemon.log")).unwrap();
+    let mut logged = BTreeMap::new();
+    for line in log.lines().filter(|l| l.ends_with(" removed (Expired)")) {
+        let id = line.rsplit(" removed").nth(1).unwrap().rsplit(' ').next();
+        *logged.entry(id.unwrap().to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(logged.len(), N, "expired peers in the log");
+    assert!(logged.values().all(|n| *n == 1), "each removal logged once");
+    assert!(gone.iter().all(|p| logged.contains_key(&p.id)));
     println!("lab test took {:.1} s", started.elapsed().as_secs_f64());
 }

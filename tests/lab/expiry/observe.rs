@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use super::Made;
+use super::fill::Made;
 use crate::harness::NodeLab;
 use common::netns::sh;
 
