@@ -1,7 +1,7 @@
 //! The node's counters: what the kernel counted for each peer, folded into totals that survive
 //! a re-created interface, and written to the store when they moved.
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use wireguard_control::Key;
 
@@ -72,11 +72,15 @@ impl Node {
     }
 
     /// Takes the kernel's per-quota counts as the peers' cap usage. Past the cap the kernel also
-    /// counts what it dropped, so the figure is clamped to the cap.
+    /// counts what it dropped, so the figure is clamped to the cap. O(counts), each peer found
+    /// through the address index: a pass hands over only the counts that moved.
     pub(super) fn fold_cap_usage(&mut self, used: &BTreeMap<Ipv4Addr, u64>) {
         let mut moved = Vec::new();
-        for p in self.registry.iter() {
-            let Some(&n) = used.get(&p.address) else {
+        for (addr, &n) in used {
+            let Some(id) = self.view_addresses.get(&IpAddr::V4(*addr)) else {
+                continue;
+            };
+            let Some(p) = self.registry.find(&Selector::Id(id.clone())) else {
                 continue;
             };
             let n = p.data_cap.map_or(n, |cap| n.min(cap));

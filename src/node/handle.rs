@@ -13,6 +13,7 @@ use super::{Fault, Node, NodeError, NodeView, OwingHook, PeerStatus, Removal, Re
 use crate::core::clientconf::{self, ServerSide};
 use crate::core::peer::Peer;
 use crate::sys::policy::PeerEnforcer;
+use crate::sys::wg::WireGuard;
 
 /// Changes waiting for the node's thread before new ones are refused.
 pub const QUEUE: usize = 1024;
@@ -25,6 +26,7 @@ pub struct NodeHandle {
     view: watch::Receiver<Arc<NodeView>>,
     server: Arc<ServerSide>,
     policy: Arc<dyn PeerEnforcer>,
+    wg: Arc<dyn WireGuard>,
     trigger: Arc<Notify>,
     removal_hook: Arc<OnceLock<RemovalHook>>,
     owing_hook: Arc<OnceLock<OwingHook>>,
@@ -39,6 +41,7 @@ impl Node {
             view: self.view.subscribe(),
             server: self.server.clone(),
             policy: self.policy.clone(),
+            wg: self.wg.clone(),
             trigger: self.trigger.clone(),
             removal_hook: self.removal_hook.clone(),
             owing_hook: self.owing_hook.clone(),
@@ -122,5 +125,10 @@ impl NodeHandle {
     /// The data plane, for the reconcile's check made off the node's thread (reads only).
     pub(super) fn policy(&self) -> Arc<dyn PeerEnforcer> {
         self.policy.clone()
+    }
+
+    /// WireGuard, for the reconcile's read made off the node's thread.
+    pub(super) fn wg(&self) -> Arc<dyn WireGuard> {
+        self.wg.clone()
     }
 }
