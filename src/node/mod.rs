@@ -186,9 +186,9 @@ impl Node {
     }
 
     /// After a change: readers see it now. A change that went through leaves nothing to repair,
-    /// so it does not wake the reconcile loop: a pass reads O(peers) from WireGuard on this
-    /// thread, and one after every create would make each create wait on it at 10,000 peers.
-    /// Failed changes, deletes and policy updates still wake it.
+    /// so it does not wake the reconcile loop: a pass reads O(peers) from the kernel, and one
+    /// after every change would keep a busy node reading all the time at 10,000 peers. A change
+    /// that failed part-way wakes it.
     fn changed(&mut self, id: &PeerId) {
         self.touch(id);
         self.publish();
@@ -263,8 +263,10 @@ impl Node {
         let owed = self.owing_hook.get().map(|f| f(&self.status(&peer), why));
         let now = crate::sys::clock::unix_now();
         self.generation += 1;
-        self.trigger.notify_one();
-        self.wg.remove_peer(&peer.public_key)?;
+        if let Err(e) = self.wg.remove_peer(&peer.public_key) {
+            self.trigger.notify_one();
+            return Err(e.into());
+        }
         let removed = self
             .policy
             .change(&PeerChange::Remove(policy_of(&peer, used)))
@@ -278,6 +280,7 @@ impl Node {
                     })
             });
         if let Err(e) = removed {
+            self.trigger.notify_one();
             // Put it back in WireGuard so that nothing changed.
             if let Err(undo) = self.wg.upsert_peer(&spec(&peer)) {
                 log::error!(
@@ -345,9 +348,12 @@ impl Node {
             after: policy_of(&after, used),
         };
         self.generation += 1;
-        self.trigger.notify_one();
-        self.policy.change(&change)?;
+        if let Err(e) = self.policy.change(&change) {
+            self.trigger.notify_one();
+            return Err(e.into());
+        }
         if let Err(e) = save(&mut self.store) {
+            self.trigger.notify_one();
             let back = PeerChange::Update {
                 before: policy_of(&after, used),
                 after: policy_of(&before, used),

@@ -1,16 +1,16 @@
-//! Reconcile: every interval, and after a failed change, a delete or a policy update, bring the
-//! interface, the peers and the data plane back to the node's state, fold the counters in, and
-//! remove expired and idle peers. Quiet when nothing changed; each repair is logged and counted,
-//! a failure is logged when it first appears and when it clears.
+//! Reconcile: every interval, after a change that failed part-way and after batched removals,
+//! bring the interface, the peers and the data plane back to the node's state, fold the counters
+//! in, and remove expired and idle peers. Quiet when nothing changed; each repair is logged and
+//! counted, a failure is logged when it first appears and when it clears.
 //!
 //! Everything that reads O(peers) from the kernel runs off the owner's thread, against the view
 //! the owner last published: WireGuard's peers and counters, the quota counts, the data plane's
-//! `nft` and `tc` state. The owner then gets only what differs (counters that moved, peers
-//! missing or extra) and checks each against its own state before acting, so a change made
-//! meanwhile is never undone. The data-plane repair is all-or-nothing text, so it is applied only
-//! if no change touched the kernel since the view (the change's own trigger brings the next
-//! pass); under a steady stream of changes, one pass per two intervals runs entirely on the
-//! owner's thread, so the check is never put off for longer than that.
+//! `nft` and `tc` state. The owner gets back only what differs from that view (counters that
+//! moved, peers missing or extra, the data plane's repair) and acts on it only if no change
+//! touched the kernel since the view, so a change made meanwhile is never undone and a counter
+//! is never folded out of order; a stale reading is dropped and the next pass reads again. Under
+//! a steady stream of changes, one pass per two intervals runs entirely on the owner's thread,
+//! so repairs are never put off for longer than that.
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
