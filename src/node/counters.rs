@@ -17,12 +17,14 @@ pub struct Counters {
     /// Bytes counted against the data cap.
     pub cap_used: u64,
     pub last_handshake: Option<u64>,
+    /// The device read these counters were last folded from (`Reading::seq`; not stored).
+    pub read: u64,
 }
 
 impl Node {
-    /// Folds a reading of the kernel's counters into the totals and marks what moved (for the
-    /// store and for the view).
-    pub(super) fn fold(&mut self, live: &[(Key, LiveStats)]) {
+    /// Folds counters from device read `seq` into the totals and marks what moved (for the
+    /// store and for the view). A peer whose counters came from a later read keeps them.
+    pub(super) fn fold(&mut self, seq: u64, live: &[(Key, LiveStats)]) {
         for (key, stats) in live {
             let Some(id) = self
                 .registry
@@ -32,13 +34,17 @@ impl Node {
                 continue;
             };
             let c = self.counters.entry(id.clone()).or_default();
+            if c.read >= seq {
+                continue;
+            }
             let before = *c;
             c.accounting.fold(Usage {
                 rx: stats.rx,
                 tx: stats.tx,
             });
             c.last_handshake = stats.last_handshake.or(c.last_handshake);
-            if *c != before {
+            c.read = seq;
+            if (c.accounting, c.last_handshake) != (before.accounting, before.last_handshake) {
                 self.dirty.insert(id.clone());
                 self.touch(&id);
             }
@@ -98,8 +104,8 @@ impl Node {
 
     /// Persists every peer's counters, e.g. before exit.
     pub fn flush(&mut self) -> Result<(), NodeError> {
-        match self.wg.device() {
-            Ok(d) => self.fold(&d.peers),
+        match self.reader.read() {
+            Ok(r) => self.fold(r.seq, &r.dev.peers),
             Err(e) => log::warn!("final counter read failed: {e}"),
         }
         self.dirty.clear();

@@ -22,10 +22,12 @@ use crate::core::registry::{Fresh, NewPeer, Prepared, Registry, Selector};
 use crate::store::{Store, StoreError, StoredPeer};
 use crate::sys::policy::PeerEnforcer;
 use crate::sys::wg::{PeerSpec, WireGuard};
+use reading::{DeviceReader, Reading};
 
 mod counters;
 mod error;
 mod handle;
+pub mod reading;
 pub mod reconcile;
 pub mod removal;
 mod view;
@@ -53,6 +55,8 @@ pub struct Seams {
 pub struct Node {
     server: Arc<ServerSide>,
     wg: Arc<dyn WireGuard>,
+    /// Every read of WireGuard's peers goes through it (see `reading.rs`).
+    reader: Arc<DeviceReader>,
     policy: Arc<dyn PeerEnforcer>,
     rules: PlanInput,
     lifetimes: PeerLifetimes,
@@ -124,6 +128,7 @@ impl Node {
                     accounting,
                     cap_used,
                     last_handshake,
+                    read: 0,
                 },
             );
             let id = peer.id.clone();
@@ -148,6 +153,7 @@ impl Node {
         }));
         let mut node = Node {
             server: Arc::new(server),
+            reader: Arc::new(DeviceReader::new(seams.wg.clone())),
             wg: seams.wg,
             policy: seams.policy,
             rules: seams.rules,
@@ -248,16 +254,29 @@ impl Node {
         Ok((self.status(&peer), true))
     }
 
-    /// Removes a peer and returns it with its final counters.
+    /// Removes a peer and returns it with its final counters, reading the device here (the
+    /// handle's `delete` reads it off this thread).
     pub fn delete(&mut self, sel: &Selector, why: Removal) -> Result<PeerStatus, NodeError> {
+        let reading = self.reader.read()?;
+        self.delete_after(sel, why, &reading)
+    }
+
+    /// Removes a peer with its final counters from `reading`, a read made after the delete was
+    /// asked for: it holds every byte the peer moved until then.
+    pub fn delete_after(
+        &mut self,
+        sel: &Selector,
+        why: Removal,
+        reading: &Reading,
+    ) -> Result<PeerStatus, NodeError> {
         let peer = self
             .registry
             .find(sel)
             .cloned()
             .ok_or(NodeError::NotFound)?;
-        // The final usage includes the last bytes.
-        let live = self.wg.device()?.peers;
-        self.fold(&live);
+        if let Some(stats) = reading.stats(&peer.public_key) {
+            self.fold(reading.seq, &[(peer.public_key.clone(), *stats)]);
+        }
         let used = self.counters.get(&peer.id).map_or(0, |c| c.cap_used);
         // What the peer owes Supabase is stored in the same transaction that removes it.
         let owed = self.owing_hook.get().map(|f| f(&self.status(&peer), why));

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use wireguard_control::Key;
 
+use super::reading::DeviceReader;
 use super::{Node, NodeError, NodeHandle, NodeView, policy_of, spec};
 use crate::core::peer::{LiveStats, PeerId};
 use crate::core::plan::PeerPolicy;
@@ -28,7 +29,6 @@ use crate::sys::clock::unix_now;
 use crate::sys::inspection::Inspection;
 use crate::sys::notify::{NotifyState, heartbeat};
 use crate::sys::policy::{PeerEnforcer, Repair};
-use crate::sys::wg::WireGuard;
 
 /// What one reconcile pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -81,6 +81,8 @@ type Checked = (BTreeMap<Ipv4Addr, u64>, Option<Repair>);
 pub struct WgReading {
     /// The generation of the view it was compared with.
     generation: u64,
+    /// The device read it came from.
+    seq: u64,
     identity_ok: bool,
     /// Peers whose counters, handshake or endpoint the view does not have yet.
     moved: Vec<(Key, LiveStats)>,
@@ -92,8 +94,9 @@ pub struct WgReading {
 
 /// Reads the device and compares it with `view` (taken before the read, so every peer in it was
 /// already in WireGuard unless something removed it since).
-fn read_wireguard(wg: &dyn WireGuard, view: &NodeView) -> Result<WgReading, NodeError> {
-    let dev = wg.device()?;
+fn read_wireguard(reader: &DeviceReader, view: &NodeView) -> Result<WgReading, NodeError> {
+    let reading = reader.read()?;
+    let dev = &reading.dev;
     let present: HashSet<&Key> = dev.peers.iter().map(|(k, _)| k).collect();
     let mut known = HashSet::with_capacity(view.peers.len());
     let mut missing = Vec::new();
@@ -130,6 +133,7 @@ fn read_wireguard(wg: &dyn WireGuard, view: &NodeView) -> Result<WgReading, Node
         .collect();
     Ok(WgReading {
         generation: view.generation,
+        seq: reading.seq,
         identity_ok: dev.identity_ok,
         moved,
         missing,
@@ -167,7 +171,7 @@ impl Node {
     /// are folded in.
     pub fn reconcile_wireguard(&mut self) -> Result<Repairs, NodeError> {
         let created = self.ensure_interface()?;
-        let reading = read_wireguard(self.wg.as_ref(), &self.view())?;
+        let reading = read_wireguard(&self.reader, &self.view())?;
         let mut r = self.apply_wireguard(reading)?;
         r.interface_created = created;
         Ok(r)
@@ -181,21 +185,22 @@ impl Node {
         Ok(created)
     }
 
-    /// Acts on a reading: folds what moved, gives WireGuard back the peers it lacks and takes
-    /// away the keys it should not carry. Only if no change touched the kernel since the
-    /// reading's view: a peer created and deleted meanwhile would look like a stray key, and a
-    /// delete folds newer counters than the reading's, which would look like a counter reset.
-    /// A stale reading is dropped; the next pass reads again.
+    /// Acts on a reading: folds what moved (each peer only if its counters are older than the
+    /// read), gives WireGuard back the peers it lacks and takes away the keys it should not
+    /// carry. The last two only if no change touched the kernel since the reading's view: a
+    /// peer created and deleted meanwhile would look like a stray key. The next pass reads
+    /// again.
     pub fn apply_wireguard(&mut self, reading: WgReading) -> Result<Repairs, NodeError> {
         let mut r = Repairs::default();
         if !reading.identity_ok {
             self.wg.set_identity()?;
             r.identity_reset = true;
         }
+        self.fold(reading.seq, &reading.moved);
         if reading.generation != self.generation {
+            self.publish();
             return Ok(r);
         }
-        self.fold(&reading.moved);
         for id in &reading.missing {
             let Some(p) = self.registry.find(&Selector::Id(id.clone())) else {
                 continue;
@@ -274,9 +279,9 @@ async fn pass(node: &NodeHandle, persist: bool, whole: bool) -> Result<(Repairs,
     }
     let created = node.call(Node::ensure_interface).await??;
     let view = node.view();
-    let (wg, policy) = (node.wg(), node.policy());
+    let (reader, policy) = (node.reader(), node.policy());
     let (reading, checked, generation) =
-        tokio::task::spawn_blocking(move || read_off_thread(wg.as_ref(), policy.as_ref(), &view))
+        tokio::task::spawn_blocking(move || read_off_thread(&reader, policy.as_ref(), &view))
             .await
             .map_err(|_| NodeError::Unavailable(super::Fault::Stopped))??;
     node.call(move |n| {
@@ -291,11 +296,11 @@ async fn pass(node: &NodeHandle, persist: bool, whole: bool) -> Result<(Repairs,
 
 /// The pass's reads: WireGuard, the quota counts and the data-plane check, against `view`.
 fn read_off_thread(
-    wg: &dyn WireGuard,
+    reader: &DeviceReader,
     policy: &dyn PeerEnforcer,
     view: &NodeView,
 ) -> Result<(WgReading, Checked, u64), NodeError> {
-    let reading = read_wireguard(wg, view)?;
+    let reading = read_wireguard(reader, view)?;
     let snap = Snapshot::of(view);
     let used = moved_usage(policy.usage()?, view);
     let repair = policy.check(snap.peers)?;
@@ -350,7 +355,7 @@ pub async fn run(
                 // Removals in chunks, the watchdog told after each: thousands of peers expiring
                 // together never look like a hung node.
                 loop {
-                    let more = node.call(|n| n.remove_due(unix_now())).await;
+                    let more = remove_due(&node).await;
                     let peers = node.view().peers.len();
                     heartbeat(&[
                         NotifyState::Watchdog,
@@ -370,4 +375,21 @@ pub async fn run(
             }
         }
     }
+}
+
+/// One removal job: when peers are due, the device is read off the owner's thread for their
+/// final counters. Returns whether more are due.
+async fn remove_due(node: &NodeHandle) -> Result<bool, NodeError> {
+    let now = unix_now();
+    if node.view().peers.is_empty() {
+        return Ok(false);
+    }
+    let due = node
+        .call(move |n| !n.due_for_removal(now).is_empty())
+        .await?;
+    if !due {
+        return Ok(false);
+    }
+    let reading = node.read_device().await?;
+    node.call(move |n| n.remove_due_after(now, &reading)).await
 }
