@@ -12,3 +12,4 @@ mod netlink;
 mod node_dataplane;
 mod prometheus;
 mod reconcile;
+mod shaping6;

@@ -59,24 +59,26 @@ pub fn diff_tc(plan: &TcDevPlan, obs: &ObservedDev) -> Vec<String> {
     };
     let sets = plan.u32_sets();
     let empty_prio = ObservedPrio::default();
-    // A priority holding something else (another classifier or protocol, or one the plan does
-    // not use) goes as a whole; ours then start from nothing.
-    let mut fams: Vec<(&U32Set, &ObservedPrio)> = Vec::new();
-    for (prio, o) in &obs.prios {
-        let ours = sets.iter().find(|s| s.family.prio() == *prio);
-        let fits = ours.is_some_and(|s| o.kind == "u32" && o.protocol == s.family.proto());
-        if !fits {
-            out.push(format!("filter del dev {dev} parent 1: prio {prio}"));
-        }
+    // Hash tables belong to every u32 priority of the qdisc together and outlive the priority
+    // that made them while another one exists: a priority deleted from outside leaves its
+    // tables behind, unlisted, and re-adding them fails. So unless the priorities are exactly
+    // the plan's (classifier, protocol), every filter goes and all are built again.
+    let exact = obs.prios.len() == sets.len()
+        && sets.iter().all(|s| {
+            obs.prios
+                .get(&s.family.prio())
+                .is_some_and(|o| o.kind == "u32" && o.protocol == s.family.proto())
+        });
+    if !exact && !obs.prios.is_empty() {
+        out.push(format!("filter del dev {dev} parent 1:"));
     }
-    for set in &sets {
-        let o = obs
-            .prios
-            .get(&set.family.prio())
-            .filter(|o| o.kind == "u32" && o.protocol == set.family.proto())
-            .unwrap_or(&empty_prio);
-        fams.push((set, o));
-    }
+    let fams: Vec<(&U32Set, &ObservedPrio)> = sets
+        .iter()
+        .map(|set| {
+            let o = obs.prios.get(&set.family.prio()).filter(|_| exact);
+            (set, o.unwrap_or(&empty_prio))
+        })
+        .collect();
 
     // Removals first: stray filters, then stray classes, then stray tables.
     for (set, o) in &fams {

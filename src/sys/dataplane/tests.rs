@@ -329,7 +329,8 @@ fn ipv6_filters_deleted_from_outside_are_put_back_under_the_kernels_root() {
         ]
     );
 
-    // The IPv6 priority taken by another protocol: it goes as a whole and is rebuilt.
+    // The IPv6 priority taken by another protocol, or gone: every filter of the device goes
+    // (tables outlive their priority) and both families are built again, the classes stay.
     let (_, _, mut obs) = observed_fixture();
     obs.devs[0]
         .1
@@ -339,28 +340,30 @@ fn ipv6_filters_deleted_from_outside_are_put_back_under_the_kernels_root() {
         .get_mut(&2)
         .unwrap()
         .protocol = "ip".into();
+    obs.devs[1].1.as_mut().unwrap().prios.remove(&2);
     let (_, tc, _) = dp.diff(&plan, &obs);
-    assert_eq!(tc[0], "filter del dev wl0 parent 1: prio 2");
-    assert_eq!(tc.len(), 1 + 5 + 5, "{tc:#?}");
-    assert!(
-        tc[1..]
+    for dev in ["wl0", "wl0-ifb"] {
+        let lines: Vec<_> = tc
             .iter()
-            .all(|l| l.contains("prio 2") && l.contains("ipv6"))
-    );
+            .filter(|l| l.contains(&format!("dev {dev} ")))
+            .collect();
+        assert_eq!(*lines[0], format!("filter del dev {dev} parent 1:"));
+        // 10 tables, 5 + 5 root and link filters, 2 peer filters; no class touched.
+        assert_eq!(lines.len(), 1 + 10 + 10 + 2, "{lines:#?}");
+        assert!(lines.iter().all(|l| l.starts_with("filter")));
+        assert!(lines.iter().any(|l| l.contains("prio 1 handle ::1")));
+        assert!(lines.iter().any(|l| l.contains("prio 2 handle ::1")));
+    }
+    assert_eq!(tc.len(), 2 * 23);
 
-    // Without an IPv6 prefix the IPv6 priority is removed.
+    // Without an IPv6 prefix the IPv6 filters go the same way.
     let mut input = captured_input();
     input.subnet_v6 = None;
     let plan = Plan::build(&input).unwrap();
     let (_, _, obs) = observed_fixture();
     let (_, tc, _) = dp.diff(&plan, &obs);
-    assert_eq!(
-        tc,
-        vec![
-            "filter del dev wl0 parent 1: prio 2".to_string(),
-            "filter del dev wl0-ifb parent 1: prio 2".into()
-        ]
-    );
+    assert_eq!(tc[0], "filter del dev wl0 parent 1:");
+    assert!(tc.iter().all(|l| !l.contains("ipv6")));
 }
 
 #[test]
