@@ -4,7 +4,8 @@
 For each size it starts `waylume-server serve` in a private network namespace with the userspace
 backend (wireguard-go) and the full data plane (isolation, fence, shaping, caps), signs requests
 itself, fills the node, then measures:
-  create      POST /api/peers (each followed by an untimed delete, so the size stays put)
+  create      POST /api/peers
+  delete      POST /api/peers/delete of the peer just created, so the size stays put
   list        GET /api/peers?limit=100 (one page)
   metrics     GET /metrics
   restart     SIGTERM, then a new process from exec to READY=1 (sd_notify, read from a socket
@@ -95,14 +96,17 @@ def client(a):
                 assert st == 201, (st, p)
                 create.last = p["peer_id"]
 
-            times = []
+            times, deletes = [], []
             for _ in range(n):
                 t = time.perf_counter()
                 create()
                 times.append(time.perf_counter() - t)
+                t = time.perf_counter()
                 st, _ = signed(conn, "POST", "/api/peers/delete", {"peer_id": create.last})
+                deletes.append(time.perf_counter() - t)
                 assert st == 200, st
-            out = {"create": (pct(times, 0.5), pct(times, 0.99))}
+            out = {"create": (pct(times, 0.5), pct(times, 0.99)),
+                   "delete": (pct(deletes, 0.5), pct(deletes, 0.99))}
 
             def page():
                 st, _ = signed(conn, "GET", "/api/peers?limit=100")
@@ -259,6 +263,7 @@ def measure(a, size, tag):
 
 ROWS = [
     ("create p50", "create", 0, "ms"), ("create p99", "create", 1, "ms"),
+    ("delete p50", "delete", 0, "ms"), ("delete p99", "delete", 1, "ms"),
     ("list p50 (100 of N)", "list", 0, "ms"), ("list p99 (100 of N)", "list", 1, "ms"),
     ("metrics p50", "metrics", 0, "ms"), ("metrics p99", "metrics", 1, "ms"),
     ("restart to READY", "restart", None, "s"), ("all N expire together", "expiry", None, "s"),
