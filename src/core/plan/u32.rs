@@ -171,9 +171,10 @@ pub fn table_line(dev: &str, fam: Family, ht: u16) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct U32Set {
     pub family: Family,
-    /// Hash tables (divisor 256) by id.
+    /// Hash tables (divisor 256): the top one, then the second level.
     pub tables: Vec<u16>,
-    /// Root and link filters, then peer filters, by handle.
+    /// By handle, which is also a safe order to add them in: links (in the top table), peer
+    /// filters, then the root filter ([`ROOT`] sorts last).
     pub filters: BTreeMap<(u16, u8, u16), FilterSpec>,
 }
 
