@@ -4,7 +4,12 @@
 For each size it starts `waylume-server serve` in a private network namespace with the userspace
 backend (wireguard-go) and the full data plane (isolation, fence, shaping, caps), signs requests
 itself, fills the node, then measures:
-  create      POST /api/peers (each followed by an untimed delete, so the size stays put)
+  create      POST /api/peers, `--samples` in a row (the node holds N to N + samples peers)
+  delete      POST /api/peers/delete of those peers, in a row: each reads every peer's counters
+              from WireGuard (it has no per-peer read), off the node's thread
+  create after a delete
+              create/delete pairs, only the create timed: it runs while the userspace WireGuard
+              is still busy with the delete's read
   list        GET /api/peers?limit=100 (one page)
   metrics     GET /metrics
   restart     SIGTERM, then a new process from exec to READY=1 (sd_notify, read from a socket
@@ -89,20 +94,35 @@ def client(a):
             out = {}
         elif cmd["do"] == "measure":
             n = cmd["samples"]
+            made = []
 
             def create():
                 st, p = signed(conn, "POST", "/api/peers", {})
                 assert st == 201, (st, p)
                 create.last = p["peer_id"]
 
-            times = []
+            # Creates in a row, then the same peers deleted in a row: the node is at N to N +
+            # samples peers throughout. Then pairs, each create right after a delete.
+            times, deletes, paired = [], [], []
             for _ in range(n):
                 t = time.perf_counter()
                 create()
                 times.append(time.perf_counter() - t)
+                made.append(create.last)
+            for peer in made:
+                t = time.perf_counter()
+                st, _ = signed(conn, "POST", "/api/peers/delete", {"peer_id": peer})
+                deletes.append(time.perf_counter() - t)
+                assert st == 200, st
+            for _ in range(n):
+                t = time.perf_counter()
+                create()
+                paired.append(time.perf_counter() - t)
                 st, _ = signed(conn, "POST", "/api/peers/delete", {"peer_id": create.last})
                 assert st == 200, st
-            out = {"create": (pct(times, 0.5), pct(times, 0.99))}
+            out = {"create": (pct(times, 0.5), pct(times, 0.99)),
+                   "delete": (pct(deletes, 0.5), pct(deletes, 0.99)),
+                   "paired": (pct(paired, 0.5), pct(paired, 0.99))}
 
             def page():
                 st, _ = signed(conn, "GET", "/api/peers?limit=100")
@@ -259,6 +279,8 @@ def measure(a, size, tag):
 
 ROWS = [
     ("create p50", "create", 0, "ms"), ("create p99", "create", 1, "ms"),
+    ("delete p50", "delete", 0, "ms"), ("delete p99", "delete", 1, "ms"),
+    ("create p50, after a delete", "paired", 0, "ms"), ("create p99, after a delete", "paired", 1, "ms"),
     ("list p50 (100 of N)", "list", 0, "ms"), ("list p99 (100 of N)", "list", 1, "ms"),
     ("metrics p50", "metrics", 0, "ms"), ("metrics p99", "metrics", 1, "ms"),
     ("restart to READY", "restart", None, "s"), ("all N expire together", "expiry", None, "s"),

@@ -5,7 +5,7 @@
 //! and API changes get their turn.
 use wireguard_control::Key;
 
-use super::{Node, NodeError, PeerStatus, Removal, policy_of, spec};
+use super::{Node, NodeError, PeerStatus, Reading, Removal, policy_of, spec};
 use crate::core::peer::{Peer, PeerId};
 use crate::core::plan::PeerChange;
 use crate::core::registry::Selector;
@@ -16,10 +16,21 @@ pub const CHUNK: usize = 1000;
 impl Node {
     /// Removes the first `CHUNK` peers due at `now`; returns whether more are due.
     pub fn remove_due(&mut self, now: u64) -> bool {
+        match self.reader.read() {
+            Ok(reading) => self.remove_due_after(now, &reading),
+            Err(e) => {
+                log::warn!("removing expired or idle peers: {e}");
+                false
+            }
+        }
+    }
+
+    /// `remove_due` with the final counters from `reading`, made off this thread after `now`.
+    pub fn remove_due_after(&mut self, now: u64, reading: &Reading) -> bool {
         let due = self.due_for_removal(now);
         let take = due.len().min(CHUNK);
         if take > 0
-            && let Err(e) = self.delete_many(&due[..take])
+            && let Err(e) = self.delete_many(&due[..take], reading)
         {
             log::warn!("removing {take} expired or idle peers failed: {e}");
             return false;
@@ -29,7 +40,11 @@ impl Node {
 
     /// Removes `due` and returns them with their final counters. All or nothing: on a failure
     /// the peers stay (WireGuard and the store as before; the next pass repairs the data plane).
-    pub fn delete_many(&mut self, due: &[(PeerId, Removal)]) -> Result<Vec<PeerStatus>, NodeError> {
+    pub fn delete_many(
+        &mut self,
+        due: &[(PeerId, Removal)],
+        reading: &Reading,
+    ) -> Result<Vec<PeerStatus>, NodeError> {
         let peers: Vec<(Peer, Removal)> = due
             .iter()
             .filter_map(|(id, why)| {
@@ -41,8 +56,11 @@ impl Node {
             return Ok(Vec::new());
         }
         // Final counters: the last bytes WireGuard and the quotas counted.
-        let live = self.wg.device()?.peers;
-        self.fold(&live);
+        let last: Vec<_> = peers
+            .iter()
+            .filter_map(|(p, _)| Some((p.public_key.clone(), *reading.stats(&p.public_key)?)))
+            .collect();
+        self.fold(reading.seq, &last);
         let used = self.policy.usage()?;
         self.fold_cap_usage(&used);
         let used_of = |n: &Node, p: &Peer| n.counters.get(&p.id).map_or(0, |c| c.cap_used);

@@ -11,5 +11,7 @@ mod inspect;
 mod inspect_hostile;
 mod netlink;
 mod node_dataplane;
+mod node_shaping6;
 mod prometheus;
 mod reconcile;
+mod shaping6;
