@@ -279,11 +279,29 @@ async fn pass(node: &NodeHandle, persist: bool, whole: bool) -> Result<(Repairs,
     }
     let created = node.call(Node::ensure_interface).await??;
     let view = node.view();
+    let seen = view.generation;
     let (reader, policy) = (node.reader(), node.policy());
-    let (reading, checked, generation) =
+    let read =
         tokio::task::spawn_blocking(move || read_off_thread(&reader, policy.as_ref(), &view))
             .await
-            .map_err(|_| NodeError::Unavailable(super::Fault::Stopped))??;
+            .map_err(|_| NodeError::Unavailable(super::Fault::Stopped))?;
+    let (reading, checked, generation) = match read {
+        Ok(r) => r,
+        // `nft list` starts over whenever the ruleset changes under it, so a steady stream of
+        // changes at 10,000 peers can keep it from finishing in time. A read that failed while
+        // changes came in is a stale pass, not a broken data plane: the whole pass on the
+        // owner's thread (two intervals on) reads without changes in between and reports a
+        // fault that is real.
+        Err(e) if node.view().generation != seen => {
+            log::debug!("reconcile read failed while peers changed ({e}); read again later");
+            let r = Repairs {
+                interface_created: created,
+                ..Repairs::default()
+            };
+            return Ok((r, true));
+        }
+        Err(e) => return Err(e),
+    };
     node.call(move |n| {
         let mut r = n.apply_wireguard(reading)?;
         r.interface_created = created;
