@@ -78,6 +78,9 @@ pub struct FlowDecision {
     pub action: Action,
     /// TLS server name or HTTP host; only with `keep_hostnames` in the classifier config.
     pub hostname: Option<String>,
+    /// The outer protocol (4 or 41) when the flow was found inside IP-in-IP: `a` and `b` are
+    /// then the tunnel's ends, and the kernel sees the tunnel, not the flow's ports.
+    pub tunnel: Option<u8>,
 }
 
 /// A running capture; stop it with [`CaptureHandle::stop`].
@@ -205,6 +208,8 @@ fn run(
                     let mut d = classified(&mut g, id, &rec, p.ip_len as u64, &cfg.policy);
                     drop(g);
                     d.hostname = classifier.hostname(&step.key).map(str::to_owned);
+                    // The packet that named the flow says whether it came through a tunnel.
+                    d.tunnel = p.tunnel;
                     on_decision(&d);
                 } else if let Some(t) = g.peers.get_mut(id) {
                     t.bytes[step.protocol.index()] += p.ip_len as u64;
