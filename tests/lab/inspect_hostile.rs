@@ -49,7 +49,10 @@ print("sent", flush=True)
 "#;
 
 /// A second peer with its client in a namespace of its own, reaching the node over its own link.
-fn attacker(nl: &mut NodeLab, d: &crate::harness::Daemon<'_>) -> (String, serde_json::Value) {
+pub(crate) fn attacker(
+    nl: &mut NodeLab,
+    d: &crate::harness::Daemon<'_>,
+) -> (String, serde_json::Value) {
     let att = nl.lab.netns("att");
     nl.lab.link(&att, "100.64.2.2/24", &nl.srv, "100.64.2.1/24");
     let (ok, peer) = d.cli(&["create"]);
@@ -67,12 +70,15 @@ fn attacker(nl: &mut NodeLab, d: &crate::harness::Daemon<'_>) -> (String, serde_
     (att, peer)
 }
 
-fn protocols(d: &crate::harness::Daemon<'_>, peer: &serde_json::Value) -> serde_json::Value {
+pub(crate) fn protocols(
+    d: &crate::harness::Daemon<'_>,
+    peer: &serde_json::Value,
+) -> serde_json::Value {
     let (_, p) = d.cli(&["get", peer["peer_id"].as_str().unwrap()]);
     p["stats"]["protocols"].clone()
 }
 
-fn bare(address: &serde_json::Value) -> String {
+pub(crate) fn bare(address: &serde_json::Value) -> String {
     let a = address.as_str().unwrap();
     a.split('/').next().unwrap().to_string()
 }

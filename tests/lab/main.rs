@@ -8,6 +8,7 @@ mod harness;
 mod hostile;
 mod inspect;
 mod inspect_hostile;
+mod inspect_tunnel;
 mod netlink;
 mod node_dataplane;
 mod prometheus;

@@ -1,0 +1,198 @@
+//! A decision on a flow found inside a tunnel reaches the kernel: a peer sends a BitTorrent
+//! handshake inside IP-in-IP under a block policy, and its further IP-in-IP packets to that
+//! destination are dropped, while its own plain traffic and a second peer's still pass. Needs
+//! root: `cargo test -- --ignored`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use crate::harness::INTERNET;
+use crate::inspect::setup;
+use crate::inspect_hostile::{attacker, bare, protocols};
+use common::netns::wait_for;
+
+/// Behind the node: counts the IP-in-IP packets that arrive, and on each `mark N` datagram
+/// (UDP 9000) prints `round N ipip=COUNT` and starts counting again. A packet that came before
+/// the mark is already queued when the mark is read, so the count is exact without waiting.
+const RECEIVER: &str = r#"
+import select, socket
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_IPIP)
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.bind(("0.0.0.0", 9000))
+raw.setblocking(False)
+count = 0
+print("ready", flush=True)
+while True:
+    ready, _, _ = select.select([raw, udp], [], [])
+    if raw in ready:
+        try:
+            while True:
+                raw.recv(65535); count += 1
+        except BlockingIOError:
+            pass
+    if udp in ready:
+        mark = udp.recv(100).decode()
+        try:
+            while True:
+                raw.recv(65535); count += 1
+        except BlockingIOError:
+            pass
+        print("round", mark.split()[1], "ipip=%d" % count, flush=True)
+        count = 0
+"#;
+
+/// `python3 tunnel.py SELF DEST plain|bittorrent ROUND`: three IP-in-IP packets to DEST, each an
+/// inner TCP segment from SELF (a plain payload, or a BitTorrent handshake), then `mark ROUND`
+/// as an ordinary UDP datagram to DEST:9000.
+const TUNNEL: &str = r#"
+import socket, struct, sys
+me, dest, what, rnd = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+if what == "bittorrent":
+    sport, body = 40000, b"\x13BitTorrent protocol" + bytes(8) + b"\x33" * 20 + b"-TT0001-tunnelledtun"
+else:
+    sport, body = 41000 + int(rnd), b"just some bytes of an ordinary connection"
+seg = struct.pack("!HHIIBBHHH", sport, 6881, 1, 0, 5 << 4, 0x18, 65535, 0, 0) + body
+inner = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(seg), 1, 0, 64, 6, 0,
+                    socket.inet_aton(me), socket.inet_aton(dest)) + seg
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_IPIP)
+for _ in range(3):
+    s.sendto(inner, (dest, 0))
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.sendto(("mark %s" % rnd).encode(), (dest, 9000))
+"#;
+
+/// The flow table as the version before the tunnel sets made it, holding one decision.
+const OLD_TABLE: &str = "table inet waylume_flows {}
+delete table inet waylume_flows
+table inet waylume_flows {
+  set block4 { type ipv4_addr . inet_proto . ipv4_addr . inet_service . inet_service; flags timeout; }
+  set throttle4 { type ipv4_addr . inet_proto . ipv4_addr . inet_service . inet_service; flags timeout; }
+  set rate4 { type ipv4_addr . inet_proto . ipv4_addr . inet_service . inet_service; flags dynamic,timeout; timeout 10m; }
+  set block6 { type ipv6_addr . inet_proto . ipv6_addr . inet_service . inet_service; flags timeout; }
+  set throttle6 { type ipv6_addr . inet_proto . ipv6_addr . inet_service . inet_service; flags timeout; }
+  set rate6 { type ipv6_addr . inet_proto . ipv6_addr . inet_service . inet_service; flags dynamic,timeout; timeout 10m; }
+  chain forward {
+    type filter hook forward priority -10; policy accept;
+    ip saddr . meta l4proto . ip daddr . th sport . th dport @block4 drop
+    ip6 saddr . meta l4proto . ip6 daddr . th sport . th dport @block6 drop
+  }
+}
+add element inet waylume_flows block4 { 10.9.9.9 . tcp . 198.19.2.2 . 1234 . 6881 timeout 10m }
+";
+
+/// Also the upgrade: the node finds the table an earlier version made, without the tunnel
+/// sets; it gains them and keeps the decision it held.
+#[test]
+#[ignore = "needs root"]
+fn a_blocked_flow_inside_ip_in_ip_drops_the_peers_tunnel_to_that_destination() {
+    let config = "[inspection]\npolicy = { bittorrent = \"block\" }\n";
+    let (mut nl, d, other) = setup("u", Some(config));
+    let (att, peer) = attacker(&mut nl, &d);
+    let me = bare(&peer["address"]);
+    let dir = nl.lab.dir.path().to_path_buf();
+    std::fs::write(dir.join("receiver.py"), RECEIVER).unwrap();
+    std::fs::write(dir.join("tunnel.py"), TUNNEL).unwrap();
+    let log = dir.join("receiver.log");
+    let receiver = dir.join("receiver.py").display().to_string();
+    let net = nl.net.clone();
+    nl.lab.spawn(&net, &["python3", &receiver], &[], &log);
+    wait_for("the receiver", Duration::from_secs(10), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("ready")
+    });
+    let tunnel = dir.join("tunnel.py").display().to_string();
+    // Sends one round from the attacker; how many of its IP-in-IP packets arrived.
+    let round = |n: u32, what: &str| -> u32 {
+        let out = nl.lab.exec(
+            &att,
+            &["python3", &tunnel, &me, INTERNET, what, &n.to_string()],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let prefix = format!("round {n} ipip=");
+        let mut seen = None;
+        wait_for(
+            &format!("round {n} at the receiver"),
+            Duration::from_secs(10),
+            || {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                seen = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_owned));
+                seen.is_some()
+            },
+        );
+        seen.unwrap().parse().unwrap()
+    };
+
+    let old = dir.join("old.nft").display().to_string();
+    std::fs::write(&old, OLD_TABLE).unwrap();
+    let out = nl.lab.exec(&nl.srv, &["nft", "-f", &old]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Before any decision the peer's tunnel carries its packets: the receiver sees them.
+    assert_eq!(round(1, "plain"), 3, "IP-in-IP passes the node at first");
+
+    // The handshake inside the tunnel is named, and the decision reaches the tunnel set.
+    round(2, "bittorrent");
+    wait_for("the tunnelled flow named", Duration::from_secs(10), || {
+        protocols(&d, &peer)["bittorrent"]["flows"].as_u64() >= Some(1)
+    });
+    let set = || {
+        let out = nl.lab.exec(
+            &nl.srv,
+            &[
+                "nft",
+                "list",
+                "set",
+                "inet",
+                "waylume_flows",
+                "tunnel_block4",
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    wait_for(
+        "the tunnel in the block set",
+        Duration::from_secs(10),
+        || set().contains(&format!("{me} . ipencap . {INTERNET}")),
+    );
+    let listed = set();
+    assert!(
+        listed.contains(&format!("{INTERNET} . ipencap . {me}")),
+        "both directions: {listed}"
+    );
+    assert!(!listed.contains(&bare(&other["address"])), "{listed}");
+    let out = nl
+        .lab
+        .exec(&nl.srv, &["nft", "list", "table", "inet", "waylume_flows"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("10.9.9.9 . tcp . 198.19.2.2 . 1234 . 6881"),
+        "the earlier decision kept: {table}"
+    );
+    assert_eq!(table.matches("@block4 drop").count(), 1, "{table}");
+
+    // Now the same peer's tunnel to that destination is cut; its mark, plain UDP, still
+    // arrives, and so does the other peer's ordinary connection.
+    assert_eq!(round(3, "plain"), 0, "IP-in-IP dropped after the decision");
+    let client = dir.join("client.py").display().to_string();
+    let out = nl
+        .lab
+        .exec(&nl.cli, &["python3", &client, INTERNET, "http"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ok"),
+        "the other peer's HTTP: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let o = protocols(&d, &other);
+    assert!(o.get("bittorrent").is_none(), "other peer flagged: {o}");
+}
