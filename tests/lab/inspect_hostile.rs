@@ -148,6 +148,33 @@ fn forged_inner_addresses_and_raknet_pings_never_flag_a_peer() {
     );
     let text = String::from_utf8_lossy(&set.stdout);
     assert!(!text.contains(&bare(&victim["address"])), "{text}");
+    // What the block cuts is the attacker's own tunnels (4in4 and 6in4) to that destination.
+    let tunnels = || {
+        let out = nl.lab.exec(
+            &nl.srv,
+            &[
+                "nft",
+                "list",
+                "set",
+                "inet",
+                "waylume_flows",
+                "tunnel_block4",
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let a = bare(&attacker["address"]);
+    wait_for(
+        "the attacker's tunnels blocked",
+        Duration::from_secs(10),
+        || {
+            let t = tunnels();
+            t.contains(&format!("{a} . ipencap . {INTERNET}"))
+                && t.contains(&format!("{a} . ipv6 . {INTERNET}"))
+        },
+    );
+    let t = tunnels();
+    assert!(!t.contains(&bare(&victim["address"])), "{t}");
 }
 
 /// The table-full behaviour: 100,000 one-datagram flows from one peer, then the victim's
