@@ -3,8 +3,14 @@
 
 For each size it starts `waylume-server serve` in a private network namespace with the userspace
 backend (wireguard-go) and the full data plane (isolation, fence, shaping, caps), signs requests
-itself, fills the node, then measures:
-  create      POST /api/peers (each followed by an untimed delete, so the size stays put)
+itself, fills the node with peers that each have a speed limit, a data cap and an IPv6 address,
+then measures:
+  create      POST /api/peers, `--samples` in a row (the node holds N to N + samples peers)
+  delete      POST /api/peers/delete of those peers, in a row: each reads every peer's counters
+              from WireGuard (it has no per-peer read), off the node's thread
+  create after a delete
+              create/delete pairs, only the create timed: it runs while the userspace WireGuard
+              is still busy with the delete's read
   list        GET /api/peers?limit=100 (one page)
   metrics     GET /metrics
   restart     SIGTERM, then a new process from exec to READY=1 (sd_notify, read from a socket
@@ -21,6 +27,9 @@ import queue, tempfile, threading, time, uuid
 
 SECRET = "6d1f0c2b9a8e4f7d3c5b1a0e9f8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d"
 SERVER_ID = "bench"
+# Every peer uses the whole data plane: a speed limit (an HTB class per direction, found by
+# its IPv4 and IPv6 filters) and a data cap (a quota).
+PEER = {"speed_limit": {"download_kbps": 20000, "upload_kbps": 10000}, "data_cap_bytes": 10**12}
 
 
 def signed(conn, method, path, body=None):
@@ -83,26 +92,43 @@ def client(a):
             until = cmd.get("expire_at")
             for _ in range(cmd["n"]):
                 # Rounded up: the node counts from its whole second, so all land on `until`.
-                body = {} if until is None else {"expires_in_secs": max(1, math.ceil(until - time.time()))}
+                body = dict(PEER)
+                if until is not None:
+                    body["expires_in_secs"] = max(1, math.ceil(until - time.time()))
                 st, p = signed(conn, "POST", "/api/peers", body)
                 assert st == 201, (st, p)
             out = {}
         elif cmd["do"] == "measure":
             n = cmd["samples"]
+            made = []
 
             def create():
-                st, p = signed(conn, "POST", "/api/peers", {})
+                st, p = signed(conn, "POST", "/api/peers", PEER)
                 assert st == 201, (st, p)
                 create.last = p["peer_id"]
 
-            times = []
+            # Creates in a row, then the same peers deleted in a row: the node is at N to N +
+            # samples peers throughout. Then pairs, each create right after a delete.
+            times, deletes, paired = [], [], []
             for _ in range(n):
                 t = time.perf_counter()
                 create()
                 times.append(time.perf_counter() - t)
+                made.append(create.last)
+            for peer in made:
+                t = time.perf_counter()
+                st, _ = signed(conn, "POST", "/api/peers/delete", {"peer_id": peer})
+                deletes.append(time.perf_counter() - t)
+                assert st == 200, st
+            for _ in range(n):
+                t = time.perf_counter()
+                create()
+                paired.append(time.perf_counter() - t)
                 st, _ = signed(conn, "POST", "/api/peers/delete", {"peer_id": create.last})
                 assert st == 200, st
-            out = {"create": (pct(times, 0.5), pct(times, 0.99))}
+            out = {"create": (pct(times, 0.5), pct(times, 0.99)),
+                   "delete": (pct(deletes, 0.5), pct(deletes, 0.99)),
+                   "paired": (pct(paired, 0.5), pct(paired, 0.99))}
 
             def page():
                 st, _ = signed(conn, "GET", "/api/peers?limit=100")
@@ -171,6 +197,7 @@ class Node:
         """Starts the daemon; returns seconds from exec to READY=1."""
         env = dict(os.environ, SERVER_ID=SERVER_ID, WAYLUME_API_SECRET=SECRET, WAYLUME_API_BIND="127.0.0.1",
                    WAYLUME_INTERFACE=self.ifname, WAYLUME_WG_BACKEND="userspace", MAX_CAPACITY="32767",
+                   WAYLUME_SUBNET_V6="fd10:77::/64",
                    WAYLUME_STATE_DIR=os.path.join(self.work, "state"), WAYLUME_ENDPOINT="192.0.2.1:51820",
                    WAYLUME_RECONCILE_INTERVAL_SECS=str(self.interval), WAYLUME_LOG=os.environ.get("WAYLUME_LOG", "warn"), NOTIFY_SOCKET=self.notify_path)
         log = open(os.path.join(self.work, "daemon.log"), "a")
@@ -259,6 +286,8 @@ def measure(a, size, tag):
 
 ROWS = [
     ("create p50", "create", 0, "ms"), ("create p99", "create", 1, "ms"),
+    ("delete p50", "delete", 0, "ms"), ("delete p99", "delete", 1, "ms"),
+    ("create p50, after a delete", "paired", 0, "ms"), ("create p99, after a delete", "paired", 1, "ms"),
     ("list p50 (100 of N)", "list", 0, "ms"), ("list p99 (100 of N)", "list", 1, "ms"),
     ("metrics p50", "metrics", 0, "ms"), ("metrics p99", "metrics", 1, "ms"),
     ("restart to READY", "restart", None, "s"), ("all N expire together", "expiry", None, "s"),

@@ -215,27 +215,6 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Deletes many peers in one transaction: one write to disk however many there are.
-    pub fn delete_peers(&mut self, ids: &[&PeerId]) -> Result<usize, StoreError> {
-        let path = self.path.clone();
-        let db = |source| StoreError::Db {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(db)?;
-        let mut n = 0;
-        {
-            let mut st = tx
-                .prepare_cached("DELETE FROM peers WHERE id = ?1")
-                .map_err(db)?;
-            for id in ids {
-                n += st.execute([id.as_str()]).map_err(db)?;
-            }
-        }
-        tx.commit().map_err(db)?;
-        Ok(n)
-    }
-
     pub fn set_limit(&mut self, id: &PeerId, l: SpeedLimit) -> Result<(), StoreError> {
         self.conn
             .execute(

@@ -284,8 +284,7 @@ impl Api {
             Route::CreatePeer => return self.create(body, nonce).await,
             Route::DeletePeer => {
                 let sel = parse::<dto::DeleteBody>(&body)?.selector()?;
-                self.change(move |n| n.delete(&sel, Removal::Deleted))
-                    .await?
+                self.node.delete(sel, Removal::Deleted).await?
             }
             Route::SpeedLimit => {
                 let b: dto::SpeedLimitBody = parse(&body)?;

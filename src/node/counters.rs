@@ -1,7 +1,7 @@
 //! The node's counters: what the kernel counted for each peer, folded into totals that survive
 //! a re-created interface, and written to the store when they moved.
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use wireguard_control::Key;
 
@@ -17,12 +17,14 @@ pub struct Counters {
     /// Bytes counted against the data cap.
     pub cap_used: u64,
     pub last_handshake: Option<u64>,
+    /// The device read these counters were last folded from (`Reading::seq`; not stored).
+    pub read: u64,
 }
 
 impl Node {
-    /// Folds a reading of the kernel's counters into the totals and marks what moved (for the
-    /// store and for the view).
-    pub(super) fn fold(&mut self, live: &[(Key, LiveStats)]) {
+    /// Folds counters from device read `seq` into the totals and marks what moved (for the
+    /// store and for the view). A peer whose counters came from a later read keeps them.
+    pub(super) fn fold(&mut self, seq: u64, live: &[(Key, LiveStats)]) {
         for (key, stats) in live {
             let Some(id) = self
                 .registry
@@ -32,13 +34,17 @@ impl Node {
                 continue;
             };
             let c = self.counters.entry(id.clone()).or_default();
+            if c.read >= seq {
+                continue;
+            }
             let before = *c;
             c.accounting.fold(Usage {
                 rx: stats.rx,
                 tx: stats.tx,
             });
             c.last_handshake = stats.last_handshake.or(c.last_handshake);
-            if *c != before {
+            c.read = seq;
+            if (c.accounting, c.last_handshake) != (before.accounting, before.last_handshake) {
                 self.dirty.insert(id.clone());
                 self.touch(&id);
             }
@@ -72,11 +78,15 @@ impl Node {
     }
 
     /// Takes the kernel's per-quota counts as the peers' cap usage. Past the cap the kernel also
-    /// counts what it dropped, so the figure is clamped to the cap.
+    /// counts what it dropped, so the figure is clamped to the cap. O(counts), each peer found
+    /// through the address index: a pass hands over only the counts that moved.
     pub(super) fn fold_cap_usage(&mut self, used: &BTreeMap<Ipv4Addr, u64>) {
         let mut moved = Vec::new();
-        for p in self.registry.iter() {
-            let Some(&n) = used.get(&p.address) else {
+        for (addr, &n) in used {
+            let Some(id) = self.view_addresses.get(&IpAddr::V4(*addr)) else {
+                continue;
+            };
+            let Some(p) = self.registry.find(&Selector::Id(id.clone())) else {
                 continue;
             };
             let n = p.data_cap.map_or(n, |cap| n.min(cap));
@@ -94,8 +104,8 @@ impl Node {
 
     /// Persists every peer's counters, e.g. before exit.
     pub fn flush(&mut self) -> Result<(), NodeError> {
-        match self.wg.device() {
-            Ok(d) => self.fold(&d.peers),
+        match self.reader.read() {
+            Ok(r) => self.fold(r.seq, &r.dev.peers),
             Err(e) => log::warn!("final counter read failed: {e}"),
         }
         self.dirty.clear();

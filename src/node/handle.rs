@@ -9,9 +9,11 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{Notify, oneshot, watch};
 
+use super::reading::{DeviceReader, Reading};
 use super::{Fault, Node, NodeError, NodeView, OwingHook, PeerStatus, Removal, RemovalHook};
 use crate::core::clientconf::{self, ServerSide};
 use crate::core::peer::Peer;
+use crate::core::registry::Selector;
 use crate::sys::policy::PeerEnforcer;
 
 /// Changes waiting for the node's thread before new ones are refused.
@@ -25,6 +27,7 @@ pub struct NodeHandle {
     view: watch::Receiver<Arc<NodeView>>,
     server: Arc<ServerSide>,
     policy: Arc<dyn PeerEnforcer>,
+    reader: Arc<DeviceReader>,
     trigger: Arc<Notify>,
     removal_hook: Arc<OnceLock<RemovalHook>>,
     owing_hook: Arc<OnceLock<OwingHook>>,
@@ -39,6 +42,7 @@ impl Node {
             view: self.view.subscribe(),
             server: self.server.clone(),
             policy: self.policy.clone(),
+            reader: self.reader.clone(),
             trigger: self.trigger.clone(),
             removal_hook: self.removal_hook.clone(),
             owing_hook: self.owing_hook.clone(),
@@ -122,5 +126,28 @@ impl NodeHandle {
     /// The data plane, for the reconcile's check made off the node's thread (reads only).
     pub(super) fn policy(&self) -> Arc<dyn PeerEnforcer> {
         self.policy.clone()
+    }
+
+    /// WireGuard's reads, for the reconcile's read made off the node's thread.
+    pub(super) fn reader(&self) -> Arc<DeviceReader> {
+        self.reader.clone()
+    }
+
+    /// A read of the device made after this call, off the node's thread.
+    pub async fn read_device(&self) -> Result<Arc<Reading>, NodeError> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || reader.read())
+            .await
+            .map_err(|_| NodeError::Unavailable(Fault::Stopped))?
+            .map_err(NodeError::from)
+    }
+
+    /// Removes a peer with its final counters. The device (every peer: WireGuard reads no
+    /// other way) is read off the node's thread, so changes queued behind the delete do not
+    /// wait for it; deletes asked for together share one read.
+    pub async fn delete(&self, sel: Selector, why: Removal) -> Result<PeerStatus, NodeError> {
+        let reading = self.read_device().await?;
+        self.call(move |n| n.delete_after(&sel, why, &reading))
+            .await?
     }
 }

@@ -22,10 +22,12 @@ use crate::core::registry::{Fresh, NewPeer, Prepared, Registry, Selector};
 use crate::store::{Store, StoreError, StoredPeer};
 use crate::sys::policy::PeerEnforcer;
 use crate::sys::wg::{PeerSpec, WireGuard};
+use reading::{DeviceReader, Reading};
 
 mod counters;
 mod error;
 mod handle;
+pub mod reading;
 pub mod reconcile;
 pub mod removal;
 mod view;
@@ -53,6 +55,8 @@ pub struct Seams {
 pub struct Node {
     server: Arc<ServerSide>,
     wg: Arc<dyn WireGuard>,
+    /// Every read of WireGuard's peers goes through it (see `reading.rs`).
+    reader: Arc<DeviceReader>,
     policy: Arc<dyn PeerEnforcer>,
     rules: PlanInput,
     lifetimes: PeerLifetimes,
@@ -124,6 +128,7 @@ impl Node {
                     accounting,
                     cap_used,
                     last_handshake,
+                    read: 0,
                 },
             );
             let id = peer.id.clone();
@@ -148,6 +153,7 @@ impl Node {
         }));
         let mut node = Node {
             server: Arc::new(server),
+            reader: Arc::new(DeviceReader::new(seams.wg.clone())),
             wg: seams.wg,
             policy: seams.policy,
             rules: seams.rules,
@@ -186,9 +192,9 @@ impl Node {
     }
 
     /// After a change: readers see it now. A change that went through leaves nothing to repair,
-    /// so it does not wake the reconcile loop: a pass reads O(peers) from WireGuard on this
-    /// thread, and one after every create would make each create wait on it at 10,000 peers.
-    /// Failed changes, deletes and policy updates still wake it.
+    /// so it does not wake the reconcile loop: a pass reads O(peers) from the kernel, and one
+    /// after every change would keep a busy node reading all the time at 10,000 peers. A change
+    /// that failed part-way wakes it.
     fn changed(&mut self, id: &PeerId) {
         self.touch(id);
         self.publish();
@@ -248,23 +254,38 @@ impl Node {
         Ok((self.status(&peer), true))
     }
 
-    /// Removes a peer and returns it with its final counters.
+    /// Removes a peer and returns it with its final counters, reading the device here (the
+    /// handle's `delete` reads it off this thread).
     pub fn delete(&mut self, sel: &Selector, why: Removal) -> Result<PeerStatus, NodeError> {
+        let reading = self.reader.read()?;
+        self.delete_after(sel, why, &reading)
+    }
+
+    /// Removes a peer with its final counters from `reading`, a read made after the delete was
+    /// asked for: it holds every byte the peer moved until then.
+    pub fn delete_after(
+        &mut self,
+        sel: &Selector,
+        why: Removal,
+        reading: &Reading,
+    ) -> Result<PeerStatus, NodeError> {
         let peer = self
             .registry
             .find(sel)
             .cloned()
             .ok_or(NodeError::NotFound)?;
-        // The final usage includes the last bytes.
-        let live = self.wg.device()?.peers;
-        self.fold(&live);
+        if let Some(stats) = reading.stats(&peer.public_key) {
+            self.fold(reading.seq, &[(peer.public_key.clone(), *stats)]);
+        }
         let used = self.counters.get(&peer.id).map_or(0, |c| c.cap_used);
         // What the peer owes Supabase is stored in the same transaction that removes it.
         let owed = self.owing_hook.get().map(|f| f(&self.status(&peer), why));
         let now = crate::sys::clock::unix_now();
         self.generation += 1;
-        self.trigger.notify_one();
-        self.wg.remove_peer(&peer.public_key)?;
+        if let Err(e) = self.wg.remove_peer(&peer.public_key) {
+            self.trigger.notify_one();
+            return Err(e.into());
+        }
         let removed = self
             .policy
             .change(&PeerChange::Remove(policy_of(&peer, used)))
@@ -278,6 +299,7 @@ impl Node {
                     })
             });
         if let Err(e) = removed {
+            self.trigger.notify_one();
             // Put it back in WireGuard so that nothing changed.
             if let Err(undo) = self.wg.upsert_peer(&spec(&peer)) {
                 log::error!(
@@ -345,9 +367,12 @@ impl Node {
             after: policy_of(&after, used),
         };
         self.generation += 1;
-        self.trigger.notify_one();
-        self.policy.change(&change)?;
+        if let Err(e) = self.policy.change(&change) {
+            self.trigger.notify_one();
+            return Err(e.into());
+        }
         if let Err(e) = save(&mut self.store) {
+            self.trigger.notify_one();
             let back = PeerChange::Update {
                 before: policy_of(&after, used),
                 after: policy_of(&before, used),

@@ -1,14 +1,16 @@
-//! Reconcile: every interval, and after a failed change, a delete or a policy update, bring the
-//! interface, the peers and the data plane back to the node's state, fold the counters in, and
-//! remove expired and idle peers. Quiet when nothing changed; each repair is logged and counted,
-//! a failure is logged when it first appears and when it clears.
+//! Reconcile: every interval, after a change that failed part-way and after batched removals,
+//! bring the interface, the peers and the data plane back to the node's state, fold the counters
+//! in, and remove expired and idle peers. Quiet when nothing changed; each repair is logged and
+//! counted, a failure is logged when it first appears and when it clears.
 //!
-//! WireGuard is read and repaired on the owner's thread, between changes, so a change can never
-//! land between the reading and the comparison. The data plane's full check reads O(peers) of
-//! `nft` and `tc` output, so it runs off that thread against a snapshot; its repair is applied
-//! only if no change touched the kernel since the snapshot (the change's own trigger brings the
-//! next pass). Under a steady stream of changes, one pass per interval runs entirely on the
-//! owner's thread, so the check is never put off for longer than that.
+//! Everything that reads O(peers) from the kernel runs off the owner's thread, against the view
+//! the owner last published: WireGuard's peers and counters, the quota counts, the data plane's
+//! `nft` and `tc` state. The owner gets back only what differs from that view (counters that
+//! moved, peers missing or extra, the data plane's repair) and acts on it only if no change
+//! touched the kernel since the view, so a change made meanwhile is never undone and a counter
+//! is never folded out of order; a stale reading is dropped and the next pass reads again. Under
+//! a steady stream of changes, one pass per two intervals runs entirely on the owner's thread,
+//! so repairs are never put off for longer than that.
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -18,13 +20,15 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use wireguard_control::Key;
 
-use super::{Node, NodeError, NodeHandle, policy_of, spec};
+use super::reading::DeviceReader;
+use super::{Node, NodeError, NodeHandle, NodeView, policy_of, spec};
+use crate::core::peer::{LiveStats, PeerId};
 use crate::core::plan::PeerPolicy;
 use crate::core::registry::Selector;
 use crate::sys::clock::unix_now;
 use crate::sys::inspection::Inspection;
 use crate::sys::notify::{NotifyState, heartbeat};
-use crate::sys::policy::Repair;
+use crate::sys::policy::{PeerEnforcer, Repair};
 
 /// What one reconcile pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -54,15 +58,110 @@ pub struct Snapshot {
     peers: Vec<PeerPolicy>,
 }
 
+impl Snapshot {
+    /// The policies as a published view has them (built off the owner's thread).
+    fn of(view: &NodeView) -> Snapshot {
+        Snapshot {
+            generation: view.generation,
+            peers: view
+                .peers
+                .values()
+                .map(|s| policy_of(&s.peer, s.counters.cap_used))
+                .collect(),
+        }
+    }
+}
+
 /// The check's findings: the kernel's quota counts and what the data plane lacks.
 type Checked = (BTreeMap<Ipv4Addr, u64>, Option<Repair>);
+
+/// A reading of WireGuard made off the owner's thread, reduced to where it differs from the
+/// view published before it.
+#[derive(Debug, Default)]
+pub struct WgReading {
+    /// The generation of the view it was compared with.
+    generation: u64,
+    /// The device read it came from.
+    seq: u64,
+    identity_ok: bool,
+    /// Peers whose counters, handshake or endpoint the view does not have yet.
+    moved: Vec<(Key, LiveStats)>,
+    /// Peers of the view that WireGuard lacks.
+    missing: Vec<PeerId>,
+    /// Keys WireGuard carries that the view lacks.
+    extra: Vec<Key>,
+}
+
+/// Reads the device and compares it with `view` (taken before the read, so every peer in it was
+/// already in WireGuard unless something removed it since).
+fn read_wireguard(reader: &DeviceReader, view: &NodeView) -> Result<WgReading, NodeError> {
+    let reading = reader.read()?;
+    let dev = &reading.dev;
+    let present: HashSet<&Key> = dev.peers.iter().map(|(k, _)| k).collect();
+    let mut known = HashSet::with_capacity(view.peers.len());
+    let mut missing = Vec::new();
+    for (id, s) in &view.peers {
+        known.insert(&s.peer.public_key);
+        if !present.contains(&s.peer.public_key) {
+            missing.push(id.clone());
+        }
+    }
+    let extra = present
+        .iter()
+        .filter(|k| !known.contains(*k))
+        .map(|k| (*k).clone())
+        .collect();
+    let by_key: std::collections::HashMap<&Key, &super::PeerStatus> = view
+        .peers
+        .values()
+        .map(|s| (&s.peer.public_key, s))
+        .collect();
+    let moved = dev
+        .peers
+        .iter()
+        .filter(|(k, st)| {
+            by_key.get(k).is_none_or(|s| {
+                let c = &s.counters;
+                c.accounting.seen.rx != st.rx
+                    || c.accounting.seen.tx != st.tx
+                    || st
+                        .last_handshake
+                        .is_some_and(|h| c.last_handshake != Some(h))
+            })
+        })
+        .cloned()
+        .collect();
+    Ok(WgReading {
+        generation: view.generation,
+        seq: reading.seq,
+        identity_ok: dev.identity_ok,
+        moved,
+        missing,
+        extra,
+    })
+}
+
+/// Quota counts that differ from the view's (clamping is the owner's: it knows the caps).
+fn moved_usage(used: BTreeMap<Ipv4Addr, u64>, view: &NodeView) -> BTreeMap<Ipv4Addr, u64> {
+    used.into_iter()
+        .filter(|(addr, n)| {
+            let held = view
+                .holder(std::net::IpAddr::V4(*addr))
+                .and_then(|id| view.get(id));
+            held.is_none_or(|s| {
+                let n = s.peer.data_cap.map_or(*n, |cap| (*n).min(cap));
+                s.counters.cap_used != n
+            })
+        })
+        .collect()
+}
 
 impl Node {
     /// The whole pass on the owner's thread (at start, in tests, and once per interval under a
     /// steady stream of changes). Writes nothing to the kernel when everything is in place.
     pub fn reconcile(&mut self, persist: bool) -> Result<Repairs, NodeError> {
         let mut r = self.reconcile_wireguard()?;
-        let snap = self.snapshot();
+        let snap = Snapshot::of(&self.view());
         let checked = (self.policy.usage()?, self.policy.check(snap.peers)?);
         r.dataplane = self.finish(snap.generation, checked, persist)?;
         Ok(r)
@@ -71,27 +170,48 @@ impl Node {
     /// The interface exists with our key and port and carries exactly our peers; the counters
     /// are folded in.
     pub fn reconcile_wireguard(&mut self) -> Result<Repairs, NodeError> {
-        let mut r = Repairs {
-            interface_created: self.wg.ensure_interface()?,
-            ..Repairs::default()
-        };
-        let dev = self.wg.device()?;
-        if !dev.identity_ok {
+        let created = self.ensure_interface()?;
+        let reading = read_wireguard(&self.reader, &self.view())?;
+        let mut r = self.apply_wireguard(reading)?;
+        r.interface_created = created;
+        Ok(r)
+    }
+
+    /// Creates the interface if it is missing; publishes, so the view a reading is compared
+    /// with is the node as it is now.
+    pub fn ensure_interface(&mut self) -> Result<bool, NodeError> {
+        let created = self.wg.ensure_interface()?;
+        self.publish();
+        Ok(created)
+    }
+
+    /// Acts on a reading: folds what moved (each peer only if its counters are older than the
+    /// read), gives WireGuard back the peers it lacks and takes away the keys it should not
+    /// carry. The last two only if no change touched the kernel since the reading's view: a
+    /// peer created and deleted meanwhile would look like a stray key. The next pass reads
+    /// again.
+    pub fn apply_wireguard(&mut self, reading: WgReading) -> Result<Repairs, NodeError> {
+        let mut r = Repairs::default();
+        if !reading.identity_ok {
             self.wg.set_identity()?;
             r.identity_reset = true;
         }
-        self.fold(&dev.peers);
-        let present: HashSet<&Key> = dev.peers.iter().map(|(k, _)| k).collect();
-        for p in self.registry.iter() {
-            if !present.contains(&p.public_key) {
-                let mut s = spec(p);
-                let keepalive = self.server.persistent_keepalive.max(1);
-                s.resume = self.endpoints.get(&p.id).map(|e| (*e, keepalive));
-                self.wg.upsert_peer(&s)?;
-                r.peers_added += 1;
-            }
+        self.fold(reading.seq, &reading.moved);
+        if reading.generation != self.generation {
+            self.publish();
+            return Ok(r);
         }
-        for key in present {
+        for id in &reading.missing {
+            let Some(p) = self.registry.find(&Selector::Id(id.clone())) else {
+                continue;
+            };
+            let mut s = spec(p);
+            let keepalive = self.server.persistent_keepalive.max(1);
+            s.resume = self.endpoints.get(&p.id).map(|e| (*e, keepalive));
+            self.wg.upsert_peer(&s)?;
+            r.peers_added += 1;
+        }
+        for key in &reading.extra {
             if self
                 .registry
                 .find(&Selector::PublicKey(key.clone()))
@@ -103,18 +223,6 @@ impl Node {
         }
         self.publish();
         Ok(r)
-    }
-
-    pub fn snapshot(&self) -> Snapshot {
-        let peers = self
-            .registry
-            .iter()
-            .map(|p| policy_of(p, self.counters.get(&p.id).map_or(0, |c| c.cap_used)))
-            .collect();
-        Snapshot {
-            generation: self.generation,
-            peers,
-        }
     }
 
     /// Applies a check made against generation `seen`: the repair and the quota counts only if
@@ -158,8 +266,10 @@ impl Node {
     }
 }
 
-/// One pass through the handle. `whole`: everything on the owner's thread. Returns the repairs
-/// and whether the data-plane check went stale (a change came in while it ran).
+/// One pass through the handle. `whole`: everything on the owner's thread. Otherwise the owner
+/// only makes sure the interface exists and then acts on what the reads off its thread found.
+/// Returns the repairs and whether the data-plane check went stale (a change came in while it
+/// ran).
 async fn pass(node: &NodeHandle, persist: bool, whole: bool) -> Result<(Repairs, bool), NodeError> {
     if whole {
         return node
@@ -167,24 +277,34 @@ async fn pass(node: &NodeHandle, persist: bool, whole: bool) -> Result<(Repairs,
             .await?
             .map(|r| (r, false));
     }
-    let (mut r, snap) = node
-        .call(|n| n.reconcile_wireguard().map(|r| (r, n.snapshot())))
-        .await??;
-    let policy = node.policy();
-    let generation = snap.generation;
-    let checked = tokio::task::spawn_blocking(move || -> Result<Checked, NodeError> {
-        Ok((policy.usage()?, policy.check(snap.peers)?))
+    let created = node.call(Node::ensure_interface).await??;
+    let view = node.view();
+    let (reader, policy) = (node.reader(), node.policy());
+    let (reading, checked, generation) =
+        tokio::task::spawn_blocking(move || read_off_thread(&reader, policy.as_ref(), &view))
+            .await
+            .map_err(|_| NodeError::Unavailable(super::Fault::Stopped))??;
+    node.call(move |n| {
+        let mut r = n.apply_wireguard(reading)?;
+        r.interface_created = created;
+        let stale = generation != n.generation;
+        r.dataplane = n.finish(generation, checked, persist)?;
+        Ok((r, stale))
     })
-    .await
-    .map_err(|_| NodeError::Unavailable(super::Fault::Stopped))??;
-    let (stale, what) = node
-        .call(move |n| {
-            let stale = generation != n.generation;
-            n.finish(generation, checked, persist).map(|w| (stale, w))
-        })
-        .await??;
-    r.dataplane = what;
-    Ok((r, stale))
+    .await?
+}
+
+/// The pass's reads: WireGuard, the quota counts and the data-plane check, against `view`.
+fn read_off_thread(
+    reader: &DeviceReader,
+    policy: &dyn PeerEnforcer,
+    view: &NodeView,
+) -> Result<(WgReading, Checked, u64), NodeError> {
+    let reading = read_wireguard(reader, view)?;
+    let snap = Snapshot::of(view);
+    let used = moved_usage(policy.usage()?, view);
+    let repair = policy.check(snap.peers)?;
+    Ok((reading, (used, repair), snap.generation))
 }
 
 /// Every interval and on every trigger: one pass, then the removals that are due. Tells the
@@ -235,7 +355,7 @@ pub async fn run(
                 // Removals in chunks, the watchdog told after each: thousands of peers expiring
                 // together never look like a hung node.
                 loop {
-                    let more = node.call(|n| n.remove_due(unix_now())).await;
+                    let more = remove_due(&node).await;
                     let peers = node.view().peers.len();
                     heartbeat(&[
                         NotifyState::Watchdog,
@@ -255,4 +375,21 @@ pub async fn run(
             }
         }
     }
+}
+
+/// One removal job: when peers are due, the device is read off the owner's thread for their
+/// final counters. Returns whether more are due.
+async fn remove_due(node: &NodeHandle) -> Result<bool, NodeError> {
+    let now = unix_now();
+    if node.view().peers.is_empty() {
+        return Ok(false);
+    }
+    let due = node
+        .call(move |n| !n.due_for_removal(now).is_empty())
+        .await?;
+    if !due {
+        return Ok(false);
+    }
+    let reading = node.read_device().await?;
+    node.call(move |n| n.remove_due_after(now, &reading)).await
 }

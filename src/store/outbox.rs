@@ -39,6 +39,16 @@ impl Store {
         owed: Option<&Value>,
         now: u64,
     ) -> Result<bool, StoreError> {
+        Ok(self.delete_peers_owing(&[(id, owed)], now)? > 0)
+    }
+
+    /// Deletes peers and, in the same transaction, records what each still owes: all of them
+    /// or none. Returns how many were there.
+    pub fn delete_peers_owing(
+        &mut self,
+        gone: &[(&PeerId, Option<&Value>)],
+        now: u64,
+    ) -> Result<usize, StoreError> {
         let limit = self.outbox_limit;
         let path = self.path.clone();
         let db = |source| StoreError::Db {
@@ -46,15 +56,25 @@ impl Store {
             source,
         };
         let tx = self.conn.transaction().map_err(&db)?;
-        let n = tx
-            .execute("DELETE FROM peers WHERE id = ?1", [id.as_str()])
-            .map_err(&db)?;
-        if let Some(body) = owed.filter(|v| !v.is_null()) {
-            push(&tx, "session", body, now).map_err(&db)?;
+        let mut n = 0;
+        let mut owing = false;
+        for (id, owed) in gone {
+            n += tx
+                .prepare_cached("DELETE FROM peers WHERE id = ?1")
+                .and_then(|mut st| st.execute([id.as_str()]))
+                .map_err(&db)?;
+            if let Some(body) = owed.filter(|v| !v.is_null()) {
+                push(&tx, "session", body, now).map_err(&db)?;
+                owing = true;
+            }
+        }
+        // Once per transaction: folding counts the outbox, which a removal of thousands
+        // should not do thousands of times.
+        if owing {
             fold(&tx, limit, now).map_err(&db)?;
         }
         tx.commit().map_err(&db)?;
-        Ok(n > 0)
+        Ok(n)
     }
 
     /// Up to `limit` entries with an id above `after`, oldest first.

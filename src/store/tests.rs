@@ -160,6 +160,39 @@ mod outbox {
     }
 
     #[test]
+    fn a_batch_removal_keeps_every_final_row_in_its_one_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        s.set_outbox_limit(3);
+        let peers: Vec<Peer> = (40..50).map(peer).collect();
+        for p in &peers {
+            s.insert_peer(p).unwrap();
+        }
+        let rows: Vec<serde_json::Value> = (0..10).map(|i| row(&format!("b{i}"), i)).collect();
+        // The last peer owes nothing (no control plane was told about it).
+        let gone: Vec<_> = peers
+            .iter()
+            .zip(&rows)
+            .enumerate()
+            .map(|(i, (p, r))| (&p.id, (i < 9).then_some(r)))
+            .collect();
+        // Refused as a whole: every peer stays, no row is kept.
+        s.conn.execute_batch("PRAGMA query_only = ON").unwrap();
+        assert!(s.delete_peers_owing(&gone, 7).is_err());
+        s.conn.execute_batch("PRAGMA query_only = OFF").unwrap();
+        assert_eq!(s.load_peers().unwrap().len(), 10);
+        assert_eq!(s.owed_count().unwrap(), (0, 0));
+        // Taken: all gone; the newest three rows kept, the six before them summarised.
+        assert_eq!(s.delete_peers_owing(&gone, 7).unwrap(), 10);
+        assert!(s.load_peers().unwrap().is_empty());
+        assert_eq!(s.owed_count().unwrap(), (3, 1));
+        let owed = s.owed(0, 100).unwrap();
+        let summary = owed.iter().find(|o| o.kind == "summary").unwrap();
+        assert_eq!(summary.body["sessions"], 6);
+        assert_eq!(summary.body["rx_bytes"], 15);
+    }
+
+    #[test]
     fn the_oldest_rows_beyond_the_limit_are_summarised_not_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(dir.path()).unwrap();

@@ -1,6 +1,7 @@
 //! Read-back of `tc -j qdisc|class|filter show dev D` into the plan's observed form.
 //! iproute2 6.1 prints HTB classes as text even with `-j`; later versions print JSON. Both are
 //! accepted.
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::core::plan::{ObservedClass, ObservedDev, ObservedFilter, Rate};
@@ -112,62 +113,118 @@ fn hex_u32(v: Option<&Value>) -> Option<u32> {
     u32::from_str_radix(v?.as_str()?, 16).ok()
 }
 
-/// Filters under `1:`: hash tables (`fh` `X:` with a divisor) and entries (`fh` `X:B:N`).
-pub fn parse_filters(json: &str, dev: &mut ObservedDev) -> Result<(), ParseError> {
-    for f in array(json)? {
-        let Some(o) = f.get("options") else { continue };
-        let Some(fh) = s(o, "fh") else { continue };
-        let parts: Vec<&str> = fh.split(':').collect();
-        let hex = |x: &str| {
-            if x.is_empty() {
-                Some(0)
-            } else {
-                u32::from_str_radix(x, 16).ok()
+/// A JSON object read as its key/value pairs in order, repeated keys kept: tc prints one
+/// `"match"` key per match key of a u32 filter, in one object.
+#[derive(Debug, Default)]
+struct Pairs(Vec<(String, Value)>);
+
+impl Pairs {
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+        self.0.iter().filter(move |(k, _)| k == key).map(|(_, v)| v)
+    }
+}
+
+impl<'de> Deserialize<'de> for Pairs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Pairs, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Pairs;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
             }
-        };
-        let Some(ht) = parts
-            .first()
-            .and_then(|x| hex(x))
-            .and_then(|x| u16::try_from(x).ok())
-        else {
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Pairs, A::Error> {
+                let mut v = Vec::new();
+                while let Some(kv) = m.next_entry::<String, Value>()? {
+                    v.push(kv);
+                }
+                Ok(Pairs(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// One entry of `tc -j filter show`: a priority's header (no options), a hash table or a
+/// filter.
+#[derive(Debug, Deserialize)]
+struct FilterEntry {
+    protocol: Option<String>,
+    pref: Option<u16>,
+    kind: Option<String>,
+    options: Option<Pairs>,
+}
+
+/// `"10:2:1"` → `(0x10, 2, 1)`; `"800:"` → `(0x800, 0, 0)`; empty parts are zero.
+fn u32_handle(fh: &str) -> Option<(u16, u8, u16)> {
+    let mut parts = fh.split(':').map(|x| {
+        if x.is_empty() {
+            Some(0)
+        } else {
+            u32::from_str_radix(x, 16).ok()
+        }
+    });
+    let ht = u16::try_from(parts.next()??).ok()?;
+    let bkt = u8::try_from(parts.next().unwrap_or(Some(0))?).ok()?;
+    let node = u16::try_from(parts.next().unwrap_or(Some(0))?).ok()?;
+    Some((ht, bkt, node))
+}
+
+/// Filters under `1:` by priority: hash tables (`fh` `X:` with a divisor; the kernel numbers
+/// each priority's root `800:` and up) and entries (`fh` `X:B:N`).
+pub fn parse_filters(json: &str, dev: &mut ObservedDev) -> Result<(), ParseError> {
+    if json.trim().is_empty() {
+        return Ok(());
+    }
+    for f in serde_json::from_str::<Vec<FilterEntry>>(json)? {
+        let Some(pref) = f.pref else { continue };
+        let prio = dev.prios.entry(pref).or_default();
+        prio.kind = f.kind.unwrap_or_default();
+        prio.protocol = f.protocol.unwrap_or_default();
+        let Some(o) = f.options else { continue };
+        let Some((ht, bkt, node)) = o.get("fh").and_then(Value::as_str).and_then(u32_handle) else {
             continue;
         };
         if let Some(d) = o.get("ht_divisor").and_then(Value::as_u64) {
-            dev.tables.insert(ht, u32::try_from(d).unwrap_or(0));
+            if ht & 0x800 != 0 {
+                prio.root = Some(ht);
+            } else {
+                prio.tables.insert(ht, u32::try_from(d).unwrap_or(0));
+            }
             continue;
         }
-        let bkt = parts
-            .get(1)
-            .and_then(|x| hex(x))
-            .and_then(|x| u8::try_from(x).ok());
-        let node = parts
-            .get(2)
-            .and_then(|x| hex(x))
-            .and_then(|x| u16::try_from(x).ok());
-        let (Some(bkt), Some(node)) = (bkt, node) else {
-            continue;
-        };
-        let m = o.get("match");
-        let mut obs = ObservedFilter {
-            value: hex_u32(m.and_then(|m| m.get("value"))),
-            mask: hex_u32(m.and_then(|m| m.get("mask"))),
-            off: m
-                .and_then(|m| m.get("off"))
-                .and_then(Value::as_i64)
-                .map(|x| x as i32),
-            link: s(o, "link")
-                .and_then(handle)
-                .and_then(|(t, _)| u16::try_from(t).ok()),
-            flowid: s(o, "flowid").map(String::from),
-            hash: None,
-        };
-        if let (Some(hm), Some(ho)) = (
+        let keys = o
+            .all("match")
+            .filter_map(|m| {
+                let off = m.get("off").and_then(Value::as_i64)?;
+                Some((
+                    hex_u32(m.get("value"))?,
+                    hex_u32(m.get("mask"))?,
+                    i32::try_from(off).ok()?,
+                ))
+            })
+            .collect();
+        let hash = match (
             hex_u32(o.get("hash_mask")),
             o.get("hash_off").and_then(Value::as_i64),
         ) {
-            obs.hash = Some((hm, ho as i32));
-        }
-        dev.filters.insert((ht, bkt, node), obs);
+            (Some(m), Some(off)) => i32::try_from(off).ok().map(|off| (m, off)),
+            _ => None,
+        };
+        let obs = ObservedFilter {
+            keys,
+            hash,
+            link: o
+                .get("link")
+                .and_then(Value::as_str)
+                .and_then(handle)
+                .and_then(|(t, _)| u16::try_from(t).ok()),
+            flowid: o.get("flowid").and_then(Value::as_str).map(String::from),
+        };
+        prio.filters.insert((ht, bkt, node), obs);
     }
     Ok(())
 }

@@ -578,3 +578,36 @@ async fn the_view_names_an_address_holder_and_forgets_it_on_delete() {
         w["peer_id"].as_str().map(str::to_string)
     );
 }
+
+/// Device reads made off the node's thread can arrive in any order: a peer's counters are
+/// folded only from a read newer than the one they came from, so a late read is never taken for
+/// a counter reset (which would count its bytes twice).
+#[tokio::test]
+async fn a_late_device_read_neither_double_counts_nor_goes_back() {
+    use waylume::core::peer::LiveStats;
+    use waylume::core::registry::Selector;
+    use waylume::node::Removal;
+    let t = TestNode::new("10.0.0.0/24", 100);
+    t.create("{}").await;
+    let p = t.peers()[0].peer.clone();
+    let stats = |rx| LiveStats {
+        rx,
+        tx: rx / 2,
+        ..LiveStats::default()
+    };
+    t.wg.set_stats(&p.public_key, stats(100));
+    let early = t.node.read_device().await.unwrap();
+    t.wg.set_stats(&p.public_key, stats(150));
+    // A pass folds the newer counters first.
+    t.reconcile(false).await;
+    assert_eq!(t.peers()[0].usage().rx, 150);
+    // Then a delete that was handed the earlier read.
+    let sel = Selector::Id(p.id.clone());
+    let gone = t
+        .node
+        .call(move |n| n.delete_after(&sel, Removal::Deleted, &early))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((gone.usage().rx, gone.usage().tx), (150, 75));
+}

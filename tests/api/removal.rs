@@ -23,6 +23,12 @@ async fn five_thousand_expiring_together_leave_in_batches_with_their_final_usage
         );
         assert!(prev.is_none(), "reported once");
     });
+    // What the daemon owes Supabase for each, as the control feed builds it.
+    t.node.owe_on_removal(|st, why| {
+        let u = st.usage();
+        serde_json::json!({"peer_id": st.peer.id.to_string(), "rx_bytes": u.rx,
+            "tx_bytes": u.tx, "status": format!("{why:?}")})
+    });
     for _ in 0..N {
         t.create(r#"{"expires_in_secs": 10}"#).await;
     }
@@ -70,4 +76,23 @@ async fn five_thousand_expiring_together_leave_in_batches_with_their_final_usage
         store.load_peers().unwrap().is_empty(),
         "gone from the store"
     );
+    // Each final usage row kept in the outbox, written with its removal.
+    let owed: BTreeMap<String, (u64, u64)> = store
+        .owed(0, 2 * N as usize)
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            let n = |k: &str| r.body[k].as_u64().unwrap();
+            assert_eq!(r.kind, "session");
+            assert_eq!(r.body["status"], "Expired");
+            let id = r.body["peer_id"].as_str().unwrap().to_string();
+            (id, (n("rx_bytes"), n("tx_bytes")))
+        })
+        .collect();
+    let want: BTreeMap<String, (u64, u64)> = want
+        .into_iter()
+        .map(|(id, (rx, tx, _, _))| (id, (rx, tx)))
+        .collect();
+    assert_eq!(owed, want, "every final usage row in the outbox, once");
+    assert_eq!(store.owed_count().unwrap(), (N, 0));
 }

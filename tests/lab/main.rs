@@ -3,6 +3,7 @@
 //! as root with `cargo test --test lab -- --ignored --test-threads=1`.
 mod daemon;
 mod dataplane;
+mod expiry;
 mod fleet;
 mod harness;
 mod hostile;
@@ -11,5 +12,7 @@ mod inspect_hostile;
 mod inspect_tunnel;
 mod netlink;
 mod node_dataplane;
+mod node_shaping6;
 mod prometheus;
 mod reconcile;
+mod shaping6;

@@ -3,22 +3,36 @@
 //! classes that exist). Nothing when they already match.
 use std::collections::BTreeMap;
 
-use super::ids::PRIO;
-use super::observed::{ObservedDev, ObservedFilter};
-use super::tc::{
-    FilterSpec, TcDevPlan, class_del_line, class_line, filter_del_line, ingress_lines, leaf_line,
-    shape,
-};
+use super::ids::ROOT;
+use super::observed::{ObservedDev, ObservedFilter, ObservedPrio};
+use super::tc::{Dir, TcDevPlan, class_del_line, class_line, ingress_lines, leaf_line, shape};
+use super::u32::{FilterSpec, U32Set, filter_del_line, table_del_line, table_line};
 
 impl ObservedFilter {
-    fn matches(&self, f: &FilterSpec) -> bool {
-        self.value == Some(f.value)
-            && self.mask == Some(f.mask)
-            && self.off == Some(f.off)
-            && self.hash == f.hash
-            && self.link == f.link
-            && self.flowid == f.flowid
+    fn matches(&self, f: &FilterSpec, dir: Dir) -> bool {
+        let mut keys = self.keys.clone();
+        keys.sort_by_key(|k| k.2);
+        keys == f.keys(dir) && self.hash == f.hash && self.link == f.link && self.flowid == f.flowid
     }
+}
+
+/// A u32 filter handle: `(table, bucket, node)`.
+type Handle = (u16, u8, u16);
+
+/// One family's filters as observed, with the root's filters under [`ROOT`] like the plan's,
+/// each with its real handle.
+fn by_plan_handle(prio: &ObservedPrio) -> BTreeMap<Handle, (&ObservedFilter, Handle)> {
+    prio.filters
+        .iter()
+        .map(|(h, f)| {
+            let key = if Some(h.0) == prio.root {
+                (ROOT, h.1, h.2)
+            } else {
+                *h
+            };
+            (key, (f, *h))
+        })
+        .collect()
 }
 
 /// The lines for one device. `obs` is what the device holds now.
@@ -43,34 +57,46 @@ pub fn diff_tc(plan: &TcDevPlan, obs: &ObservedDev) -> Vec<String> {
     } else {
         (&empty, vec![plan.root_line()])
     };
-    let mut filters: BTreeMap<(u16, u8, u16), FilterSpec> = plan
-        .link_filters()
-        .into_iter()
-        .map(|f| (f.handle, f))
-        .collect();
-    for (slot, _) in plan.classes.values() {
-        let f = plan.peer_filter(slot, plan.addr_of(slot.minor));
-        filters.insert(f.handle, f);
+    let sets = plan.u32_sets();
+    let empty_prio = ObservedPrio::default();
+    // Hash tables belong to every u32 priority of the qdisc together and outlive the priority
+    // that made them while another one exists: a priority deleted from outside leaves its
+    // tables behind, unlisted, and re-adding them fails. So unless the priorities are exactly
+    // the plan's (classifier, protocol), every filter goes and all are built again.
+    let exact = obs.prios.len() == sets.len()
+        && sets.iter().all(|s| {
+            obs.prios
+                .get(&s.family.prio())
+                .is_some_and(|o| o.kind == "u32" && o.protocol == s.family.proto())
+        });
+    if !exact && !obs.prios.is_empty() {
+        out.push(format!("filter del dev {dev} parent 1:"));
     }
-    let tables = plan.tables();
+    let fams: Vec<(&U32Set, &ObservedPrio)> = sets
+        .iter()
+        .map(|set| {
+            let o = obs.prios.get(&set.family.prio()).filter(|_| exact);
+            (set, o.unwrap_or(&empty_prio))
+        })
+        .collect();
 
     // Removals first: stray filters, then stray classes, then stray tables.
-    for h in obs.filters.keys().filter(|h| !filters.contains_key(h)) {
-        out.push(filter_del_line(dev, *h));
+    for (set, o) in &fams {
+        for (h, (_, real)) in by_plan_handle(o) {
+            if !set.filters.contains_key(&h) {
+                out.push(filter_del_line(dev, set.family, real));
+            }
+        }
     }
     for m in obs.classes.keys().filter(|m| **m != 1) {
         if !plan.classes.contains_key(m) {
             out.push(class_del_line(dev, *m));
         }
     }
-    for t in obs
-        .tables
-        .keys()
-        .filter(|t| **t != 0x800 && !tables.contains(t))
-    {
-        out.push(format!(
-            "filter del dev {dev} parent 1: prio {PRIO} handle {t:x}: protocol ip u32"
-        ));
+    for (set, o) in &fams {
+        for t in o.tables.keys().filter(|t| !set.tables.contains(t)) {
+            out.push(table_del_line(dev, set.family, *t));
+        }
     }
 
     let parent_ok = obs.classes.get(&1).is_some_and(|c| {
@@ -80,35 +106,38 @@ pub fn diff_tc(plan: &TcDevPlan, obs: &ObservedDev) -> Vec<String> {
     if !parent_ok {
         out.push(plan.parent_line());
     }
-    for t in &tables {
-        if obs.tables.get(t) != Some(&256) {
-            if obs.tables.contains_key(t) {
-                out.push(format!(
-                    "filter del dev {dev} parent 1: prio {PRIO} handle {t:x}: protocol ip u32"
-                ));
+    for (set, o) in &fams {
+        for t in &set.tables {
+            if o.tables.get(t) != Some(&256) {
+                if o.tables.contains_key(t) {
+                    out.push(table_del_line(dev, set.family, *t));
+                }
+                out.push(table_line(dev, set.family, *t));
             }
-            out.push(plan.table_line(*t));
         }
     }
-    for (minor, (slot, kbps)) in &plan.classes {
-        let bps = u64::from(*kbps) * 125;
+    for (minor, c) in &plan.classes {
+        let bps = u64::from(c.kbps) * 125;
         match obs.classes.get(minor) {
-            None => out.push(class_line("add", dev, slot, *kbps)),
-            Some(c) if !(c.rate.matches(bps) && c.ceil.matches(bps)) => {
-                out.push(class_line("change", dev, slot, *kbps))
+            None => out.push(class_line("add", dev, &c.slot, c.kbps)),
+            Some(o) if !(o.rate.matches(bps) && o.ceil.matches(bps)) => {
+                out.push(class_line("change", dev, &c.slot, c.kbps))
             }
             Some(_) => {}
         }
-        let (_, _, limit) = shape(*kbps);
+        let (_, _, limit) = shape(c.kbps);
         if obs.leaves.get(minor) != Some(&("pfifo".to_string(), Some(limit))) {
-            out.push(leaf_line(dev, slot, *kbps));
+            out.push(leaf_line(dev, &c.slot, c.kbps));
         }
     }
-    // Links before peer filters so a peer filter's table is reachable once it exists; all of
-    // this comes after the classes it points at.
-    for (h, f) in &filters {
-        if !obs.filters.get(h).is_some_and(|o| o.matches(f)) {
-            out.push(f.line(dev, plan.dir));
+    // By handle: links, then peer filters, then the root, so the root leads only to tables
+    // that are complete; all of this comes after the classes the filters point at.
+    for (set, o) in &fams {
+        let seen = by_plan_handle(o);
+        for (h, f) in &set.filters {
+            if !seen.get(h).is_some_and(|(o, _)| o.matches(f, plan.dir)) {
+                out.push(f.line(dev, plan.dir, o.root));
+            }
         }
     }
     if let Some(ifb) = &plan.redirect_to {

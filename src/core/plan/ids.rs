@@ -1,8 +1,8 @@
 //! Names and numbers derived from a peer's address, so that everything the kernel reports maps
 //! back to one peer without a lookup table of our own.
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 /// The nftables table the daemon owns (family `inet`).
 pub const TABLE: &str = "waylume";
@@ -15,8 +15,17 @@ pub const UNLIMITED_QUOTA: u64 = 1 << 62;
 pub const HT_TOP: u16 = 0x10;
 /// Two-level layouts: the table for third byte `b` is `HT_L2_BASE + b`.
 pub const HT_L2_BASE: u16 = 0x100;
-/// Filter priority of every u32 filter the plan owns.
+/// Filter priority of the IPv4 u32 filters (and of the ingress redirect).
 pub const PRIO: u16 = 1;
+/// The IPv6 counterparts: tc keeps one protocol per priority, and hash-table ids are shared by
+/// every priority of a qdisc, so IPv6 has its own priority and its own table ids. Table ids
+/// below 0x800 are never taken by the kernel, which numbers each priority's root 0x800 and up.
+pub const PRIO6: u16 = 2;
+pub const HT6_TOP: u16 = 0x20;
+pub const HT6_L2_BASE: u16 = 0x200;
+/// Stands for a priority's root table, whose id the kernel chooses (`fff:` is also what the
+/// kernel calls the root of the filter being changed). Never sent as a table id.
+pub const ROOT: u16 = 0xfff;
 
 /// `p10_0_0_2` for 10.0.0.2.
 pub fn quota_name(addr: Ipv4Addr) -> String {
@@ -73,6 +82,29 @@ impl Slot {
             (HT_TOP, self.b4, 1)
         }
     }
+
+    /// The same for the peer's IPv6 address, keyed on the host offset itself: the prefix is
+    /// /112 or larger and aligned, so the low 16 bits of the address are the offset.
+    pub fn filter6(&self, layout: &Layout) -> (u16, u8, u16) {
+        let [hi, lo] = self.minor.to_be_bytes();
+        if layout.two_level {
+            (HT6_L2_BASE + u16::from(hi), lo, 1)
+        } else {
+            (HT6_TOP, lo, 1)
+        }
+    }
+}
+
+/// The IPv6 address with host offset `minor` in `net`: how the address pool derives a peer's
+/// IPv6 address from its IPv4 one.
+pub fn v6_addr(net: Ipv6Net, minor: u16) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(net.network()) + u128::from(minor))
+}
+
+/// Whether IPv6 traffic can be shaped in `net`: the host offsets hash on the low 16 bits, so
+/// the prefix must leave them to the hosts (config accepts /112 or larger, network-aligned).
+pub fn shapable_v6(net: Ipv6Net) -> bool {
+    (1..=112).contains(&net.prefix_len()) && net == net.trunc()
 }
 
 /// The hash-table layout for a subnet: one level keyed on the last byte for /24 and smaller,

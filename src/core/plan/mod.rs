@@ -11,6 +11,7 @@ mod nft;
 mod observed;
 mod ops;
 mod tc;
+mod u32;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -22,11 +23,12 @@ pub use ids::{TABLE, UNLIMITED_QUOTA, quota_name, quota_owner};
 pub use names::ifb_name;
 pub use nft::{NftPlan, render_table};
 pub use observed::{
-    ObservedChain, ObservedClass, ObservedDev, ObservedFilter, ObservedNft, ObservedQuota, Rate,
-    rate_text,
+    ObservedChain, ObservedClass, ObservedDev, ObservedFilter, ObservedNft, ObservedPrio,
+    ObservedQuota, Rate, rate_text,
 };
 pub use ops::{Batch, NftOp, PeerChange, peer_batch, render_ops};
-pub use tc::{Dir, TcDevPlan, TcPlan};
+pub use tc::{Dir, PeerClass, TcDevPlan, TcPlan};
+pub use u32::Family;
 
 /// Highest limit the API accepts: 100 Gbit/s.
 pub const MAX_KBPS: u32 = 100_000_000;
@@ -148,3 +150,5 @@ pub fn validate_peer(input: &PlanInput, p: &PeerPolicy) -> Result<(), PlanError>
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_u32;

@@ -77,12 +77,25 @@ pub struct ObservedClass {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObservedFilter {
-    pub value: Option<u32>,
-    pub mask: Option<u32>,
-    pub off: Option<i32>,
+    /// Match keys `(value, mask, offset)`, in the order tc printed them.
+    pub keys: Vec<(u32, u32, i32)>,
     pub hash: Option<(u32, i32)>,
     pub link: Option<u16>,
     pub flowid: Option<String>,
+}
+
+/// The filters of one priority under `1:`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObservedPrio {
+    /// The classifier (`u32`) and protocol (`ip`, `ipv6`) of the priority.
+    pub kind: String,
+    pub protocol: String,
+    /// The id the kernel gave the priority's root table (`800:` for the first, then `801:`…).
+    pub root: Option<u16>,
+    /// Hash tables other than the root, by id, with their divisor.
+    pub tables: BTreeMap<u16, u32>,
+    /// Filters by handle `(table, bucket, node)`, root filters under the root's real id.
+    pub filters: BTreeMap<(u16, u8, u16), ObservedFilter>,
 }
 
 /// One device's qdiscs, classes and u32 filters under `1:` and `ffff:`.
@@ -96,9 +109,8 @@ pub struct ObservedDev {
     pub classes: BTreeMap<u16, ObservedClass>,
     /// Leaf qdiscs by the minor of their parent class: (kind, packet limit).
     pub leaves: BTreeMap<u16, (String, Option<u64>)>,
-    /// u32 hash tables under `1:` by id, with their divisor.
-    pub tables: BTreeMap<u16, u32>,
-    pub filters: BTreeMap<(u16, u8, u16), ObservedFilter>,
+    /// Filters under `1:` by priority.
+    pub prios: BTreeMap<u16, ObservedPrio>,
     /// Devices the ingress filters redirect to.
     pub redirects: Vec<String>,
 }

@@ -1,12 +1,13 @@
 //! One peer's change as a small batch that touches only that peer's objects: its quota, its map
-//! entries, and per shaped direction one class, one leaf and one filter. The cost does not
-//! depend on how many peers exist.
+//! entries, and per shaped direction one class, one leaf and one filter per address family. The
+//! cost does not depend on how many peers exist.
 use std::net::IpAddr;
 
 use super::ids::{Layout, Slot, TABLE, UNLIMITED_QUOTA, quota_name};
 use super::nft::{MAP4, MAP6};
 use super::observed::ObservedQuota;
-use super::tc::{Dir, TcDevPlan, class_del_line, class_line, filter_del_line, leaf_line};
+use super::tc::{Dir, TcDevPlan, class_del_line, class_line, has_v6_filter, leaf_line, shaping_v6};
+use super::u32::{Family, filter_del_line};
 use super::{PeerPolicy, PlanError, PlanInput, validate_peer};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,9 +176,16 @@ pub fn peer_batch(
             ),
             (&input.ifb, Dir::Up, &ul),
         ] {
-            let old = before.and_then(get);
-            let new = after.and_then(get);
-            shape_ops(&mut b.tc, input, dev, dir, &layout, addr, old, new);
+            let plan = TcDevPlan {
+                dev: dev.to_string(),
+                dir,
+                enabled: true,
+                layout: layout.clone(),
+                v6: shaping_v6(input),
+                classes: Default::default(),
+                redirect_to: None,
+            };
+            shape_ops(&mut b.tc, &plan, input, addr, (before, after), get);
         }
     }
     Ok(b)
@@ -215,44 +223,54 @@ fn map_del(nft: &mut Vec<NftOp>, p: Option<&PeerPolicy>) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One device's lines for one peer: its class and leaf, and a filter per family that leads to
+/// the class. Filters go before the class they name is deleted and after it is created.
 fn shape_ops(
     tc: &mut Vec<String>,
+    plan: &TcDevPlan,
     input: &PlanInput,
-    dev: &str,
-    dir: Dir,
-    layout: &Layout,
     addr: std::net::Ipv4Addr,
-    old: Option<u32>,
-    new: Option<u32>,
+    (before, after): (Option<&PeerPolicy>, Option<&PeerPolicy>),
+    get: &dyn Fn(&PeerPolicy) -> Option<u32>,
 ) {
     let Some(slot) = Slot::of(input.subnet, addr) else {
         return;
     };
-    let plan = TcDevPlan {
-        dev: dev.to_string(),
-        dir,
-        enabled: true,
-        layout: layout.clone(),
-        classes: Default::default(),
-        redirect_to: None,
+    let dev = plan.dev.as_str();
+    let old = before.and_then(get);
+    let new = after.and_then(get);
+    // Which families lead to the class before and after: IPv6 also follows the peer's address.
+    let fams = |p: Option<&PeerPolicy>, limit: Option<u32>| {
+        let v6 = p.is_some_and(|p| has_v6_filter(plan.v6, &slot, p));
+        [
+            (Family::V4, limit.is_some()),
+            (Family::V6, limit.is_some() && v6),
+        ]
     };
-    let filter = plan.peer_filter(&slot, addr);
+    let (was, will) = (fams(before, old), fams(after, new));
+    for ((fam, had), (_, has)) in was.into_iter().zip(will) {
+        if had && !has {
+            let f = plan.peer_filter(fam, &slot, slot.minor);
+            tc.push(filter_del_line(dev, fam, f.handle));
+        }
+    }
     match (old, new) {
         (None, Some(k)) => {
             tc.push(class_line("add", dev, &slot, k));
             tc.push(leaf_line(dev, &slot, k));
-            tc.push(filter.line(dev, dir));
         }
         (Some(o), Some(k)) if o != k => {
             // Live: the class keeps its queue and the peer's flows; only the rate changes.
             tc.push(class_line("change", dev, &slot, k));
             tc.push(leaf_line(dev, &slot, k));
         }
-        (Some(_), None) => {
-            tc.push(filter_del_line(dev, filter.handle));
-            tc.push(class_del_line(dev, slot.minor));
-        }
+        (Some(_), None) => tc.push(class_del_line(dev, slot.minor)),
         _ => {}
+    }
+    for ((fam, had), (_, has)) in was.into_iter().zip(will) {
+        if has && !had {
+            let f = plan.peer_filter(fam, &slot, slot.minor);
+            tc.push(f.line(dev, plan.dir, None));
+        }
     }
 }

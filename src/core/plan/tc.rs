@@ -1,21 +1,21 @@
 //! The traffic-control half of the plan: per device an HTB root, a parent class, the u32 hash
-//! tables that find a peer's class in two lookups, and per shaped peer a class, a pfifo leaf and
-//! one bucket filter. Download is shaped on the WireGuard interface's egress (keyed on the
-//! destination), upload on the IFB's egress (keyed on the source).
+//! tables that find a peer's class (see `u32`), and per shaped peer a class, a pfifo leaf and
+//! one bucket filter per address family. Download is shaped on the WireGuard interface's egress
+//! (keyed on the destination), upload on the IFB's egress (keyed on the source).
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use ipnet::Ipv4Net;
+use ipnet::Ipv6Net;
 
 use super::PlanInput;
-use super::ids::{HT_L2_BASE, HT_TOP, Layout, PRIO, Slot, fh};
+use super::ids::{Layout, PRIO, Slot, shapable_v6, v6_addr};
 
 /// Which address a device's filters key on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dir {
-    /// Towards peers: destination address, IPv4 header offset 16.
+    /// Towards peers: the destination address.
     Down,
-    /// From peers: source address, offset 12.
+    /// From peers: the source address.
     Up,
 }
 
@@ -26,12 +26,16 @@ impl Dir {
             Dir::Up => "src",
         }
     }
-    pub fn offset(self) -> i32 {
-        match self {
-            Dir::Down => 16,
-            Dir::Up => 12,
-        }
-    }
+}
+
+/// One shaped peer on one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerClass {
+    pub slot: Slot,
+    pub kbps: u32,
+    /// Its IPv6 address is the prefix's host at the same offset, so an IPv6 filter leads to
+    /// the class too.
+    pub v6: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,8 +45,10 @@ pub struct TcDevPlan {
     /// `false`: the device should hold none of our qdiscs.
     pub enabled: bool,
     pub layout: Layout,
-    /// Shaped peers by class minor: (slot, kbit/s).
-    pub classes: BTreeMap<u16, (Slot, u32)>,
+    /// The IPv6 prefix whose hosts are shaped too.
+    pub v6: Option<Ipv6Net>,
+    /// Shaped peers by class minor.
+    pub classes: BTreeMap<u16, PeerClass>,
     /// On the WireGuard interface: the IFB its ingress is redirected to.
     pub redirect_to: Option<String>,
 }
@@ -56,17 +62,19 @@ pub struct TcPlan {
 impl TcPlan {
     pub fn build(input: &PlanInput) -> TcPlan {
         let layout = Layout::of(input.subnet);
+        let v6 = shaping_v6(input);
         let mut down = BTreeMap::new();
         let mut up = BTreeMap::new();
         for p in &input.peers {
             let Some(slot) = Slot::of(input.subnet, p.addr) else {
                 continue;
             };
-            if let Some(k) = p.download_kbps {
-                down.insert(slot.minor, (slot, k));
+            let v6 = has_v6_filter(v6, &slot, p);
+            if let Some(kbps) = p.download_kbps {
+                down.insert(slot.minor, PeerClass { slot, kbps, v6 });
             }
-            if let Some(k) = p.upload_kbps {
-                up.insert(slot.minor, (slot, k));
+            if let Some(kbps) = p.upload_kbps {
+                up.insert(slot.minor, PeerClass { slot, kbps, v6 });
             }
         }
         let dev = |dev: &str, dir, classes, redirect_to| TcDevPlan {
@@ -74,6 +82,7 @@ impl TcPlan {
             dir,
             enabled: input.shaping,
             layout: layout.clone(),
+            v6,
             classes,
             redirect_to,
         };
@@ -86,94 +95,7 @@ impl TcPlan {
     }
 }
 
-/// One u32 filter as the plan wants it; compared field by field with what tc reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FilterSpec {
-    pub handle: (u16, u8, u16),
-    /// The match: value and mask of the 32-bit word at `off`.
-    pub value: u32,
-    pub mask: u32,
-    pub off: i32,
-    /// `(mask, off)` of the hash key when the filter links to another table.
-    pub hash: Option<(u32, i32)>,
-    pub link: Option<u16>,
-    pub flowid: Option<String>,
-}
-
-impl FilterSpec {
-    fn net(handle: (u16, u8, u16), net: Ipv4Net, dir: Dir) -> FilterSpec {
-        FilterSpec {
-            handle,
-            value: u32::from(net.network()),
-            mask: u32::from(net.netmask()),
-            off: dir.offset(),
-            hash: None,
-            link: None,
-            flowid: None,
-        }
-    }
-
-    pub fn line(&self, dev: &str, dir: Dir) -> String {
-        let (ht, bkt, _) = self.handle;
-        let net = Ipv4Net::with_netmask(Ipv4Addr::from(self.value), Ipv4Addr::from(self.mask))
-            .map(|n| n.to_string())
-            .unwrap_or_default();
-        let mut s = format!(
-            "filter replace dev {dev} parent 1: prio {PRIO} handle {} protocol ip u32 ht {ht:x}:{bkt:x}: match ip {} {net}",
-            fh(self.handle),
-            dir.field()
-        );
-        if let Some((mask, off)) = self.hash {
-            s.push_str(&format!(" hashkey mask 0x{mask:08x} at {off}"));
-        }
-        if let Some(l) = self.link {
-            s.push_str(&format!(" link {l:x}:"));
-        }
-        if let Some(f) = &self.flowid {
-            s.push_str(&format!(" flowid {f}"));
-        }
-        s
-    }
-}
-
 impl TcDevPlan {
-    /// The hash tables: the top one and, for large subnets, one per third byte.
-    pub fn tables(&self) -> Vec<u16> {
-        let mut t = vec![HT_TOP];
-        t.extend(
-            self.layout
-                .third_bytes
-                .iter()
-                .map(|b| HT_L2_BASE + u16::from(*b)),
-        );
-        t
-    }
-
-    /// Filters that lead from the root table to the peers' tables; fixed for a subnet.
-    pub fn link_filters(&self) -> Vec<FilterSpec> {
-        let l = &self.layout;
-        let shift = if l.two_level { 8 } else { 0 };
-        let mut root = FilterSpec::net((0x800, 0, 1), l.net, self.dir);
-        root.hash = Some((0xffu32 << shift, self.dir.offset()));
-        root.link = Some(HT_TOP);
-        let mut v = vec![root];
-        let [a, b, _, _] = l.net.network().octets();
-        for b3 in &l.third_bytes {
-            let net = Ipv4Net::new(Ipv4Addr::new(a, b, *b3, 0), 24).unwrap_or(l.net);
-            let mut f = FilterSpec::net((HT_TOP, *b3, 1), net, self.dir);
-            f.hash = Some((0xff, self.dir.offset()));
-            f.link = Some(HT_L2_BASE + u16::from(*b3));
-            v.push(f);
-        }
-        v
-    }
-
-    pub fn peer_filter(&self, slot: &Slot, addr: Ipv4Addr) -> FilterSpec {
-        let mut f = FilterSpec::net(slot.filter(&self.layout), Ipv4Net::from(addr), self.dir);
-        f.flowid = Some(slot.classid());
-        f
-    }
-
     /// The peer address behind a class minor.
     pub fn addr_of(&self, minor: u16) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.layout.net.network()) + u32::from(minor))
@@ -194,13 +116,18 @@ impl TcDevPlan {
             self.dev
         )
     }
+}
 
-    pub fn table_line(&self, ht: u16) -> String {
-        format!(
-            "filter add dev {} parent 1: prio {PRIO} handle {ht:x}: protocol ip u32 divisor 256",
-            self.dev
-        )
-    }
+/// The node's IPv6 prefix, when its hosts can be shaped (see `ids::shapable_v6`).
+pub fn shaping_v6(input: &PlanInput) -> Option<Ipv6Net> {
+    input.subnet_v6.filter(|n| shapable_v6(*n))
+}
+
+/// A peer's IPv6 traffic is classified when its address is the prefix's host at its offset:
+/// what the address pool hands out. An address from another prefix (one configured before)
+/// is not in the hash tables' reach; its traffic stays unclassified, as before IPv6 shaping.
+pub fn has_v6_filter(v6: Option<Ipv6Net>, slot: &Slot, p: &super::PeerPolicy) -> bool {
+    v6.is_some_and(|net| p.addr_v6 == Some(v6_addr(net, slot.minor)))
 }
 
 pub const PARENT_KBPS: u32 = super::MAX_KBPS;
@@ -229,13 +156,6 @@ pub fn leaf_line(dev: &str, slot: &Slot, kbps: u32) -> String {
         "qdisc replace dev {dev} parent {} handle {} pfifo limit {limit}",
         slot.classid(),
         slot.leaf()
-    )
-}
-
-pub fn filter_del_line(dev: &str, handle: (u16, u8, u16)) -> String {
-    format!(
-        "filter del dev {dev} parent 1: prio {PRIO} handle {} protocol ip u32",
-        fh(handle)
     )
 }
 

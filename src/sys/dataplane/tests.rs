@@ -284,10 +284,18 @@ fn repairs_touch_only_what_is_missing() {
     let wl0 = obs.devs[0].1.as_mut().unwrap();
     wl0.classes.remove(&0x104);
     wl0.leaves.remove(&0x104);
-    wl0.filters.remove(&(0x101, 4, 1));
+    wl0.prios
+        .get_mut(&1)
+        .unwrap()
+        .filters
+        .remove(&(0x101, 4, 1));
     wl0.classes.insert(0x1ff, wl0.classes[&0x102].clone());
     let ifb = obs.devs[1].1.as_mut().unwrap();
-    ifb.filters.remove(&(0x800, 0, 1));
+    ifb.prios
+        .get_mut(&1)
+        .unwrap()
+        .filters
+        .remove(&(0x800, 0, 1));
     let (nft, tc, missing) = dp.diff(&plan, &obs);
     assert!(nft.is_empty() && missing.is_empty());
     assert_eq!(
@@ -300,6 +308,62 @@ fn repairs_touch_only_what_is_missing() {
             "filter replace dev wl0-ifb parent 1: prio 1 handle 800:0:1 protocol ip u32 ht 800:0: match ip src 10.77.0.0/22 hashkey mask 0x0000ff00 at 12 link 10:".into(),
         ]
     );
+}
+
+#[test]
+fn ipv6_filters_deleted_from_outside_are_put_back_under_the_kernels_root() {
+    let (dp, plan, mut obs) = observed_fixture();
+    let ifb = obs.devs[1].1.as_mut().unwrap();
+    let v6 = ifb.prios.get_mut(&2).unwrap();
+    assert_eq!(v6.root, Some(0x801));
+    v6.filters.remove(&(0x801, 0, 1));
+    v6.filters.remove(&(0x20, 3, 1));
+    v6.tables.remove(&0x203);
+    let (_, tc, _) = dp.diff(&plan, &obs);
+    assert_eq!(
+        tc,
+        vec![
+            "filter add dev wl0-ifb parent 1: prio 2 handle 203: protocol ipv6 u32 divisor 256".to_string(),
+            "filter replace dev wl0-ifb parent 1: prio 2 handle 20:3:1 protocol ipv6 u32 ht 20:3: match ip6 src fd77::300/120 hashkey mask 0x000000ff at 20 link 203:".into(),
+            "filter replace dev wl0-ifb parent 1: prio 2 handle 801:0:1 protocol ipv6 u32 ht 801:0: match ip6 src fd77::/64 hashkey mask 0x0000ff00 at 20 link 20:".into(),
+        ]
+    );
+
+    // The IPv6 priority taken by another protocol, or gone: every filter of the device goes
+    // (tables outlive their priority) and both families are built again, the classes stay.
+    let (_, _, mut obs) = observed_fixture();
+    obs.devs[0]
+        .1
+        .as_mut()
+        .unwrap()
+        .prios
+        .get_mut(&2)
+        .unwrap()
+        .protocol = "ip".into();
+    obs.devs[1].1.as_mut().unwrap().prios.remove(&2);
+    let (_, tc, _) = dp.diff(&plan, &obs);
+    for dev in ["wl0", "wl0-ifb"] {
+        let lines: Vec<_> = tc
+            .iter()
+            .filter(|l| l.contains(&format!("dev {dev} ")))
+            .collect();
+        assert_eq!(*lines[0], format!("filter del dev {dev} parent 1:"));
+        // 10 tables, 5 + 5 root and link filters, 2 peer filters; no class touched.
+        assert_eq!(lines.len(), 1 + 10 + 10 + 2, "{lines:#?}");
+        assert!(lines.iter().all(|l| l.starts_with("filter")));
+        assert!(lines.iter().any(|l| l.contains("prio 1 handle ::1")));
+        assert!(lines.iter().any(|l| l.contains("prio 2 handle ::1")));
+    }
+    assert_eq!(tc.len(), 2 * 23);
+
+    // Without an IPv6 prefix the IPv6 filters go the same way.
+    let mut input = captured_input();
+    input.subnet_v6 = None;
+    let plan = Plan::build(&input).unwrap();
+    let (_, _, obs) = observed_fixture();
+    let (_, tc, _) = dp.diff(&plan, &obs);
+    assert_eq!(tc[0], "filter del dev wl0 parent 1:");
+    assert!(tc.iter().all(|l| !l.contains("ipv6")));
 }
 
 #[test]
@@ -317,8 +381,11 @@ fn a_lost_root_or_redirect_rebuilds_that_device_only() {
         "qdisc replace dev wl0-ifb root handle 1: htb default 0 r2q 10"
     );
     assert!(tc.iter().skip(3).all(|l| l.contains("dev wl0-ifb")));
-    // Root, parent, 5 tables, 5 links, 2 classes + 2 leaves + 2 filters.
-    assert_eq!(tc.len() - 3, 1 + 1 + 5 + 5 + 6);
+    // Root, parent, 5 + 5 tables, 5 + 5 links (IPv4, IPv6), 2 classes + 2 leaves + 2 filters
+    // (peer 2's IPv6 address is not the prefix's host at its offset: no IPv6 filter).
+    assert_eq!(tc.len() - 3, 1 + 1 + 10 + 10 + 6);
+    // The roots' ids are the kernel's to choose: the root filters are added without one.
+    assert!(tc.contains(&"filter replace dev wl0-ifb parent 1: prio 2 handle ::1 protocol ipv6 u32 match ip6 src fd77::/64 hashkey mask 0x0000ff00 at 20 link 20:".to_string()));
 }
 
 #[test]

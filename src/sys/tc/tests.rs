@@ -37,35 +37,73 @@ fn parses_captured_qdiscs_and_classes() {
 #[test]
 fn parses_captured_hash_tables_and_filters() {
     let d = wl0();
-    // A /22: the top table, one table per third byte, and u32's own root 800:.
+    assert_eq!(d.prios.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
+    let v4 = &d.prios[&1];
+    assert_eq!((v4.kind.as_str(), v4.protocol.as_str()), ("u32", "ip"));
+    // A /22: the top table and one table per third byte; the root is u32's own 800:.
+    assert_eq!(v4.root, Some(0x800));
     assert_eq!(
-        d.tables.keys().copied().collect::<Vec<_>>(),
-        vec![0x10, 0x100, 0x101, 0x102, 0x103, 0x800]
+        v4.tables.keys().copied().collect::<Vec<_>>(),
+        vec![0x10, 0x100, 0x101, 0x102, 0x103]
     );
-    assert!(d.tables.values().filter(|x| **x == 256).count() == 5);
-    let peer = &d.filters[&(0x101, 2, 1)];
+    assert!(v4.tables.values().all(|x| *x == 256));
+    let peer = &v4.filters[&(0x101, 2, 1)];
     assert_eq!(peer.flowid.as_deref(), Some("1:102"));
-    assert_eq!(
-        (peer.value, peer.mask, peer.off),
-        (Some(0x0a4d_0102), Some(0xffff_ffff), Some(16))
-    );
-    let root = &d.filters[&(0x800, 0, 1)];
+    assert_eq!(peer.keys, vec![(0x0a4d_0102, 0xffff_ffff, 16)]);
+    let root = &v4.filters[&(0x800, 0, 1)];
     assert_eq!(root.link, Some(0x10));
     assert_eq!(root.hash, Some((0xff00, 16)));
-    let link = &d.filters[&(0x10, 1, 1)];
+    let link = &v4.filters[&(0x10, 1, 1)];
     assert_eq!(link.link, Some(0x101));
     assert_eq!(link.hash, Some((0xff, 16)));
     assert_eq!(d.redirects, vec!["wl0-ifb".to_string()]);
 }
 
 #[test]
-fn upload_filters_key_on_the_source() {
+fn ipv6_filters_keep_every_match_key() {
+    // tc prints one "match" key per 32-bit word in the same JSON object.
     let mut d = ObservedDev::default();
-    parse_qdiscs(&fx("tc-qdisc-ifb.json"), &mut d).unwrap();
-    parse_filters(&fx("tc-filter-ifb.json"), &mut d).unwrap();
-    assert!(!d.ingress);
-    let f = &d.filters[&(0x101, 3, 1)];
-    assert_eq!((f.off, f.flowid.as_deref()), (Some(12), Some("1:103")));
+    parse_filters(&fx("tc-filter-wl0-v6peer.json"), &mut d).unwrap();
+    let v6 = &d.prios[&2];
+    assert_eq!(v6.protocol, "ipv6");
+    // The second priority's root is numbered by the kernel after the first.
+    assert_eq!(v6.root, Some(0x801));
+    assert_eq!(
+        v6.tables.keys().copied().collect::<Vec<_>>(),
+        vec![0x20, 0x200, 0x201, 0x202, 0x203]
+    );
+    let root = &v6.filters[&(0x801, 0, 1)];
+    assert_eq!(
+        root.keys,
+        vec![(0xfd77_0000, 0xffff_ffff, 24), (0, 0xffff_ffff, 28)]
+    );
+    assert_eq!((root.hash, root.link), (Some((0xff00, 36)), Some(0x20)));
+    let link = &v6.filters[&(0x20, 1, 1)];
+    assert_eq!(link.keys.len(), 4);
+    assert_eq!(link.keys[3], (0x100, 0xffff_ff00, 36));
+    let peer = &v6.filters[&(0x201, 2, 1)];
+    assert_eq!(
+        peer.keys,
+        vec![
+            (0xfd77_0000, 0xffff_ffff, 24),
+            (0, 0xffff_ffff, 28),
+            (0, 0xffff_ffff, 32),
+            (0x102, 0xffff_ffff, 36)
+        ]
+    );
+    assert_eq!(peer.flowid.as_deref(), Some("1:102"));
+    // The IPv4 half is untouched by the IPv6 one.
+    assert_eq!(d.prios[&1].filters[&(0x101, 2, 1)].keys.len(), 1);
+}
+
+#[test]
+fn a_priority_without_filters_is_still_seen() {
+    let mut d = ObservedDev::default();
+    let json = r#"[{"protocol":"all","pref":7,"kind":"basic","chain":0}]"#;
+    parse_filters(json, &mut d).unwrap();
+    let p = &d.prios[&7];
+    assert_eq!((p.kind.as_str(), p.protocol.as_str()), ("basic", "all"));
+    assert!(p.filters.is_empty() && p.root.is_none());
 }
 
 #[test]
@@ -80,6 +118,6 @@ fn json_classes_carry_bytes_per_second() {
 fn empty_and_broken_output() {
     let mut d = ObservedDev::default();
     parse_filters("", &mut d).unwrap();
-    assert!(d.filters.is_empty());
+    assert!(d.prios.is_empty());
     assert!(parse_qdiscs("Cannot find device", &mut d).is_err());
 }

@@ -51,7 +51,7 @@ pub struct Notes {
 }
 
 impl Notes {
-    fn drain(mut notify: Notify) -> Notes {
+    pub fn drain(mut notify: Notify) -> Notes {
         let seen = Arc::new(Mutex::new(std::mem::take(&mut notify.seen)));
         let weak = Arc::downgrade(&seen);
         // Ends when the `Notes` goes.
@@ -70,6 +70,13 @@ impl Notes {
     /// Waits until a message has the line `line`.
     pub fn wait(&self, line: &str, limit: Duration) -> bool {
         common::netns::poll(limit, || self.count(line) > 0)
+    }
+
+    /// Whether a message so far had every one of `lines`.
+    pub fn any_with(&self, lines: &[&str]) -> bool {
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .any(|m| lines.iter().all(|want| m.lines().any(|l| l == *want)))
     }
 
     /// How many messages so far had the line `line`.
