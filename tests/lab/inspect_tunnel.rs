@@ -43,7 +43,8 @@ while True:
 "#;
 
 /// `python3 tunnel.py SELF DEST WHAT ROUND`: an inner TCP segment from SELF to DEST:6881, sent
-/// three times inside IP-in-IP (`plain`: an ordinary payload from port 41000+ROUND;
+/// three times inside IP-in-IP (`plain`: an ordinary payload from port 41000+ROUND; `bulk`: the
+/// same with 1,000 zero bytes, 200 times;
 /// `bittorrent`: a handshake from port 40000; `same`: an ordinary payload from port 40000) or
 /// once in the clear (`clear`: the handshake from port 40000); then `mark ROUND` as an ordinary
 /// UDP datagram to DEST:9000.
@@ -55,6 +56,7 @@ sport, body = {
     "plain": (41000 + int(rnd), b"just some bytes of an ordinary connection"),
     "bittorrent": (40000, hs), "clear": (40000, hs),
     "same": (40000, b"just some bytes of an ordinary connection"),
+    "bulk": (41000 + int(rnd), bytes(1000)),
 }[what]
 seg = struct.pack("!HHIIBBHHH", sport, 6881, 1, 0, 5 << 4, 0x18, 65535, 0, 0) + body
 if what == "clear":
@@ -64,7 +66,7 @@ else:
     inner = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(seg), 1, 0, 64, 6, 0,
                         socket.inet_aton(me), socket.inet_aton(dest)) + seg
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_IPIP)
-    for _ in range(3):
+    for _ in range(200 if what == "bulk" else 3):
         s.sendto(inner, (dest, 0))
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 u.sendto(("mark %s" % rnd).encode(), (dest, 9000))
@@ -101,9 +103,9 @@ struct Bench {
 }
 
 impl Bench {
-    fn new(tag: &str) -> Bench {
-        let config = "[inspection]\npolicy = { bittorrent = \"block\" }\n";
-        let (mut nl, d, other) = setup(tag, Some(config));
+    fn new(tag: &str, action: &str) -> Bench {
+        let config = format!("[inspection]\npolicy = {{ bittorrent = \"{action}\" }}\n");
+        let (mut nl, d, other) = setup(tag, Some(&config));
         let (att, peer) = attacker(&mut nl, &d);
         let me = bare(&peer["address"]);
         let dir = nl.lab.dir.path().to_path_buf();
@@ -174,16 +176,21 @@ impl Bench {
 
     /// Waits for the peer's tunnel to the receiver in the block set, both directions.
     fn tunnel_blocked(&self) {
+        self.tunnel_in("tunnel_block4");
+    }
+
+    /// Waits for the peer's tunnel to the receiver in `set`, both directions, and only its.
+    fn tunnel_in(&self, set: &str) {
         let (me, other) = (&self.me, bare(&self.other["address"]));
         wait_for(
-            "the tunnel in the block set",
+            &format!("the tunnel in {set}"),
             Duration::from_secs(10),
             || {
-                self.set("tunnel_block4")
+                self.set(set)
                     .contains(&format!("{me} . ipencap . {INTERNET}"))
             },
         );
-        let listed = self.set("tunnel_block4");
+        let listed = self.set(set);
         assert!(
             listed.contains(&format!("{INTERNET} . ipencap . {me}")),
             "both directions: {listed}"
@@ -213,7 +220,7 @@ impl Bench {
 #[test]
 #[ignore = "needs root"]
 fn a_blocked_flow_inside_ip_in_ip_drops_the_peers_tunnel_to_that_destination() {
-    let b = Bench::new("u");
+    let b = Bench::new("u", "block");
     let old = b.nl.lab.dir.path().join("old.nft");
     std::fs::write(&old, OLD_TABLE).unwrap();
     let out =
@@ -260,7 +267,7 @@ fn a_blocked_flow_inside_ip_in_ip_drops_the_peers_tunnel_to_that_destination() {
 #[test]
 #[ignore = "needs root"]
 fn a_flow_named_in_the_clear_and_carried_on_in_a_tunnel_is_cut_there_too() {
-    let b = Bench::new("v");
+    let b = Bench::new("v", "block");
     assert_eq!(b.round(1, "plain"), 3, "IP-in-IP passes the node at first");
     b.round(2, "clear");
     let me = b.me.clone();
@@ -281,5 +288,22 @@ fn a_flow_named_in_the_clear_and_carried_on_in_a_tunnel_is_cut_there_too() {
         0,
         "IP-in-IP dropped after the decision"
     );
+    b.other_peer_passes();
+}
+
+/// Under `throttle`, the tunnel is held to the low rate: of 200 kB sent at once, what passes is
+/// what 32 kB/s lets through, while its plain mark still arrives.
+#[test]
+#[ignore = "needs root"]
+fn a_throttled_flow_inside_ip_in_ip_holds_the_peers_tunnel_to_the_low_rate() {
+    let b = Bench::new("w", "throttle");
+    // A burst may lose a few packets on the way even unthrottled.
+    let before = b.round(1, "bulk");
+    assert!(before >= 150, "{before} of 200 passed before any decision");
+    b.round(2, "bittorrent");
+    b.tunnel_in("tunnel_throttle4");
+    let passed = b.round(3, "bulk");
+    eprintln!("tunnel burst of 200 packets of 1 kB: {before} passed, then {passed} throttled");
+    assert!(passed < 100, "{passed} of 200 kB passed the throttle");
     b.other_peer_passes();
 }
