@@ -292,18 +292,20 @@ fn a_flow_named_in_the_clear_and_carried_on_in_a_tunnel_is_cut_there_too() {
 }
 
 /// Under `throttle`, the tunnel is held to the low rate: of 200 kB sent at once, what passes is
-/// what 32 kB/s lets through, while its plain mark still arrives.
+/// what 32 kB/s lets through, while the peer's plain mark and the other peer still pass.
 #[test]
 #[ignore = "needs root"]
 fn a_throttled_flow_inside_ip_in_ip_holds_the_peers_tunnel_to_the_low_rate() {
     let b = Bench::new("w", "throttle");
-    // A burst may lose a few packets on the way even unthrottled.
+    // An unthrottled burst loses some packets on the way on a busy machine (138 to 200 of
+    // 200 seen here), still far more than the throttle lets through.
     let before = b.round(1, "bulk");
-    assert!(before >= 150, "{before} of 200 passed before any decision");
+    assert!(before >= 100, "{before} of 200 passed before any decision");
     b.round(2, "bittorrent");
     b.tunnel_in("tunnel_throttle4");
     let passed = b.round(3, "bulk");
     eprintln!("tunnel burst of 200 packets of 1 kB: {before} passed, then {passed} throttled");
-    assert!(passed < 100, "{passed} of 200 kB passed the throttle");
+    // 32 kB/s with one second of burst: 31 packets of 1,060 bytes on the wire.
+    assert!(passed <= 35, "{passed} of 200 packets passed the throttle");
     b.other_peer_passes();
 }
