@@ -51,6 +51,10 @@ pub struct Packet<'a> {
     /// Source and destination of the outermost header when the transport was found inside
     /// IP-in-IP (4in4, 6in4, 4in6, 6in6): the addresses the tunnel itself carried.
     pub outer: Option<(IpAddr, IpAddr)>,
+    /// The protocol number of the outermost header when the transport was found inside
+    /// IP-in-IP (4 or 41): what the kernel's rules see as the packet's transport, and so what
+    /// an enforced decision on such a flow has to match. Kept by [`Packet::as_tunnel_sees_it`].
+    pub tunnel: Option<u8>,
 }
 
 impl Packet<'_> {
@@ -227,6 +231,7 @@ fn transport(
                 payload_len: wire_len - off,
                 ip_len,
                 outer: None,
+                tunnel: None,
             })
         }
         PROTO_UDP => {
@@ -251,12 +256,14 @@ fn transport(
                 payload_len: wire.saturating_sub(8),
                 ip_len,
                 outer: None,
+                tunnel: None,
             })
         }
         // The outermost header is the last to set `outer`, so it is the one kept.
         PROTO_IPIP | PROTO_IPV6 if depth < MAX_TUNNEL_DEPTH => {
             parse_ip_depth(body, depth + 1).map(|p| Packet {
                 outer: Some((src, dst)),
+                tunnel: Some(proto),
                 ..p
             })
         }

@@ -30,6 +30,7 @@ const READ_TIMEOUT_MS: i32 = 100;
 const DROPS_EVERY: Duration = Duration::from_millis(250);
 
 mod peers;
+mod tunnels;
 
 pub use peers::{CaptureStats, PeerTraffic, Resolve, SharedStats};
 use peers::{Peers, classified, forget};
@@ -78,6 +79,9 @@ pub struct FlowDecision {
     pub action: Action,
     /// TLS server name or HTTP host; only with `keep_hostnames` in the classifier config.
     pub hostname: Option<String>,
+    /// The outer protocol (4 or 41) when the flow was found inside IP-in-IP: `a` and `b` are
+    /// then the tunnel's ends, and the kernel sees the tunnel, not the flow's ports.
+    pub tunnel: Option<u8>,
 }
 
 /// A running capture; stop it with [`CaptureHandle::stop`].
@@ -160,6 +164,7 @@ fn run(
         hash_seed: rand::random(),
         ..cfg.classifier
     });
+    let mut tunnels = tunnels::Tunnels::default();
     let mut last_drops = Instant::now();
     // This handle's drop counters so far: the shared ones add what each reading adds.
     let (mut kernel_seen, mut iface_seen, mut evicted_seen) = (0u32, 0u32, 0u64);
@@ -205,12 +210,25 @@ fn run(
                     let mut d = classified(&mut g, id, &rec, p.ip_len as u64, &cfg.policy);
                     drop(g);
                     d.hostname = classifier.hostname(&step.key).map(str::to_owned);
+                    // The packet that named the flow says whether it came through a tunnel.
+                    d.tunnel = p.tunnel;
+                    if d.action != Action::Report {
+                        tunnels.sent(&p, now_us);
+                    }
                     on_decision(&d);
-                } else if let Some(t) = g.peers.get_mut(id) {
-                    t.bytes[step.protocol.index()] += p.ip_len as u64;
                 } else {
-                    g.peers.entry(id.clone()).or_default().bytes[step.protocol.index()] +=
-                        p.ip_len as u64;
+                    if let Some(t) = g.peers.get_mut(id) {
+                        t.bytes[step.protocol.index()] += p.ip_len as u64;
+                    } else {
+                        g.peers.entry(id.clone()).or_default().bytes[step.protocol.index()] +=
+                            p.ip_len as u64;
+                    }
+                    drop(g);
+                    // A flow named earlier may go on inside a tunnel, and a tunnel's decision
+                    // is renewed while it keeps sending.
+                    if let Some(d) = tunnels.again(&p, &step, &cfg.policy, now_us) {
+                        on_decision(&d);
+                    }
                 }
             }
             Err(pcap::Error::TimeoutExpired) => {}

@@ -80,12 +80,12 @@ impl FlowEnforcer {
     }
 }
 
-/// Writes a batch in one `nft -f`; when that fails (the table is gone or incomplete), makes
-/// the table again and retries once.
+/// Writes a batch in one `nft -f`; when that fails (the table is gone or incomplete, as after an
+/// upgrade from a version without the tunnel sets), makes the table complete and retries once.
 fn apply(runner: &dyn Runner, batch: &[FlowDecision]) -> Result<(), String> {
     let script: String = batch
         .iter()
-        .filter_map(|d| flows::element(d.action, d.l4, &d.a, &d.b))
+        .filter_map(|d| flows::element(d.action, d.l4, d.tunnel, &d.a, &d.b))
         .collect();
     if script.is_empty() {
         return Ok(());
@@ -105,6 +105,9 @@ fn apply(runner: &dyn Runner, batch: &[FlowDecision]) -> Result<(), String> {
     Ok(())
 }
 
+/// Makes the table complete: one script that creates it, or brings an existing one up to date
+/// keeping the decisions it holds (a node upgraded from a version without the tunnel sets).
+/// Only when that fails (a chain or set of another shape) is the table deleted and made anew.
 fn ensure_table(runner: &dyn Runner) -> Result<(), String> {
     let listed = runner.run(&Cmd::new([
         "nft",
@@ -116,20 +119,26 @@ fn ensure_table(runner: &dyn Runner) -> Result<(), String> {
     if listed.as_deref().is_ok_and(flows::table_complete) {
         return Ok(());
     }
-    if listed.is_ok() {
-        // Present but not as planned: start it again rather than patch it.
-        let _ = runner.run(&Cmd::new([
-            "nft",
-            "delete",
-            "table",
-            "inet",
-            flows::FLOW_TABLE,
-        ]));
+    let make = || {
+        runner
+            .run(&Cmd::new(["nft", "-f", "-"]).stdin(flows::table()))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    match make() {
+        Err(e) if listed.is_ok() => {
+            log::warn!("flow policy: table not as planned ({e}), making it anew");
+            let _ = runner.run(&Cmd::new([
+                "nft",
+                "delete",
+                "table",
+                "inet",
+                flows::FLOW_TABLE,
+            ]));
+            make()
+        }
+        done => done,
     }
-    runner
-        .run(&Cmd::new(["nft", "-f", "-"]).stdin(flows::table()))
-        .map(|_| ())
-        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -156,6 +165,7 @@ mod tests {
             tracker: false,
             action,
             hostname: None,
+            tunnel: None,
         }
     }
 
@@ -203,6 +213,84 @@ mod tests {
         assert!(log.iter().all(|c| c.argv == ["nft", "-f", "-"]));
         assert_eq!(elements(&runner), 300);
         assert_eq!(e.dropped(), 0);
+    }
+
+    /// A table made by the version before the tunnel sets: brought up to date in place (its
+    /// decisions kept), not deleted; deleted and made anew only when that fails.
+    #[test]
+    fn an_old_table_is_upgraded_in_place() {
+        let old = "table inet waylume_flows {\n chain forward {\n  ip saddr . meta l4proto . ip daddr \
+                   . th sport . th dport @block4 drop\n }\n}\n";
+        let runner = FakeRunner::new(move |c, _| {
+            Ok(if c.argv[1] == "list" {
+                old.into()
+            } else {
+                String::new()
+            })
+        });
+        ensure_table(&runner).unwrap();
+        let log = runner.log.lock().unwrap().clone();
+        assert_eq!(log.len(), 2, "{log:?}");
+        assert_eq!(log[1].stdin.as_deref(), Some(flows::table().as_str()));
+
+        let complete = flows::table().replace("add rule inet waylume_flows forward ", "");
+        let runner = FakeRunner::new(move |_, _| Ok(complete.clone()));
+        ensure_table(&runner).unwrap();
+        assert_eq!(
+            runner.log.lock().unwrap().len(),
+            1,
+            "a complete table is left alone"
+        );
+
+        // The update fails once (a chain of another shape): delete, then make it again.
+        let runner = FakeRunner::new(move |c, earlier| match c.argv[1].as_str() {
+            "list" => Ok(old.into()),
+            "-f" if !earlier.iter().any(|e| e.argv[1] == "delete") => Err("busy".into()),
+            _ => Ok(String::new()),
+        });
+        ensure_table(&runner).unwrap();
+        let argv: Vec<String> = runner
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| c.argv[1].clone())
+            .collect();
+        assert_eq!(argv, ["list", "-f", "delete", "-f"]);
+
+        // No table at all: made, nothing deleted.
+        let runner = FakeRunner::new(|c, _| match c.argv[1].as_str() {
+            "list" => Err("No such file or directory".into()),
+            _ => Ok(String::new()),
+        });
+        ensure_table(&runner).unwrap();
+        let argv: Vec<String> = runner
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| c.argv[1].clone())
+            .collect();
+        assert_eq!(argv, ["list", "-f"]);
+    }
+
+    #[test]
+    fn tunnelled_decisions_go_to_the_tunnel_sets() {
+        let runner = Arc::new(FakeRunner::new(|_, _| Ok(String::new())));
+        let e = FlowEnforcer::start(runner.clone()).unwrap();
+        let mut d = decision(1, Action::Block);
+        d.tunnel = Some(41);
+        e.submit(&d);
+        while runner.writes().is_empty() {
+            std::thread::yield_now();
+        }
+        let w = runner.writes()[0].stdin.clone().unwrap();
+        assert!(
+            w.starts_with(
+                "add element inet waylume_flows tunnel_block4 { 10.0.0.2 . 41 . 192.0.2.9 "
+            ),
+            "{w}"
+        );
     }
 
     #[test]

@@ -172,8 +172,13 @@ pub fn log_decision(d: &FlowDecision) {
     if let Some(host) = &d.hostname {
         log::info!("{} flow to {host}: {:?}", d.protocol, d.action);
     }
+    let via = if d.tunnel.is_some() {
+        " (in IP-in-IP)"
+    } else {
+        ""
+    };
     match d.action {
-        Action::Report => log::debug!("{} flow of {} classified", d.protocol, d.peer),
-        a => log::debug!("{} flow of {}: {a:?}", d.protocol, d.peer),
+        Action::Report => log::debug!("{} flow of {}{via} classified", d.protocol, d.peer),
+        a => log::debug!("{} flow of {}{via}: {a:?}", d.protocol, d.peer),
     }
 }

@@ -163,6 +163,46 @@ fn encapsulated_headers_never_name_another_peer() {
     }
 }
 
+/// The outer protocol (4 or 41) travels with the packet once the outer addresses replace the
+/// inner ones: it is what the kernel sees, so what an enforced decision must match. 4in6 and
+/// 6in6 keep the outermost header's protocol; a two-level tunnel keeps the outermost one.
+#[test]
+fn the_outer_protocol_survives_decapsulation() {
+    let inner4 = tcp(VICTIM, 40000, "192.0.2.9", 6881, 1, 0x18, &bt_handshake());
+    let inner6 = tcp(
+        "fd00::2",
+        40000,
+        "2001:db8::9",
+        6881,
+        1,
+        0x18,
+        &bt_handshake(),
+    );
+    let (v4, v6) = (addr(FLOODER), addr("fd00::3"));
+    let cases = [
+        (v4, addr("192.0.2.9"), 4u8, &inner4),
+        (v4, addr("192.0.2.9"), 41, &inner6),
+        (v6, addr("2001:db8::9"), 4, &inner4),
+        (v6, addr("2001:db8::9"), 41, &inner6),
+    ];
+    for (src, dst, proto, inner) in cases {
+        let outer = ip(src, dst, proto, inner);
+        let p = packet::parse_ip(&outer).unwrap().as_tunnel_sees_it();
+        assert_eq!((p.src, p.dst, p.tunnel), (src, dst, Some(proto)));
+        assert_eq!((p.sport, p.dport), (40000, 6881));
+    }
+    let twice = ip(
+        v4,
+        addr("192.0.2.9"),
+        41,
+        &ip(v6, addr("2001:db8::9"), 4, &inner4),
+    );
+    let p = packet::parse_ip(&twice).unwrap().as_tunnel_sees_it();
+    assert_eq!((p.src, p.tunnel), (v4, Some(41)));
+    let plain = packet::parse_ip(&inner4).unwrap().as_tunnel_sees_it();
+    assert_eq!(plain.tunnel, None);
+}
+
 /// Random inner sources create no state per address: one peer, one flow per inner tuple at most.
 #[test]
 fn random_inner_sources_grow_nothing_but_the_senders_own_share() {

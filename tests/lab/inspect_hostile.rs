@@ -49,7 +49,10 @@ print("sent", flush=True)
 "#;
 
 /// A second peer with its client in a namespace of its own, reaching the node over its own link.
-fn attacker(nl: &mut NodeLab, d: &crate::harness::Daemon<'_>) -> (String, serde_json::Value) {
+pub(crate) fn attacker(
+    nl: &mut NodeLab,
+    d: &crate::harness::Daemon<'_>,
+) -> (String, serde_json::Value) {
     let att = nl.lab.netns("att");
     nl.lab.link(&att, "100.64.2.2/24", &nl.srv, "100.64.2.1/24");
     let (ok, peer) = d.cli(&["create"]);
@@ -67,12 +70,15 @@ fn attacker(nl: &mut NodeLab, d: &crate::harness::Daemon<'_>) -> (String, serde_
     (att, peer)
 }
 
-fn protocols(d: &crate::harness::Daemon<'_>, peer: &serde_json::Value) -> serde_json::Value {
+pub(crate) fn protocols(
+    d: &crate::harness::Daemon<'_>,
+    peer: &serde_json::Value,
+) -> serde_json::Value {
     let (_, p) = d.cli(&["get", peer["peer_id"].as_str().unwrap()]);
     p["stats"]["protocols"].clone()
 }
 
-fn bare(address: &serde_json::Value) -> String {
+pub(crate) fn bare(address: &serde_json::Value) -> String {
     let a = address.as_str().unwrap();
     a.split('/').next().unwrap().to_string()
 }
@@ -142,6 +148,33 @@ fn forged_inner_addresses_and_raknet_pings_never_flag_a_peer() {
     );
     let text = String::from_utf8_lossy(&set.stdout);
     assert!(!text.contains(&bare(&victim["address"])), "{text}");
+    // What the block cuts is the attacker's own tunnels (4in4 and 6in4) to that destination.
+    let tunnels = || {
+        let out = nl.lab.exec(
+            &nl.srv,
+            &[
+                "nft",
+                "list",
+                "set",
+                "inet",
+                "waylume_flows",
+                "tunnel_block4",
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let a = bare(&attacker["address"]);
+    wait_for(
+        "the attacker's tunnels blocked",
+        Duration::from_secs(10),
+        || {
+            let t = tunnels();
+            t.contains(&format!("{a} . ipencap . {INTERNET}"))
+                && t.contains(&format!("{a} . ipv6 . {INTERNET}"))
+        },
+    );
+    let t = tunnels();
+    assert!(!t.contains(&bare(&victim["address"])), "{t}");
 }
 
 /// The table-full behaviour: 100,000 one-datagram flows from one peer, then the victim's

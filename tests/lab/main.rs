@@ -9,6 +9,7 @@ mod harness;
 mod hostile;
 mod inspect;
 mod inspect_hostile;
+mod inspect_tunnel;
 mod netlink;
 mod node_dataplane;
 mod node_shaping6;

@@ -96,6 +96,7 @@ pub(super) fn classified(
         tracker: r.tracker,
         action: policy.decide(r.protocol, r.tracker),
         hostname: None,
+        tunnel: None,
     }
 }
 
