@@ -273,3 +273,55 @@ fn a_daemon_restart_keeps_traffic_flowing() {
     assert!(!qd.contains("htb") && !qd.contains("ingress"), "{qd}");
     restarted.teardown(&input).unwrap();
 }
+
+#[test]
+#[ignore = "needs root"]
+fn a_removed_peers_classes_stay_unused_and_the_next_peer_there_is_shaped_anew() {
+    let mut lab = TunnelLab::new("preuse");
+    lab.spawn(
+        &lab.inet.clone(),
+        &["iperf3", "-s", "-B", INET, "-p", "5201"],
+    );
+    let dp = lab.dataplane();
+    let limited = PeerPolicy {
+        download_kbps: Some(2000),
+        upload_kbps: Some(2000),
+        ..policy(A)
+    };
+    dp.apply(&lab.input(vec![limited.clone(), policy(B)]))
+        .unwrap();
+    wait_for("iperf3 server", Duration::from_secs(5), || {
+        lab.tcp_connects(&lab.a, INET, 5201)
+    });
+
+    // A goes: its filters go, its classes stay, and a full check accepts them.
+    let without = lab.input(vec![policy(B)]);
+    dp.apply_change(&without, &PeerChange::Remove(limited))
+        .unwrap();
+    for dev in [lab.wg_s.clone(), without.ifb.clone()] {
+        let class = lab.s(&["tc", "class", "show", "dev", &dev, "classid", "1:2"]);
+        assert!(class.contains("rate 2Mbit"), "{dev}: {class}");
+    }
+    assert!(
+        dp.apply(&without).unwrap().is_empty(),
+        "a class no filter leads to is not drift"
+    );
+
+    // A new peer at the same address, limited on download only: the old download class takes
+    // its new rate in place, and the old upload class, still at 2 Mbit/s, holds nothing back.
+    let next = PeerPolicy {
+        download_kbps: Some(4000),
+        ..policy(A)
+    };
+    let with = lab.input(vec![next.clone(), policy(B)]);
+    dp.apply_change(&with, &PeerChange::Add(next)).unwrap();
+    let down = lab.iperf(&lab.a, 5201, true);
+    assert!(
+        (3.6..=4.4).contains(&down),
+        "download {down} Mbit/s, limit 4"
+    );
+    let up = lab.iperf(&lab.a, 5201, false);
+    assert!(up > 4.4, "upload unlimited, got {up} Mbit/s");
+    assert!(dp.apply(&with).unwrap().is_empty());
+    eprintln!("measured after reuse: down {down:.3} Mbit/s (limit 4), up {up:.1} Mbit/s");
+}

@@ -88,8 +88,10 @@ pub fn diff_tc(plan: &TcDevPlan, obs: &ObservedDev) -> Vec<String> {
             }
         }
     }
-    for m in obs.classes.keys().filter(|m| **m != 1) {
-        if !plan.classes.contains_key(m) {
+    // A peer's class outlives its peer (see `ops::shape_ops`): only classes that are not ours,
+    // hung anywhere but under `1:1`, go.
+    for (m, c) in obs.classes.iter().filter(|(m, _)| **m != 1) {
+        if !plan.classes.contains_key(m) && c.parent.as_deref() != Some("1:1") {
             out.push(class_del_line(dev, *m));
         }
     }

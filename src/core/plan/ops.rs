@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use super::ids::{Layout, Slot, TABLE, UNLIMITED_QUOTA, quota_name};
 use super::nft::{MAP4, MAP6};
 use super::observed::ObservedQuota;
-use super::tc::{Dir, TcDevPlan, class_del_line, class_line, has_v6_filter, leaf_line, shaping_v6};
+use super::tc::{Dir, TcDevPlan, class_line, has_v6_filter, leaf_line, shaping_v6};
 use super::u32::{Family, filter_del_line};
 use super::{PeerPolicy, PlanError, PlanInput, validate_peer};
 
@@ -254,9 +254,13 @@ fn shape_ops(
             tc.push(filter_del_line(dev, fam, f.handle));
         }
     }
+    // The kernel walks every class of the qdisc when a class is created or deleted
+    // (`tc_bind_tclass`, about 1 ms per class at 10,000 classes on Linux 6.18), but not when
+    // one is changed. So a class outlives its peer: once no filter leads to it, it costs
+    // nothing per packet, and the next peer at that address changes it in place.
     match (old, new) {
         (None, Some(k)) => {
-            tc.push(class_line("add", dev, &slot, k));
+            tc.push(class_line("replace", dev, &slot, k));
             tc.push(leaf_line(dev, &slot, k));
         }
         (Some(o), Some(k)) if o != k => {
@@ -264,7 +268,6 @@ fn shape_ops(
             tc.push(class_line("change", dev, &slot, k));
             tc.push(leaf_line(dev, &slot, k));
         }
-        (Some(_), None) => tc.push(class_del_line(dev, slot.minor)),
         _ => {}
     }
     for ((fam, had), (_, has)) in was.into_iter().zip(will) {

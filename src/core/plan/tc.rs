@@ -141,7 +141,7 @@ pub fn shape(kbps: u32) -> (u64, u64, u64) {
     (burst, quantum, limit)
 }
 
-/// `class add|change` for a peer.
+/// `class add|replace|change` for a peer.
 pub fn class_line(verb: &str, dev: &str, slot: &Slot, kbps: u32) -> String {
     let (burst, quantum, _) = shape(kbps);
     format!(

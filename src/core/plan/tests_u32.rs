@@ -136,13 +136,13 @@ fn peers_without_a_matching_ipv6_address_get_no_ipv6_filter() {
 }
 
 #[test]
-fn peer_batches_add_and_remove_the_ipv6_filter_with_the_class() {
+fn peer_batches_add_and_remove_the_ipv6_filter_and_leave_the_class() {
     let i = v6_input(vec![]);
     let p = peer6(9, Some(2000), Some(3000));
     let add = peer_batch(&i, &PeerChange::Add(p.clone()), None).unwrap();
     assert_eq!(add.tc.len(), 8, "{:#?}", add.tc);
     let wl0: Vec<_> = add.tc.iter().filter(|l| l.contains("dev wl0 ")).collect();
-    assert!(wl0[0].starts_with("class add dev wl0 parent 1:1 classid 1:9"));
+    assert!(wl0[0].starts_with("class replace dev wl0 parent 1:1 classid 1:9"));
     assert!(wl0[2].contains("prio 1 handle 100:9:1") && wl0[2].contains("flowid 1:9"));
     assert!(
         wl0[3].contains("prio 2 handle 200:9:1 protocol ipv6")
@@ -164,7 +164,7 @@ fn peer_batches_add_and_remove_the_ipv6_filter_with_the_class() {
     assert_eq!(upd.tc.len(), 2);
     assert!(upd.tc[0].starts_with("class change dev wl0"));
 
-    // Removal: both filters before the class, so nothing is left behind or refused.
+    // Removal: both filters; the class stays for the next peer at this address.
     let rm = peer_batch(&i, &PeerChange::Remove(p.clone()), None).unwrap();
     let wl0: Vec<_> = rm.tc.iter().filter(|l| l.contains("dev wl0 ")).collect();
     assert_eq!(
@@ -172,10 +172,9 @@ fn peer_batches_add_and_remove_the_ipv6_filter_with_the_class() {
         vec![
             "filter del dev wl0 parent 1: prio 1 handle 100:9:1 protocol ip u32",
             "filter del dev wl0 parent 1: prio 2 handle 200:9:1 protocol ipv6 u32",
-            "class del dev wl0 classid 1:9",
         ]
     );
-    assert_eq!(rm.tc.len(), 6);
+    assert_eq!(rm.tc.len(), 4);
 
     // The IPv6 address arriving later adds just its filter (and its map entry).
     let v4_only = PeerPolicy {

@@ -289,7 +289,11 @@ fn repairs_touch_only_what_is_missing() {
         .unwrap()
         .filters
         .remove(&(0x101, 4, 1));
+    // A class left by a removed peer stays; one hung elsewhere is not ours and goes.
     wl0.classes.insert(0x1ff, wl0.classes[&0x102].clone());
+    let mut foreign = wl0.classes[&0x102].clone();
+    foreign.parent = Some("1:".into());
+    wl0.classes.insert(0x1fe, foreign);
     let ifb = obs.devs[1].1.as_mut().unwrap();
     ifb.prios
         .get_mut(&1)
@@ -301,7 +305,7 @@ fn repairs_touch_only_what_is_missing() {
     assert_eq!(
         tc,
         vec![
-            "class del dev wl0 classid 1:1ff".to_string(),
+            "class del dev wl0 classid 1:1fe".to_string(),
             "class add dev wl0 parent 1:1 classid 1:104 htb rate 100000000kbit ceil 100000000kbit burst 125000000 cburst 125000000 quantum 200000".into(),
             "qdisc replace dev wl0 parent 1:104 handle 104: pfifo limit 1000".into(),
             "filter replace dev wl0 parent 1: prio 1 handle 101:4:1 protocol ip u32 ht 101:4: match ip dst 10.77.1.4/32 flowid 1:104".into(),

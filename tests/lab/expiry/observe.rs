@@ -1,4 +1,4 @@
-//! Where the expiry test looks: WireGuard, the daemon's nft table and tc classes in the server
+//! Where the expiry test looks: WireGuard, the daemon's nft table and tc filters in the server
 //! namespace, and the sessions the control plane received.
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -17,7 +17,7 @@ pub struct Kernel {
     /// Every IPv4 address the nft table names, and the owners of its `p<a>_<b>_<c>_<d>` quotas.
     nft: BTreeSet<String>,
     /// `1:<minor>` class ids on any device of the server namespace (wg and IFB).
-    classes: BTreeSet<String>,
+    shaped: BTreeSet<String>,
 }
 
 impl Kernel {
@@ -41,15 +41,20 @@ impl Kernel {
                 t.parse::<Ipv4Addr>().ok().map(|a| a.to_string())
             })
             .collect();
-        let mut classes = BTreeSet::new();
+        // A peer is shaped while a filter leads to its class (classes outlive their peers);
+        // tc prints a terminal u32 filter's class as `*flowid 1:x`.
+        let mut shaped = BTreeSet::new();
         for dev in ns(&["ls", "/sys/class/net"]).split_whitespace() {
-            for line in ns(&["tc", "class", "show", "dev", dev]).lines() {
-                if let Some(id) = line.split_whitespace().nth(2) {
-                    classes.insert(id.to_string());
+            for line in ns(&["tc", "filter", "show", "dev", dev]).lines() {
+                let mut words = line.split_whitespace();
+                if words.any(|w| w.ends_with("flowid"))
+                    && let Some(id) = words.next()
+                {
+                    shaped.insert(id.to_string());
                 }
             }
         }
-        Kernel { wg, nft, classes }
+        Kernel { wg, nft, shaped }
     }
 
     /// Every peer in WireGuard, in the nft table and (when shaped) in tc; or in none of them.
@@ -61,7 +66,7 @@ impl Kernel {
                 let addr: Ipv4Addr = p.address.parse().unwrap();
                 let minor = u32::from(addr) - u32::from(SUBNET);
                 let id = format!("1:{minor:x}");
-                assert_eq!(self.classes.contains(&id), present, "tc {id}: {p:?}");
+                assert_eq!(self.shaped.contains(&id), present, "tc {id}: {p:?}");
             }
         }
     }
