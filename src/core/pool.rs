@@ -92,6 +92,17 @@ impl AddressPool {
         }
     }
 
+    /// The next `n` addresses `allocate` would hand out, lowest first, without taking them.
+    pub fn upcoming(&self, n: usize) -> Vec<Ipv4Addr> {
+        self.holes
+            .iter()
+            .copied()
+            .chain(self.next..=self.last)
+            .take(n)
+            .map(Ipv4Addr::from)
+            .collect()
+    }
+
     /// How many more peers fit.
     pub fn free(&self) -> u64 {
         u64::from(self.last.saturating_add(1).saturating_sub(self.next)) + self.holes.len() as u64
@@ -116,6 +127,21 @@ mod tests {
         p.release(ip("10.0.0.3"));
         assert_eq!(p.allocate().unwrap(), ip("10.0.0.3"));
         assert_eq!(p.allocate().unwrap(), ip("10.0.0.5"));
+    }
+
+    #[test]
+    fn upcoming_is_what_allocate_hands_out_next() {
+        let mut p = AddressPool::new("10.0.0.0/29".parse().unwrap());
+        for _ in 0..3 {
+            p.allocate().unwrap();
+        }
+        p.release(ip("10.0.0.3"));
+        let next = p.upcoming(3);
+        assert_eq!(next, ["10.0.0.3", "10.0.0.5", "10.0.0.6"].map(ip));
+        assert_eq!(p.upcoming(10).len(), 3, "only what is free");
+        let handed: Vec<_> = std::iter::from_fn(|| p.allocate().ok()).collect();
+        assert_eq!(handed, next);
+        assert!(p.upcoming(1).is_empty());
     }
 
     #[test]

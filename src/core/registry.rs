@@ -204,6 +204,11 @@ impl Registry {
     pub fn free_addresses(&self) -> u64 {
         self.pool.free()
     }
+
+    /// The next `n` addresses new peers will get, lowest first.
+    pub fn upcoming_addresses(&self, n: usize) -> Vec<std::net::Ipv4Addr> {
+        self.pool.upcoming(n)
+    }
 }
 
 #[cfg(test)]

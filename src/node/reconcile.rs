@@ -277,14 +277,20 @@ async fn pass(node: &NodeHandle, persist: bool, whole: bool) -> Result<(Repairs,
             .await?
             .map(|r| (r, false));
     }
-    let created = node.call(Node::ensure_interface).await??;
+    let (created, spares) = node
+        .call(|n| {
+            let created = n.ensure_interface()?;
+            Ok::<_, NodeError>((created, n.registry.upcoming_addresses(SPARE_CLASSES)))
+        })
+        .await??;
     let view = node.view();
     let seen = view.generation;
     let (reader, policy) = (node.reader(), node.policy());
-    let read =
-        tokio::task::spawn_blocking(move || read_off_thread(&reader, policy.as_ref(), &view))
-            .await
-            .map_err(|_| NodeError::Unavailable(super::Fault::Stopped))?;
+    let read = tokio::task::spawn_blocking(move || {
+        read_off_thread(&reader, policy.as_ref(), &view, &spares)
+    })
+    .await
+    .map_err(|_| NodeError::Unavailable(super::Fault::Stopped))?;
     let (reading, checked, generation) = match read {
         Ok(r) => r,
         // `nft list` starts over whenever the ruleset changes under it, so a steady stream of
@@ -312,16 +318,28 @@ async fn pass(node: &NodeHandle, persist: bool, whole: bool) -> Result<(Repairs,
     .await?
 }
 
-/// The pass's reads: WireGuard, the quota counts and the data-plane check, against `view`.
+/// How many of the next addresses get a class ahead (see `PeerEnforcer::make_spares`): peers
+/// created faster than this per interval make their own, at the kernel's O(classes) cost.
+const SPARE_CLASSES: usize = 256;
+
+/// The pass's reads: WireGuard, the quota counts and the data-plane check, against `view`;
+/// then classes made ahead for the addresses in `spares`.
 fn read_off_thread(
     reader: &DeviceReader,
     policy: &dyn PeerEnforcer,
     view: &NodeView,
+    spares: &[Ipv4Addr],
 ) -> Result<(WgReading, Checked, u64), NodeError> {
     let reading = read_wireguard(reader, view)?;
     let snap = Snapshot::of(view);
     let used = moved_usage(policy.usage()?, view);
     let repair = policy.check(snap.peers)?;
+    match policy.make_spares(spares) {
+        Ok(0) => {}
+        Ok(n) => log::debug!("made {n} tc lines of spare classes ahead of new peers"),
+        // Some addresses were taken meanwhile; their peers' classes stand.
+        Err(e) => log::debug!("spare classes: {e}"),
+    }
     Ok((reading, (used, repair), snap.generation))
 }
 

@@ -195,6 +195,18 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Lines that may fail one by one without stopping the rest (`tc -force`); the error says
+    /// that some did.
+    pub fn apply_tc_forced(&self, lines: &[String]) -> Result<()> {
+        if !lines.is_empty() {
+            let mut batch = lines.join("\n");
+            batch.push('\n');
+            self.runner
+                .run(&Cmd::new(["tc", "-force", "-batch", "-"]).stdin(batch))?;
+        }
+        Ok(())
+    }
+
     /// Observe → plan → apply → verify. Writes nothing when the kernel already matches.
     pub fn apply(&self, input: &PlanInput) -> Result<Applied> {
         let plan = Plan::build(input)?;

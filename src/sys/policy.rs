@@ -1,12 +1,12 @@
 //! The seam between the node and its per-peer policy in the kernel (isolation, speed limits,
 //! data caps), and the real implementation over `nft` and `tc`.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
 
 use ipnet::{Ipv4Net, Ipv6Net};
 
-use crate::core::plan::{PeerChange, PeerPolicy, Plan, PlanInput};
+use crate::core::plan::{PeerChange, PeerPolicy, Plan, PlanInput, spare_tc};
 use crate::sys::dataplane::{Dataplane, DataplaneError};
 use crate::sys::runner::Cmd;
 
@@ -28,6 +28,12 @@ pub trait PeerEnforcer: Send + Sync + 'static {
     fn change_many(&self, changes: &[PeerChange]) -> Result<(), DataplaneError> {
         changes.iter().try_for_each(|c| self.change(c))
     }
+    /// Makes HTB classes ahead for `addrs` (the addresses the next peers will get) where the
+    /// last `check` saw none; returns how many lines it wrote. Off the owner's thread only: at
+    /// 10,000 classes each new one costs the kernel about 1 ms.
+    fn make_spares(&self, _addrs: &[Ipv4Addr]) -> Result<usize, DataplaneError> {
+        Ok(0)
+    }
     /// Compares the kernel with the plan for `peers`; writes nothing.
     fn check(&self, peers: Vec<PeerPolicy>) -> Result<Option<Repair>, DataplaneError>;
     fn repair(&self, repair: &Repair) -> Result<(), DataplaneError>;
@@ -41,6 +47,8 @@ pub trait PeerEnforcer: Send + Sync + 'static {
 pub struct KernelEnforcer {
     dp: Dataplane,
     base: Mutex<PlanInput>,
+    /// The class minors each shaped device held at the last check, plus the spares made since.
+    classes: Mutex<BTreeMap<String, BTreeSet<u16>>>,
 }
 
 impl KernelEnforcer {
@@ -48,6 +56,7 @@ impl KernelEnforcer {
         KernelEnforcer {
             dp,
             base: Mutex::new(base),
+            classes: Mutex::default(),
         }
     }
 
@@ -77,6 +86,19 @@ impl PeerEnforcer for KernelEnforcer {
         self.dp.apply_changes(&self.base(), changes).map(|_| ())
     }
 
+    fn make_spares(&self, addrs: &[Ipv4Addr]) -> Result<usize, DataplaneError> {
+        let base = self.base();
+        let lines = spare_tc(
+            &base,
+            addrs,
+            &mut self.classes.lock().unwrap_or_else(|e| e.into_inner()),
+        );
+        // Lines fail only where a peer took the address meanwhile (its class exists): the
+        // rest are made all the same, and the next check sees every class as it is.
+        self.dp.apply_tc_forced(&lines)?;
+        Ok(lines.len())
+    }
+
     fn check(&self, peers: Vec<PeerPolicy>) -> Result<Option<Repair>, DataplaneError> {
         let input = PlanInput {
             peers,
@@ -85,6 +107,13 @@ impl PeerEnforcer for KernelEnforcer {
         let plan = Plan::build(&input)?;
         self.dp.prepare(&input)?;
         let observed = self.dp.observe(&plan)?;
+        *self.classes.lock().unwrap_or_else(|e| e.into_inner()) = observed
+            .devs
+            .iter()
+            .filter_map(|(dev, o)| {
+                Some((dev.clone(), o.as_ref()?.classes.keys().copied().collect()))
+            })
+            .collect();
         let (nft, tc, missing) = self.dp.diff(&plan, &observed);
         if let Some(dev) = missing.first() {
             return Err(DataplaneError::NoDevice(dev.clone()));

@@ -325,3 +325,55 @@ fn a_removed_peers_classes_stay_unused_and_the_next_peer_there_is_shaped_anew() 
     assert!(dp.apply(&with).unwrap().is_empty());
     eprintln!("measured after reuse: down {down:.3} Mbit/s (limit 4), up {up:.1} Mbit/s");
 }
+
+#[test]
+#[ignore = "needs root"]
+fn spare_classes_made_ahead_are_taken_over_by_the_next_peer() {
+    use waylume::sys::policy::{KernelEnforcer, PeerEnforcer};
+    let mut lab = TunnelLab::new("pspare");
+    lab.spawn(
+        &lab.inet.clone(),
+        &["iperf3", "-s", "-B", INET, "-p", "5201"],
+    );
+    let base = lab.input(vec![]);
+    let enforcer = KernelEnforcer::new(lab.dataplane(), base.clone());
+    let repair = enforcer.check(vec![policy(B)]).unwrap().unwrap();
+    enforcer.repair(&repair).unwrap();
+    assert!(enforcer.check(vec![policy(B)]).unwrap().is_none());
+
+    // The next addresses get classes and queues on both devices; every line is taken.
+    let spare = "10.77.0.9".parse().unwrap();
+    assert_eq!(enforcer.make_spares(&[A, spare]).unwrap(), 8);
+    for dev in [lab.wg_s.clone(), base.ifb.clone()] {
+        let classes = lab.s(&["tc", "class", "show", "dev", &dev]);
+        for id in ["1:2 ", "1:9 "] {
+            assert!(
+                classes.contains(&format!("class htb {id}parent 1:1 leaf")),
+                "{dev}: {classes}"
+            );
+        }
+    }
+    assert!(
+        enforcer.check(vec![policy(B)]).unwrap().is_none(),
+        "spares are not drift"
+    );
+
+    // A takes its spare: limited on download only, the spare's upload class limits nothing.
+    let a = PeerPolicy {
+        download_kbps: Some(4000),
+        ..policy(A)
+    };
+    enforcer.change(&PeerChange::Add(a.clone())).unwrap();
+    wait_for("iperf3 server", Duration::from_secs(5), || {
+        lab.tcp_connects(&lab.a, INET, 5201)
+    });
+    let down = lab.iperf(&lab.a, 5201, true);
+    assert!(
+        (3.6..=4.4).contains(&down),
+        "download {down} Mbit/s, limit 4"
+    );
+    let up = lab.iperf(&lab.a, 5201, false);
+    assert!(up > 4.4, "upload unlimited, got {up} Mbit/s");
+    assert!(enforcer.check(vec![a, policy(B)]).unwrap().is_none());
+    eprintln!("measured through a spare: down {down:.3} Mbit/s (limit 4), up {up:.1} Mbit/s");
+}

@@ -27,7 +27,7 @@ pub use observed::{
     ObservedQuota, Rate, rate_text,
 };
 pub use ops::{Batch, NftOp, PeerChange, peer_batch, render_ops};
-pub use tc::{Dir, PeerClass, TcDevPlan, TcPlan};
+pub use tc::{Dir, PeerClass, TcDevPlan, TcPlan, spare_tc};
 pub use u32::Family;
 
 /// Highest limit the API accepts: 100 Gbit/s.

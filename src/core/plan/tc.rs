@@ -2,7 +2,7 @@
 //! tables that find a peer's class (see `u32`), and per shaped peer a class, a pfifo leaf and
 //! one bucket filter per address family. Download is shaped on the WireGuard interface's egress
 //! (keyed on the destination), upload on the IFB's egress (keyed on the source).
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv6Net;
@@ -157,6 +157,46 @@ pub fn leaf_line(dev: &str, slot: &Slot, kbps: u32) -> String {
         slot.classid(),
         slot.leaf()
     )
+}
+
+/// A class and its queue made ahead for an address no peer holds yet, so the peer that gets it
+/// changes a class rather than creating one (see `ops::shape_ops`). `add`, not `replace`: if a
+/// peer got the address meanwhile, these fail and leave its class as it is. At the parent's
+/// rate, a spare limits nothing.
+pub fn spare_lines(dev: &str, slot: &Slot) -> [String; 2] {
+    let (_, _, limit) = shape(PARENT_KBPS);
+    [
+        class_line("add", dev, slot, PARENT_KBPS),
+        format!(
+            "qdisc add dev {dev} parent {} handle {} pfifo limit {limit}",
+            slot.classid(),
+            slot.leaf()
+        ),
+    ]
+}
+
+/// The spare lines for `addrs` on each shaped device whose classes are known (`have`: the
+/// minors each device holds, which the spares join); addresses that have a class are skipped.
+pub fn spare_tc(
+    input: &PlanInput,
+    addrs: &[Ipv4Addr],
+    have: &mut BTreeMap<String, BTreeSet<u16>>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if !input.shaping {
+        return out;
+    }
+    for dev in [&input.iface, &input.ifb] {
+        let Some(known) = have.get_mut(dev.as_str()) else {
+            continue;
+        };
+        for slot in addrs.iter().filter_map(|a| Slot::of(input.subnet, *a)) {
+            if known.insert(slot.minor) {
+                out.extend(spare_lines(dev, &slot));
+            }
+        }
+    }
+    out
 }
 
 pub fn class_del_line(dev: &str, minor: u16) -> String {

@@ -467,3 +467,40 @@ fn shaping_off_removes_our_qdiscs() {
         ]
     );
 }
+
+#[test]
+fn spare_classes_are_made_once_where_the_last_check_saw_none() {
+    use crate::sys::policy::{KernelEnforcer, PeerEnforcer};
+    let fake = Arc::new(FakeRunner::new(|c, _| kernel(c)));
+    let input = captured_input();
+    let enforcer = KernelEnforcer::new(
+        dp(fake.clone()),
+        PlanInput {
+            peers: vec![],
+            ..input.clone()
+        },
+    );
+    let next = [Ipv4Addr::new(10, 77, 1, 4), Ipv4Addr::new(10, 77, 1, 5)];
+    // Nothing is known before a check, so nothing is made.
+    assert_eq!(enforcer.make_spares(&next).unwrap(), 0);
+    assert!(enforcer.check(input.peers.clone()).unwrap().is_none());
+    // wl0 holds 1:104 already: a class and its queue for .5 there, for both on the IFB.
+    assert_eq!(enforcer.make_spares(&next).unwrap(), 6);
+    let writes = fake.writes();
+    assert_eq!(writes.len(), 1);
+    assert_eq!(writes[0].argv, ["tc", "-force", "-batch", "-"]);
+    let batch = writes[0].stdin.clone().unwrap();
+    let lines: Vec<&str> = batch.lines().collect();
+    assert_eq!(
+        lines[..2],
+        [
+            "class add dev wl0 parent 1:1 classid 1:105 htb rate 100000000kbit ceil 100000000kbit burst 125000000 cburst 125000000 quantum 200000",
+            "qdisc add dev wl0 parent 1:105 handle 105: pfifo limit 1000",
+        ]
+    );
+    assert!(lines[2..].iter().all(|l| l.contains("dev wl0-ifb")));
+    assert!(!batch.contains("dev wl0 parent 1:1 classid 1:104"));
+    // Made once: the next pass writes nothing for them.
+    assert_eq!(enforcer.make_spares(&next).unwrap(), 0);
+    assert_eq!(fake.writes().len(), 1);
+}
