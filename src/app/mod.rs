@@ -137,7 +137,9 @@ fn kernel_policy(
         peers: Vec::new(),
     };
     let link = crate::sys::nft::NfSocket::open()?;
-    let dp = crate::sys::dataplane::Dataplane::new(runner, Arc::new(link));
+    let tc = crate::sys::tc::TcSocket::open()?;
+    let dp =
+        crate::sys::dataplane::Dataplane::new(runner, Arc::new(link)).with_tc_read(Arc::new(tc));
     Ok((
         Arc::new(crate::sys::policy::KernelEnforcer::new(dp, base.clone())),
         base,

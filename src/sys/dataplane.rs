@@ -25,6 +25,8 @@ pub enum DataplaneError {
     Nft(#[from] nft::ParseError),
     #[error("data plane: reading tc: {0}")]
     Tc(#[from] tc::ParseError),
+    #[error("data plane: reading tc: {0}")]
+    TcNetlink(#[from] tc::TcNetlinkError),
     #[error("data plane: reading ip: {0}")]
     Ip(#[from] serde_json::Error),
     #[error("data plane: device {0} does not exist")]
@@ -58,6 +60,8 @@ pub struct Dataplane {
     runner: Arc<dyn Runner>,
     /// Per-peer changes and quota reads, without a process per change.
     link: Arc<dyn NftLink>,
+    /// Reads each device's tc state over netlink; without one, `tc -j` is run.
+    tc_read: Option<Arc<dyn tc::TcRead>>,
     /// The last `used` read per quota: restores a deleted quota from the newest count.
     remembered: Mutex<BTreeMap<String, u64>>,
 }
@@ -71,7 +75,16 @@ impl Dataplane {
         Dataplane {
             runner,
             link,
+            tc_read: None,
             remembered: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Reads tc state through `r` (netlink) instead of running `tc -j`.
+    pub fn with_tc_read(self, r: Arc<dyn tc::TcRead>) -> Dataplane {
+        Dataplane {
+            tc_read: Some(r),
+            ..self
         }
     }
 
@@ -138,7 +151,11 @@ impl Dataplane {
         Ok(Observed { nft, devs })
     }
 
-    fn observe_dev(&self, dev: &str) -> Result<Option<ObservedDev>> {
+    /// One device's tc state; `None` when the device does not exist.
+    pub fn observe_dev(&self, dev: &str) -> Result<Option<ObservedDev>> {
+        if let Some(r) = &self.tc_read {
+            return Ok(r.observe_dev(dev)?);
+        }
         let mut o = ObservedDev::default();
         match self.run(&["tc", "-j", "qdisc", "show", "dev", dev]) {
             Ok(out) => tc::parse_qdiscs(&out, &mut o)?,

@@ -247,5 +247,8 @@ pub fn parse_ingress_filters(json: &str, dev: &mut ObservedDev) -> Result<(), Pa
     Ok(())
 }
 
+pub mod netlink;
+pub use netlink::{TcNetlinkError, TcRead, TcSocket};
+
 #[cfg(test)]
 mod tests;

@@ -447,6 +447,20 @@ pub fn policy(addr: Ipv4Addr) -> PeerPolicy {
 
 /// An nf_tables netlink socket of namespace `ns`: opened on a thread that entered it (a socket
 /// belongs to the namespace it was created in; the thread ends, the process never moves).
+/// A route netlink socket for tc reads, opened inside `ns`.
+pub fn tc_socket(ns: &str) -> waylume::sys::tc::TcSocket {
+    let path = format!("/run/netns/{ns}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let f = std::fs::File::open(&path).unwrap();
+            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            waylume::sys::tc::TcSocket::open().unwrap()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
 pub fn nf_socket(ns: &str) -> NfSocket {
     let path = format!("/run/netns/{ns}");
     std::thread::scope(|s| {

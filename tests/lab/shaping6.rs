@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::netns::wait_for;
 use common::tunnels::*;
-use waylume::core::plan::{PeerChange, PeerPolicy, PlanInput};
+use waylume::core::plan::{PeerChange, PeerPolicy, PlanInput, Rate};
 use waylume::sys::dataplane::fenced_networks;
 
 pub const SUBNET6: &str = "fd77::/64";
@@ -337,4 +337,60 @@ fn per_peer_changes_carry_the_ipv6_filter_and_removal_leaves_no_filter() {
         "nothing left to clean"
     );
     eprintln!("measured: IPv6 down {down:.3} Mbit/s at 2, {down4:.3} at 4");
+}
+
+/// The data plane's two ways of reading tc agree on real state: `tc -j` (iproute2's JSON, or
+/// text for classes) and rtnetlink dumps parsed in-process, which the daemon uses.
+#[test]
+#[ignore = "needs root"]
+fn tc_reads_the_same_over_netlink_and_from_tc() {
+    use std::sync::Arc;
+    use waylume::sys::policy::{KernelEnforcer, PeerEnforcer};
+    let lab = v6_lab("s6nl");
+    let input = input6(&lab, vec![limited_a(2000), policy(B)]);
+    lab.dataplane().apply(&input).unwrap();
+    // A class left by a removed peer and spares made ahead are read too.
+    let enforcer = KernelEnforcer::new(
+        lab.dataplane(),
+        PlanInput {
+            peers: vec![],
+            ..input.clone()
+        },
+    );
+    assert!(enforcer.check(input.peers.clone()).unwrap().is_none());
+    let spares = ["10.77.0.9".parse().unwrap(), "10.77.0.10".parse().unwrap()];
+    assert_eq!(enforcer.make_spares(&spares).unwrap(), 8);
+
+    let by_tc = lab.dataplane();
+    let by_netlink = lab.dataplane().with_tc_read(Arc::new(tc_socket(&lab.srv)));
+    for dev in [lab.wg_s.clone(), input.ifb.clone()] {
+        let mut a = by_tc.observe_dev(&dev).unwrap().unwrap();
+        let mut b = by_netlink.observe_dev(&dev).unwrap().unwrap();
+        assert!(b.root_htb, "{dev}: {b:#?}");
+        assert!(!b.prios.is_empty() && b.prios.values().all(|p| !p.filters.is_empty()));
+        assert!(b.classes.len() >= 4, "{dev}: parent, A and the spares");
+        // Rates: `tc` of this iproute2 may print classes as text; netlink gives bytes/s.
+        assert_eq!(
+            a.classes.keys().collect::<Vec<_>>(),
+            b.classes.keys().collect::<Vec<_>>()
+        );
+        for (m, c) in &b.classes {
+            let Rate::Bytes(rate) = c.rate else {
+                panic!("{dev} 1:{m:x}: {c:?}")
+            };
+            let Rate::Bytes(ceil) = c.ceil else {
+                panic!("{dev} 1:{m:x}: {c:?}")
+            };
+            let t = &a.classes[m];
+            assert!(
+                t.rate.matches(rate) && t.ceil.matches(ceil),
+                "{dev} 1:{m:x}: {t:?} vs {c:?}"
+            );
+            assert_eq!(t.parent, c.parent, "{dev} 1:{m:x}");
+        }
+        a.classes.clear();
+        b.classes.clear();
+        assert_eq!(a, b, "{dev}");
+    }
+    assert!(by_netlink.observe_dev("nosuchdev0").unwrap().is_none());
 }
