@@ -203,23 +203,21 @@ impl Dataplane {
     }
 
     pub fn apply_tc(&self, lines: &[String]) -> Result<()> {
-        if !lines.is_empty() {
-            let mut batch = lines.join("\n");
-            batch.push('\n');
-            self.runner
-                .run(&Cmd::new(["tc", "-batch", "-"]).stdin(batch))?;
-        }
-        Ok(())
+        self.tc_batch(&["tc", "-batch", "-"], lines)
     }
 
     /// Lines that may fail one by one without stopping the rest (`tc -force`); the error says
     /// that some did.
     pub fn apply_tc_forced(&self, lines: &[String]) -> Result<()> {
+        self.tc_batch(&["tc", "-force", "-batch", "-"], lines)
+    }
+
+    fn tc_batch(&self, argv: &[&str], lines: &[String]) -> Result<()> {
         if !lines.is_empty() {
             let mut batch = lines.join("\n");
             batch.push('\n');
             self.runner
-                .run(&Cmd::new(["tc", "-force", "-batch", "-"]).stdin(batch))?;
+                .run(&Cmd::new(argv.iter().copied()).stdin(batch))?;
         }
         Ok(())
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use common::netns::wait_for;
 use common::tunnels::*;
 use waylume::core::plan::{PeerChange, PeerPolicy};
+use waylume::sys::dataplane::Dataplane;
 
 #[test]
 #[ignore = "needs root"]
@@ -61,10 +62,10 @@ fn isolation_matrix_and_idempotent_apply() {
     assert!(lab.runner.writes.lock().unwrap().is_empty());
 }
 
-#[test]
-#[ignore = "needs root"]
-fn speed_limits_both_directions_and_live_change() {
-    let mut lab = TunnelLab::new("prate");
+/// A lab with an iperf3 server on the internet host, A limited to 2 Mbit/s both ways and B
+/// unlimited, applied in full.
+fn limited_lab(tag: &str) -> (TunnelLab, Dataplane, PeerPolicy) {
+    let mut lab = TunnelLab::new(tag);
     lab.spawn(
         &lab.inet.clone(),
         &["iperf3", "-s", "-B", INET, "-p", "5201"],
@@ -75,11 +76,18 @@ fn speed_limits_both_directions_and_live_change() {
         upload_kbps: Some(2000),
         ..policy(A)
     };
-    let input = lab.input(vec![limited.clone(), policy(B)]);
-    dp.apply(&input).unwrap();
+    dp.apply(&lab.input(vec![limited.clone(), policy(B)]))
+        .expect("the plan applies");
     wait_for("iperf3 server", Duration::from_secs(5), || {
         lab.tcp_connects(&lab.a, INET, 5201)
     });
+    (lab, dp, limited)
+}
+
+#[test]
+#[ignore = "needs root"]
+fn speed_limits_both_directions_and_live_change() {
+    let (lab, dp, limited) = limited_lab("prate");
 
     let up = lab.iperf(&lab.a, 5201, false);
     let down = lab.iperf(&lab.a, 5201, true);
@@ -277,22 +285,7 @@ fn a_daemon_restart_keeps_traffic_flowing() {
 #[test]
 #[ignore = "needs root"]
 fn a_removed_peers_classes_stay_unused_and_the_next_peer_there_is_shaped_anew() {
-    let mut lab = TunnelLab::new("preuse");
-    lab.spawn(
-        &lab.inet.clone(),
-        &["iperf3", "-s", "-B", INET, "-p", "5201"],
-    );
-    let dp = lab.dataplane();
-    let limited = PeerPolicy {
-        download_kbps: Some(2000),
-        upload_kbps: Some(2000),
-        ..policy(A)
-    };
-    dp.apply(&lab.input(vec![limited.clone(), policy(B)]))
-        .unwrap();
-    wait_for("iperf3 server", Duration::from_secs(5), || {
-        lab.tcp_connects(&lab.a, INET, 5201)
-    });
+    let (lab, dp, limited) = limited_lab("preuse");
 
     // A goes: its filters go, its classes stay, and a full check accepts them.
     let without = lab.input(vec![policy(B)]);

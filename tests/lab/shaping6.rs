@@ -24,80 +24,19 @@ const INET6: &str = "2001:db8:2::2";
 fn v6_lab(tag: &str) -> TunnelLab {
     let lab = TunnelLab::new(tag);
     let (srv, a, inet) = (lab.srv.clone(), lab.a.clone(), lab.inet.clone());
-    must(&[
-        "ip",
-        "-n",
-        &srv,
-        "addr",
-        "add",
-        "fd77::1/64",
-        "dev",
-        &lab.wg_s,
-        "nodad",
-    ]);
-    must(&[
-        "ip",
-        "-n",
-        &a,
-        "addr",
-        "add",
-        "fd77::2/64",
-        "dev",
-        &lab.wg_a,
-        "nodad",
-    ]);
-    must(&[
-        "ip",
-        "-n",
-        &a,
-        "route",
-        "add",
-        "2001:db8::/32",
-        "dev",
-        &lab.wg_a,
-    ]);
-    must(&[
-        "ip",
-        "-n",
-        &srv,
-        "addr",
-        "add",
-        "2001:db8:1::1/64",
-        "dev",
-        "vi-s",
-        "nodad",
-    ]);
-    must(&[
-        "ip",
-        "-n",
-        &inet,
-        "addr",
-        "add",
-        "2001:db8:1::2/64",
-        "dev",
-        "vi-c",
-        "nodad",
-    ]);
-    must(&[
-        "ip",
-        "-n",
-        &inet,
-        "addr",
-        "add",
-        "2001:db8:2::2/128",
-        "dev",
-        "lo",
-    ]);
-    must(&[
-        "ip",
-        "-n",
-        &srv,
-        "route",
-        "add",
-        "default",
-        "via",
-        "2001:db8:1::2",
-    ]);
+    // `ip -n NS` and the rest of the command as words.
+    let ip = |ns: &str, rest: &str| {
+        let mut argv = vec!["ip", "-n", ns];
+        argv.extend(rest.split_whitespace());
+        must(&argv);
+    };
+    ip(&srv, &format!("addr add fd77::1/64 dev {} nodad", lab.wg_s));
+    ip(&a, &format!("addr add fd77::2/64 dev {} nodad", lab.wg_a));
+    ip(&a, &format!("route add 2001:db8::/32 dev {}", lab.wg_a));
+    ip(&srv, "addr add 2001:db8:1::1/64 dev vi-s nodad");
+    ip(&inet, "addr add 2001:db8:1::2/64 dev vi-c nodad");
+    ip(&inet, "addr add 2001:db8:2::2/128 dev lo");
+    ip(&srv, "route add default via 2001:db8:1::2");
     let a_key = lab.keys[1].1.clone();
     lab.s(&[
         "wg",

@@ -316,6 +316,29 @@ fn redirect_targets(body: &[u8]) -> Vec<u32> {
     out
 }
 
+/// One request: its name for errors, type, flags beyond `NLM_F_REQUEST`, body, and the type
+/// of the answers wanted.
+#[derive(Clone, Copy)]
+struct Request<'a> {
+    what: &'static str,
+    ty: u16,
+    flags: u16,
+    body: &'a [u8],
+    want: u16,
+}
+
+impl<'a> Request<'a> {
+    fn link(body: &'a [u8]) -> Request<'a> {
+        Request {
+            what: "link",
+            ty: RTM_GETLINK,
+            flags: NLM_F_ACK,
+            body,
+            want: RTM_NEWLINK,
+        }
+    }
+}
+
 impl Inner {
     fn next_seq(&mut self) -> u32 {
         self.seq = self.seq.wrapping_add(1).max(1);
@@ -324,32 +347,24 @@ impl Inner {
 
     /// Sends one request; returns the bodies of the answers of type `want`, until the dump's
     /// end or the acknowledgement. `Err(Refused)` carries the kernel's errno.
-    fn request(
-        &mut self,
-        what: &'static str,
-        ty: u16,
-        flags: u16,
-        body: &[u8],
-        want: u16,
-    ) -> Result<Vec<Vec<u8>>> {
+    fn request(&mut self, r: &Request) -> Result<Vec<Vec<u8>>> {
         for _ in 0..DUMP_TRIES {
-            match self.request_once(what, ty, flags, body, want)? {
-                Some(answers) => return Ok(answers),
-                None => continue,
+            if let Some(answers) = self.request_once(r)? {
+                return Ok(answers);
             }
         }
-        Err(TcNetlinkError::Interrupted(what))
+        Err(TcNetlinkError::Interrupted(r.what))
     }
 
     /// `None`: the dump raced a change and must be read again.
-    fn request_once(
-        &mut self,
-        what: &'static str,
-        ty: u16,
-        flags: u16,
-        body: &[u8],
-        want: u16,
-    ) -> Result<Option<Vec<Vec<u8>>>> {
+    fn request_once(&mut self, r: &Request) -> Result<Option<Vec<Vec<u8>>>> {
+        let Request {
+            what,
+            ty,
+            flags,
+            body,
+            want,
+        } = *r;
         // Left over from an earlier call that failed half-way: not ours to read.
         let mut scratch = Vec::with_capacity(64 * 1024);
         while self.sock.recv(&mut scratch, libc::MSG_DONTWAIT).is_ok() {
@@ -412,7 +427,13 @@ impl Inner {
         body[4..8].copy_from_slice(&ifindex.to_ne_bytes());
         body[12..16].copy_from_slice(&parent.to_ne_bytes());
         // The kernel answers with the type one below the request's (RTM_NEW* = RTM_GET* - 2).
-        self.request(what, ty, NLM_F_DUMP, &body, ty - 2)
+        self.request(&Request {
+            what,
+            ty,
+            flags: NLM_F_DUMP,
+            body: &body,
+            want: ty - 2,
+        })
     }
 
     /// The device's ifindex; `None` when it does not exist.
@@ -424,7 +445,7 @@ impl Inner {
         body.extend_from_slice(name.as_bytes());
         body.push(0);
         body.resize((body.len() + 3) & !3, 0);
-        match self.request("link", RTM_GETLINK, NLM_F_ACK, &body, RTM_NEWLINK) {
+        match self.request(&Request::link(&body)) {
             Ok(links) => Ok(links.first().and_then(|l| i32_at(l, 4))),
             Err(TcNetlinkError::Refused { errno: ENODEV, .. }) => Ok(None),
             Err(e) => Err(e),
@@ -435,7 +456,7 @@ impl Inner {
     fn name(&mut self, ifindex: u32) -> Result<String> {
         let mut body = vec![0u8; 16];
         body[4..8].copy_from_slice(&ifindex.to_ne_bytes());
-        match self.request("link", RTM_GETLINK, NLM_F_ACK, &body, RTM_NEWLINK) {
+        match self.request(&Request::link(&body)) {
             Ok(links) => Ok(links
                 .first()
                 .and_then(|l| attrs(l.get(16..)?).find(|(t, _)| *t == IFLA_IFNAME))
