@@ -318,8 +318,9 @@ async fn pass(node: &NodeHandle, persist: bool, whole: bool) -> Result<(Repairs,
     .await?
 }
 
-/// How many of the next addresses get a class ahead (see `PeerEnforcer::make_spares`): peers
-/// created faster than this per interval make their own, at the kernel's O(classes) cost.
+/// How many of the next addresses get a class ahead (see `PeerEnforcer::make_spares`) on a
+/// node where some peer has a speed limit: peers created faster than this per interval make
+/// their own, at the kernel's O(classes) cost. A node without limits makes none.
 const SPARE_CLASSES: usize = 256;
 
 /// The pass's reads: WireGuard, the quota counts and the data-plane check, against `view`;
@@ -333,12 +334,16 @@ fn read_off_thread(
     let reading = read_wireguard(reader, view)?;
     let snap = Snapshot::of(view);
     let used = moved_usage(policy.usage()?, view);
+    let limits = snap
+        .peers
+        .iter()
+        .any(|p| p.download_kbps.is_some() || p.upload_kbps.is_some());
     let repair = policy.check(snap.peers)?;
-    match policy.make_spares(spares) {
-        Ok(0) => {}
-        Ok(n) => log::debug!("made {n} tc lines of spare classes ahead of new peers"),
+    match limits.then(|| policy.make_spares(spares)) {
+        None | Some(Ok(0)) => {}
+        Some(Ok(n)) => log::debug!("made {n} tc lines of spare classes ahead of new peers"),
         // Some addresses were taken meanwhile; their peers' classes stand.
-        Err(e) => log::debug!("spare classes: {e}"),
+        Some(Err(e)) => log::debug!("spare classes: {e}"),
     }
     Ok((reading, (used, repair), snap.generation))
 }

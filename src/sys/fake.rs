@@ -126,6 +126,8 @@ pub struct FakeEnforcer {
     pub batches: AtomicUsize,
     pub used: Mutex<std::collections::BTreeMap<std::net::Ipv4Addr, u64>>,
     pub fail_next: AtomicBool,
+    /// The addresses of each `make_spares` call.
+    pub spares: Mutex<Vec<Vec<std::net::Ipv4Addr>>>,
 }
 
 impl super::policy::PeerEnforcer for FakeEnforcer {
@@ -151,6 +153,17 @@ impl super::policy::PeerEnforcer for FakeEnforcer {
     ) -> Result<(), crate::sys::dataplane::DataplaneError> {
         self.batches.fetch_add(1, Ordering::SeqCst);
         cs.iter().try_for_each(|c| self.change(c))
+    }
+
+    fn make_spares(
+        &self,
+        addrs: &[std::net::Ipv4Addr],
+    ) -> Result<usize, crate::sys::dataplane::DataplaneError> {
+        self.spares
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(addrs.to_vec());
+        Ok(0)
     }
 
     fn check(

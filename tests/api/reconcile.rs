@@ -62,3 +62,55 @@ async fn api_changes_during_reconcile_count_no_repairs() {
     );
     assert!(t.wg.is_empty(), "every peer deleted");
 }
+
+/// Classes are made ahead only on a node where some peer has a speed limit, for the addresses
+/// the next peers will get.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spare_classes_are_asked_for_only_once_a_peer_has_a_limit() {
+    let t = TestNode::new("10.0.0.0/16", 1000);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let loop_task = tokio::spawn(waylume::node::reconcile::run(
+        t.node.clone(),
+        None,
+        Duration::from_millis(5),
+        stop_rx,
+    ));
+    let passes_after = |n: u64| {
+        let node = t.node.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while node.view().passes.runs < n {
+                assert!(tokio::time::Instant::now() < deadline, "no reconcile pass");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    let (status, plain) = t.call("POST", "/api/peers", "{}").await;
+    assert_eq!(status, StatusCode::CREATED, "{plain}");
+    let seen = t.node.view().passes.runs;
+    passes_after(seen + 3).await;
+    assert!(
+        t.policy.spares.lock().unwrap().is_empty(),
+        "no limits, no spares"
+    );
+
+    let body = r#"{"speed_limit":{"download_kbps":2000}}"#;
+    let (status, limited) = t.call("POST", "/api/peers", body).await;
+    assert_eq!(status, StatusCode::CREATED, "{limited}");
+    let seen = t.node.view().passes.runs;
+    passes_after(seen + 3).await;
+    stop_tx.send_replace(true);
+    loop_task.await.unwrap();
+
+    let spares = t.policy.spares.lock().unwrap().clone();
+    let last = spares.last().expect("spares asked for");
+    assert_eq!(last.len(), 256);
+    let next: Vec<String> = ["10.0.0.4", "10.0.0.5"].map(String::from).to_vec();
+    assert_eq!(
+        last[..2].iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        next,
+        "the addresses after {} and {}",
+        plain["address"],
+        limited["address"]
+    );
+}
