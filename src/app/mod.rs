@@ -242,6 +242,12 @@ pub async fn serve(cfg: Config) -> Result<()> {
 
     let label = format!("restoring {} peers", node.view().peers.len());
     let restore = node.call(|n| n.reconcile(true));
+    let restore = crate::sys::notify::extending_start(
+        &label,
+        std::time::Duration::from_secs(10),
+        restore,
+        crate::sys::notify::heartbeat,
+    );
     let repairs = crate::progress::while_running(&label, restore).await??;
     let peers = node.view().peers.len();
     log::info!(
