@@ -84,6 +84,19 @@ fn limited_lab(tag: &str) -> (TunnelLab, Dataplane, PeerPolicy) {
     (lab, dp, limited)
 }
 
+/// A's download held to a 4 Mbit/s limit and its upload unlimited, measured with iperf3; the
+/// two rates in Mbit/s.
+fn down_at_4_up_free(lab: &TunnelLab) -> (f64, f64) {
+    let down = lab.iperf(&lab.a, 5201, true);
+    assert!(
+        (3.6..=4.4).contains(&down),
+        "download {down} Mbit/s, limit 4"
+    );
+    let up = lab.iperf(&lab.a, 5201, false);
+    assert!(up > 4.4, "upload unlimited, got {up} Mbit/s");
+    (down, up)
+}
+
 #[test]
 #[ignore = "needs root"]
 fn speed_limits_both_directions_and_live_change() {
@@ -112,13 +125,7 @@ fn speed_limits_both_directions_and_live_change() {
         },
     )
     .unwrap();
-    let down2 = lab.iperf(&lab.a, 5201, true);
-    assert!(
-        (3.6..=4.4).contains(&down2),
-        "download {down2} Mbit/s, limit 4"
-    );
-    let up2 = lab.iperf(&lab.a, 5201, false);
-    assert!(up2 > 4.4, "upload unlimited now, got {up2} Mbit/s");
+    let (down2, up2) = down_at_4_up_free(&lab);
     assert!(
         dp.apply(&input2).unwrap().is_empty(),
         "fast path left the plan in place"
@@ -308,13 +315,7 @@ fn a_removed_peers_classes_stay_unused_and_the_next_peer_there_is_shaped_anew() 
     };
     let with = lab.input(vec![next.clone(), policy(B)]);
     dp.apply_change(&with, &PeerChange::Add(next)).unwrap();
-    let down = lab.iperf(&lab.a, 5201, true);
-    assert!(
-        (3.6..=4.4).contains(&down),
-        "download {down} Mbit/s, limit 4"
-    );
-    let up = lab.iperf(&lab.a, 5201, false);
-    assert!(up > 4.4, "upload unlimited, got {up} Mbit/s");
+    let (down, up) = down_at_4_up_free(&lab);
     assert!(dp.apply(&with).unwrap().is_empty());
     eprintln!("measured after reuse: down {down:.3} Mbit/s (limit 4), up {up:.1} Mbit/s");
 }
@@ -360,13 +361,7 @@ fn spare_classes_made_ahead_are_taken_over_by_the_next_peer() {
     wait_for("iperf3 server", Duration::from_secs(5), || {
         lab.tcp_connects(&lab.a, INET, 5201)
     });
-    let down = lab.iperf(&lab.a, 5201, true);
-    assert!(
-        (3.6..=4.4).contains(&down),
-        "download {down} Mbit/s, limit 4"
-    );
-    let up = lab.iperf(&lab.a, 5201, false);
-    assert!(up > 4.4, "upload unlimited, got {up} Mbit/s");
+    let (down, up) = down_at_4_up_free(&lab);
     assert!(enforcer.check(vec![a, policy(B)]).unwrap().is_none());
     eprintln!("measured through a spare: down {down:.3} Mbit/s (limit 4), up {up:.1} Mbit/s");
 }
